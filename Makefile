@@ -1,0 +1,25 @@
+# The two commands of the README. Each creates .venv and installs the project when needed,
+# so a fresh machine with Python 3.11 and the package registries needs nothing else.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint bench
+
+demo: $(INSTALLED)
+	$(VENV)/bin/repalign demo
+
+test: $(INSTALLED) lint
+	$(VENV)/bin/pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(INSTALLED)
+	$(VENV)/bin/python benchmarks/measures.py
+
+$(INSTALLED): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@

@@ -1,0 +1,94 @@
+"""The singular structure of two centred representations, behind Procrustes, CCA and SVCCA.
+
+With X̃, Ỹ the column-centred representations and X̃ = Uₓ Sₓ Vₓᵀ (thin SVD), every measure of
+this family is a function of
+
+    the singular values sₓ, s_y                (principal variances s²)
+    the cross matrix  X̃ᵀỸ                      (Procrustes: its nuclear norm)
+    the whitened cross  Uₓᵀ U_y = Sₓ⁻¹ Vₓᵀ X̃ᵀỸ V_y S_y⁻¹   (CCA: its singular values)
+
+`paired_spectra` computes them from d×d second moments when n ≥ d_x + d_y + 2
+(`FeatureSpectra`, no n×n or n×d float64 copy), and from thin SVDs of the data otherwise
+(`DataSpectra`, O(n²·d) time). Both give the same values.
+"""
+
+import numpy as np
+
+from repalign.stats import GramState
+
+
+def paired_spectra(X, Y):
+    """Spectra of checked, paired ``X`` and ``Y``, from the cheaper source."""
+    if X.shape[0] >= X.shape[1] + Y.shape[1] + 2:
+        state = GramState.from_arrays([X, Y])
+        raw = state.pair(0, 1, center=False)
+        return FeatureSpectra(
+            state.pair(0, 1, center=True), norms=[np.sqrt(raw.norm_sum(r)) for r in (0, 1)]
+        )
+    return DataSpectra(X, Y)
+
+
+def _descending_eigh(C):
+    values, vectors = np.linalg.eigh(C)
+    return values[::-1], vectors[:, ::-1]
+
+
+class FeatureSpectra:
+    """From centred second moments: X̃ᵀX̃ = Vₓ Λₓ Vₓᵀ and X̃ᵀỸ, all d×d.
+
+    Centring rows costs up to ε‖x‖ each (ε the float64 machine epsilon), so a null direction
+    of X̃ᵀX̃ shows an eigenvalue up to about ε‖X‖_F‖X̃‖_F, with ‖X‖_F uncentred (``norms``):
+    eigenvalues below d times that count as null for the whitened cross.
+    """
+
+    def __init__(self, moments, *, norms):
+        self._cross = moments.cross(0, 1)
+        eigen = [_descending_eigh(moments.cross(r, r)) for r in (0, 1)]
+        self.variances = [np.maximum(values, 0.0) for values, _ in eigen]
+        self._bases = [vectors for _, vectors in eigen]
+        self.ranks = [
+            int(np.sum(v > len(v) * np.finfo(float).eps * norm * np.sqrt(v.sum())))
+            for v, norm in zip(self.variances, norms, strict=True)
+        ]
+
+    def cross_singular_values(self):
+        """Singular values of X̃ᵀỸ."""
+        return np.linalg.svd(self._cross, compute_uv=False)
+
+    def whitened_cross(self, kx, ky):
+        """Uₓᵀ U_y over the leading kx and ky principal directions (kx, ky ≤ ranks)."""
+        Vx, Vy = self._bases[0][:, :kx], self._bases[1][:, :ky]
+        scale_x = 1.0 / np.sqrt(self.variances[0][:kx])
+        scale_y = 1.0 / np.sqrt(self.variances[1][:ky])
+        return scale_x[:, None] * (Vx.T @ self._cross @ Vy) * scale_y[None, :]
+
+
+class DataSpectra:
+    """From thin SVDs of the centred data, for n < d_x + d_y + 2.
+
+    As in ``numpy.linalg.matrix_rank``, singular values below max(n, d)·ε times the scale of
+    the data count as null; the scale is the uncentred ‖X‖_F, since centring rows far from
+    the origin costs up to ε‖x‖ each.
+    """
+
+    def __init__(self, X, Y):
+        X, Y = (np.asarray(A, dtype=np.float64) for A in (X, Y))
+        svds = [np.linalg.svd(A - A.mean(axis=0), full_matrices=False) for A in (X, Y)]
+        self._left = [U for U, _, _ in svds]
+        singular = [s for _, s, _ in svds]
+        self.variances = [s * s for s in singular]
+        self.ranks = [
+            int(np.sum(s > max(A.shape) * np.finfo(float).eps * np.linalg.norm(A)))
+            for s, A in zip(singular, (X, Y), strict=True)
+        ]
+        self._singular = singular
+
+    def cross_singular_values(self):
+        """Singular values of X̃ᵀỸ = Vₓ Sₓ Uₓᵀ U_y S_y V_yᵀ, i.e. of Sₓ Uₓᵀ U_y S_y."""
+        sx, sy = self._singular
+        core = sx[:, None] * (self._left[0].T @ self._left[1]) * sy[None, :]
+        return np.linalg.svd(core, compute_uv=False)
+
+    def whitened_cross(self, kx, ky):
+        """Uₓᵀ U_y over the leading kx and ky principal directions (kx, ky ≤ ranks)."""
+        return self._left[0][:, :kx].T @ self._left[1][:, :ky]

@@ -1,0 +1,180 @@
+"""The mergeable second-moment statistic behind every linear-kernel measure (design.md §4).
+
+For M representations of one set of samples, each row i contributes the vector
+
+    zᵢ = [x¹ᵢ − c¹, ‖x¹ᵢ − c¹‖², …, xᴹᵢ − cᴹ, ‖xᴹᵢ − cᴹ‖², 1]
+
+and the state keeps ``Σᵢ zᵢzᵢᵀ``: one symmetric (D+1)×(D+1) matrix, D = Σₖ (dₖ + 1). Its last
+row holds the column sums and n. The shifts cᵏ are fixed per job (a pilot mean) and only keep
+the sums well conditioned; any other centring (the exact mean, or none) is recovered from the
+state without touching the data again, by the affine map of `GramState.pair`.
+
+Everything that the linear kernel needs is a block of this matrix: Xᵀ Y (‖XᵀY‖² = ⟨K, L⟩_F,
+Kornblith et al. 2019), the centring terms, and the squared-norm columns that the unbiased
+HSIC of Song et al. (2012) needs (Σ‖xᵢ‖²‖yᵢ‖², Xᵀ‖y‖²). The state is a plain sum over rows, so
+row blocks can be processed anywhere and merged with ``+``.
+
+Cost: O(n·D²) time in one SYRK per row block, O(D²) memory, independent of n.
+"""
+
+import numpy as np
+from scipy.linalg.blas import dsyrk
+
+from repalign.blocks import row_slices
+
+
+class GramState:
+    """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts.
+
+    Parameters
+    ----------
+    dims : sequence of int
+        Width dₖ of each representation.
+    shifts : sequence of ndarray, optional
+        The shift cᵏ subtracted from each representation's rows before accumulation; zeros by
+        default. States can only be added when their shifts are identical.
+    """
+
+    def __init__(self, dims, shifts=None):
+        self.dims = tuple(int(d) for d in dims)
+        if shifts is None:
+            shifts = [np.zeros(d) for d in self.dims]
+        self.shifts = [np.asarray(c, dtype=np.float64).copy() for c in shifts]
+        self.offsets = np.concatenate([[0], np.cumsum([d + 1 for d in self.dims])])
+        size = int(self.offsets[-1]) + 1
+        # Upper triangle only, Fortran order, so that dsyrk accumulates into it in place.
+        self._upper = np.zeros((size, size), order="F")
+
+    @classmethod
+    def from_arrays(cls, arrays, *, center=True):
+        """Accumulate in-memory arrays (rows paired), block by block in float64.
+
+        With ``center=True`` the shifts are the exact column means (one cheap extra pass),
+        which keeps every centred quantity accurate.
+        """
+        shifts = [_column_means(A) for A in arrays] if center else None
+        state = cls([A.shape[1] for A in arrays], shifts)
+        n = arrays[0].shape[0]
+        for rows in row_slices(n, state.width):
+            state.add_block([A[rows] for A in arrays])
+        return state
+
+    @property
+    def width(self):
+        """Side of the moment matrix, D + 1."""
+        return self._upper.shape[0]
+
+    @property
+    def n(self):
+        """Number of rows accumulated."""
+        return round(self._upper[-1, -1])
+
+    def add_block(self, blocks):
+        """Add one row block: a list with one (rows, dₖ) array per representation."""
+        rows = blocks[0].shape[0]
+        Z = np.empty((rows, self.width))
+        for k, (block, shift) in enumerate(zip(blocks, self.shifts, strict=True)):
+            start, stop = self.offsets[k], self.offsets[k + 1] - 1
+            U = Z[:, start:stop]
+            np.subtract(block, shift, out=U)
+            np.einsum("ij,ij->i", U, U, out=Z[:, stop])
+        Z[:, -1] = 1.0
+        # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
+        self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+
+    def __add__(self, other):
+        if self.dims != other.dims or not all(
+            np.array_equal(a, b) for a, b in zip(self.shifts, other.shifts, strict=True)
+        ):
+            raise ValueError("GramState: only states with the same widths and shifts add up.")
+        total = GramState(self.dims, self.shifts)
+        total._upper = np.asfortranarray(self._upper + other._upper)
+        return total
+
+    @property
+    def moments(self):
+        """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1)."""
+        return np.triu(self._upper) + np.triu(self._upper, 1).T
+
+    def mean(self, k):
+        """Column means of representation k."""
+        start, stop = self.offsets[k], self.offsets[k + 1] - 1
+        return self.shifts[k] + self._upper[start:stop, -1] / self._upper[-1, -1]
+
+    def pair(self, i, j, *, center):
+        """Moments of representations i and j, centred at their means or not centred at all.
+
+        Returns the `PairMoments` of [x, ‖x‖², y, ‖y‖², 1] where x, y are the rows of i and j,
+        either minus their exact column means (``center=True``) or raw (``center=False``).
+        """
+        M = self.moments
+        index = np.r_[
+            self.offsets[i] : self.offsets[i + 1], self.offsets[j] : self.offsets[j + 1], -1
+        ]
+        sub = M[np.ix_(index, index)]
+        targets = [self.mean(k) if center else np.zeros(self.dims[k]) for k in (i, j)]
+        deltas = [t - self.shifts[k] for t, k in zip(targets, (i, j), strict=True)]
+        dims = (self.dims[i], self.dims[j])
+        return PairMoments(_reshift(sub, dims, deltas), *dims)
+
+
+def _column_means(A):
+    total = np.zeros(A.shape[1])
+    for rows in row_slices(A.shape[0], A.shape[1]):
+        total += A[rows].sum(axis=0, dtype=np.float64)
+    return total / A.shape[0]
+
+
+def _reshift(M, dims, deltas):
+    """Moments after moving each representation's shift by δ, i.e. z' = T z.
+
+    For one representation, u' = u − δ and ‖u'‖² = ‖u‖² − 2δᵀu + ‖δ‖², an affine map of
+    [u, ‖u‖², 1]; the new moments are T M Tᵀ. T is identity plus a few rank-one pieces, so it is
+    applied as row operations, O(D²) instead of a dense O(D³) product.
+    """
+
+    def apply_rows(A):
+        out = A.copy()
+        start = 0
+        for d, delta in zip(dims, deltas, strict=True):
+            u, norm = slice(start, start + d), start + d
+            out[u] -= np.outer(delta, A[-1])
+            out[norm] = A[norm] - 2.0 * delta @ A[u] + (delta @ delta) * A[-1]
+            start += d + 1
+        return out
+
+    return apply_rows(apply_rows(M).T).T
+
+
+class PairMoments:
+    """Named blocks of the moment matrix of [x₀, a₀, x₁, a₁, 1] for a pair of representations.
+
+    Representation 0 is x, representation 1 is y; aᵣ = ‖xᵣ‖² per row. Methods take the indices
+    r, s in {0, 1}, so that one formula serves ⟨K, L⟩, ⟨K, K⟩ and ⟨L, L⟩ alike.
+    """
+
+    def __init__(self, M, dx, dy):
+        self._M = M
+        self._features = (slice(0, dx), slice(dx + 1, dx + 1 + dy))
+        self._norms = (dx, dx + 1 + dy)
+        self.n = M[-1, -1]
+
+    def cross(self, r, s):
+        """Σᵢ xᵣᵢ xₛᵢᵀ, i.e. Xᵣᵀ Xₛ."""
+        return self._M[self._features[r], self._features[s]]
+
+    def norm_products(self, r, s):
+        """Σᵢ ‖xᵣᵢ‖² ‖xₛᵢ‖²."""
+        return self._M[self._norms[r], self._norms[s]]
+
+    def feature_sums(self, r):
+        """Xᵣᵀ 1."""
+        return self._M[self._features[r], -1]
+
+    def norm_sum(self, r):
+        """Σᵢ ‖xᵣᵢ‖²."""
+        return self._M[self._norms[r], -1]
+
+    def features_times_norms(self, r, s):
+        """Xᵣᵀ aₛ = Σᵢ xᵣᵢ ‖xₛᵢ‖²."""
+        return self._M[self._features[r], self._norms[s]]

@@ -1,0 +1,90 @@
+"""The mergeable second-moment statistic, against direct numpy sums."""
+
+import numpy as np
+import pytest
+
+from repalign.stats import GramState
+from tests.conftest import paired_data
+
+
+def direct_blocks(X, Y):
+    """Everything PairMoments exposes, summed by numpy over whole arrays."""
+    a, b = np.sum(X * X, axis=1), np.sum(Y * Y, axis=1)
+    features, norms = (X, Y), (a, b)
+    return {
+        "cross": {(r, s): features[r].T @ features[s] for r in (0, 1) for s in (0, 1)},
+        "norm_products": {(r, s): norms[r] @ norms[s] for r in (0, 1) for s in (0, 1)},
+        "features_times_norms": {(r, s): features[r].T @ norms[s] for r in (0, 1) for s in (0, 1)},
+        "feature_sums": {(r,): features[r].sum(axis=0) for r in (0, 1)},
+        "norm_sum": {(r,): norms[r].sum() for r in (0, 1)},
+    }
+
+
+def assert_moments_equal(moments, expected):
+    for method, values in expected.items():
+        for args, value in values.items():
+            scale = max(np.abs(value).max(), 1.0)
+            np.testing.assert_allclose(getattr(moments, method)(*args), value, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_pair_moments_match_numpy(seed, center):
+    X, Y = paired_data(seed, 300, 6, 4)
+    moments = GramState.from_arrays([X, Y]).pair(0, 1, center=center)
+    if center:
+        X, Y = X - X.mean(0), Y - Y.mean(0)
+    assert moments.n == 300
+    assert_moments_equal(moments, direct_blocks(X, Y))
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_any_shift_gives_the_same_moments(center):
+    """The shift only conditions the sums: re-centring recovers the same statistic."""
+    X, Y = paired_data(5, 200, 3, 5, offset=5.0)  # far larger offsets need a pilot shift
+    rng = np.random.default_rng(1)
+    reference = GramState.from_arrays([X, Y]).pair(0, 1, center=center)
+    for shifts in ([np.zeros(3), np.zeros(5)], [X[0], Y[0]], [rng.normal(size=3), -Y[3]]):
+        state = GramState([3, 5], shifts)
+        state.add_block([X, Y])
+        shifted = state.pair(0, 1, center=center)
+        for r in (0, 1):
+            np.testing.assert_allclose(
+                shifted.cross(r, 1 - r), reference.cross(r, 1 - r), rtol=1e-9, atol=1e-6
+            )
+            assert shifted.norm_products(r, 1 - r) == pytest.approx(
+                reference.norm_products(r, 1 - r), rel=1e-9
+            )
+
+
+def test_blocks_and_merged_states_equal_one_pass():
+    X, Y = paired_data(2, 500, 4, 7)
+    shifts = [X[:10].mean(0), Y[:10].mean(0)]  # a pilot shift, as a job would use
+    whole = GramState([4, 7], shifts)
+    whole.add_block([X, Y])
+    left, right = GramState([4, 7], shifts), GramState([4, 7], shifts)
+    for start in range(0, 300, 64):  # uneven blocks
+        left.add_block([X[start : min(start + 64, 300)], Y[start : min(start + 64, 300)]])
+    right.add_block([X[300:], Y[300:]])
+    merged = left + right
+    assert merged.n == 500
+    np.testing.assert_allclose(merged.moments, whole.moments, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(merged.mean(1), Y.mean(0), rtol=1e-12)
+
+
+def test_many_representations_in_one_state():
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((120, d)) + d for d in (2, 5, 3)]
+    state = GramState.from_arrays(arrays)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        moments = state.pair(i, j, center=False)
+        np.testing.assert_allclose(moments.cross(0, 1), arrays[i].T @ arrays[j], rtol=1e-12)
+
+
+def test_states_with_other_shifts_do_not_add():
+    a = GramState([2], [np.zeros(2)])
+    b = GramState([2], [np.ones(2)])
+    with pytest.raises(ValueError, match="same widths and shifts"):
+        a + b
+    with pytest.raises(ValueError, match="same widths and shifts"):
+        a + GramState([3])
