@@ -58,7 +58,7 @@ def cka(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
 
         biased  CKA = HSIC_b(K, L) / sqrt(HSIC_b(K, K) HSIC_b(L, L))   (Kornblith et al. 2019)
         song    the same ratio of unbiased HSIC_u                     (Song et al. 2012)
-        lange   cos(K', L'),  K' = H K H with its diagonal set to 0    (Lange et al. 2023)
+        lange   cos(K', L'),  K' = H K H with its diagonal set to 0    (Lange et al. 2022)
 
     with H = I − 11ᵀ/n. ``biased`` equals KA of the centred kernels, [E4] of Insulla et al.
 
@@ -87,8 +87,8 @@ def cka(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
     ----------
     Kornblith, Norouzi, Lee & Hinton (2019). Similarity of Neural Network Representations
     Revisited. Song, Smola, Gretton, Bedo & Borgwardt (2012). Feature Selection via Dependence
-    Maximization, JMLR 13. Lange, Kording & Benjamin (2023). Deep Networks as Paths on the
-    Manifold of Neural Representations.
+    Maximization, JMLR 13. Lange, Kwok, Matelsky, Wang, Rolnick & Kording (2022). Neural
+    Networks as Paths through the Space of Representations, arXiv:2206.10999.
     """
     check_option(estimator, name="estimator", allowed=CKA_ESTIMATORS)
     min_rows = 4 if estimator == "song" else 2

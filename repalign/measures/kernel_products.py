@@ -6,7 +6,7 @@ K₀ = K (of X) and K₁ = L (of Y):
     raw       ⟨Kᵣ, Kₛ⟩_F                                            (uncentered, KA)
     centered  ⟨H Kᵣ H, H Kₛ H⟩_F,  H = I − 11ᵀ/n                    (biased HSIC, CKA)
     song      HSIC_u(Kᵣ, Kₛ), Song et al. (2012), eq. (5)           (unbiased HSIC)
-    lange     ⟨K'ᵣ, K'ₛ⟩_F,  K' = H K H with its diagonal set to 0   (Lange et al. 2023)
+    lange     ⟨K'ᵣ, K'ₛ⟩_F,  K' = H K H with its diagonal set to 0   (Lange et al. 2022)
 
 They come from two sources with identical values: `GramProducts` from explicit n×n Gram
 matrices (any kernel; O(n²) memory), and `FeatureProducts` from the d×d second moments of
