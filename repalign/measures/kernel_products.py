@@ -116,8 +116,15 @@ class FeatureProducts:
 
     def __init__(self, state):
         self.n = state.n
-        self._raw = state.pair(0, 1, center=False)
-        self._centered = state.pair(0, 1, center=True)
+        self._state = state
+
+    @cached_property
+    def _raw(self):
+        return self._state.pair(0, 1, center=False)
+
+    @cached_property
+    def _centered(self):
+        return self._state.pair(0, 1, center=True)
 
     def raw(self, r, s):
         return _squared_frobenius(self._raw.cross(r, s))

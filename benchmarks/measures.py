@@ -1,0 +1,288 @@
+"""Benchmark: linear CKA from repalign against the n×n Gram form and the machine's GEMM rate.
+
+For n = 2,000 / 8,000 / 20,000 paired float32 rows of width d = 512 (Y a noisy linear map of
+X), this measures, in one run:
+
+1. ``repalign.cka(X, Y, kernel="linear", estimator=...)`` for the "biased" and "song"
+   estimators (best of 3), and its peak traced allocation (tracemalloc, in a separate untimed
+   call; BLAS work buffers are not seen).
+2. The same CKA from a plain float64 n×n-Gram implementation written here (K = X Xᵀ,
+   L = Y Yᵀ, centred or zero-diagonal in place), best of 3, or a single run at n = 20,000.
+   The two must agree to a relative difference below 1e-6, else the script exits with 1.
+3. Reference multiplies: Bᵀ B for the n×(d_x + d_y + 2) float64 block B = [X, ‖x‖², Y, ‖y‖²]
+   that the library accumulates (its block has one more column of ones), as a general GEMM
+   and as the SYRK the library calls, and the float64 GEMM Xᵀ Y of the input shapes, best of
+   3 each, timed in rounds interleaved with the library calls of item 1.
+
+Everything is reported as ratios (library/GEMM, Gram/library); on a shared machine the
+seconds are context only. Progress goes to stderr, the markdown report to stdout.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/measures.py
+"""
+
+import datetime
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from functools import partial
+
+import numpy as np
+import scipy
+from scipy.linalg.blas import dsyrk
+from threadpoolctl import threadpool_info
+
+import repalign
+
+SEED = 20250
+SIZES = (2_000, 8_000, 20_000)
+WIDTH = 512
+NOISE = 1.0
+ESTIMATORS = ("biased", "song")
+REPEATS = 3
+SINGLE_GRAM_RUN_FROM = 20_000
+TOLERANCE = 1e-6
+
+
+def main():
+    print_machine()
+    references, results = [], []
+    for n in SIZES:
+        X, Y = make_representations(n)
+        timings = time_fast_paths(X, Y)
+        references.append(timings)
+        for estimator in ESTIMATORS:
+            results.append(measure_gram_form(X, Y, estimator, timings))
+    print_reference_table(references)
+    print_result_table(results)
+    failures = [r for r in results if not r["rel_diff"] < TOLERANCE]
+    if failures:
+        for r in failures:
+            log(f"DISAGREEMENT n={r['n']} {r['estimator']}: rel. diff {r['rel_diff']:.2e}")
+        sys.exit(1)
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def print_machine():
+    blas = [
+        f"{lib['internal_api']} {lib['version']} ({lib['prefix']}, {lib['architecture']}, "
+        f"{lib['num_threads']} threads)"
+        for lib in threadpool_info()
+        if lib["user_api"] == "blas"
+    ]
+    print("### Machine\n")
+    print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"- command: {sys.executable} {' '.join(sys.argv)}")
+    print(
+        f"- CPU: {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, "
+        f"memory {total_memory_gib():.1f} GiB, {platform.machine()}"
+    )
+    print(f"- OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print(f"- BLAS: {'; '.join(blas)}")
+    print(
+        f"- versions: Python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, repalign {repalign.__version__}"
+    )
+    print(
+        f"- data: seed {SEED}, d_x = d_y = {WIDTH}, float32, Y = X W/√d + {NOISE}·noise; "
+        f"best of {REPEATS} runs, Gram form single run for n ≥ {SINGLE_GRAM_RUN_FROM:,}\n"
+    )
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def total_memory_gib():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def make_representations(n):
+    """X standard normal, Y = X W/√d + noise, both (n, WIDTH) float32."""
+    rng = np.random.default_rng(SEED)
+    X = rng.standard_normal((n, WIDTH), dtype=np.float32)
+    W = rng.standard_normal((WIDTH, WIDTH), dtype=np.float32) / np.float32(np.sqrt(WIDTH))
+    Y = X @ W + np.float32(NOISE) * rng.standard_normal((n, WIDTH), dtype=np.float32)
+    return X, Y
+
+
+def time_fast_paths(X, Y):
+    """Best-of-REPEATS seconds of the library calls and the reference multiplies.
+
+    The reference multiplies are Bᵀ B, as GEMM and as SYRK, with B = [X, ‖x‖², Y, ‖y‖²] in
+    float64, and Xᵀ Y. The calls are interleaved round by round, so that a burst of load
+    from other users of the machine hits the library and its references alike.
+    """
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    B = np.hstack([X64, squared_norms(X64), Y64, squared_norms(Y64)])
+    # A distinct copy keeps numpy from recognising Bᵀ B and calling SYRK instead of GEMM.
+    B_twin = B.copy()
+    calls = {
+        "gemm_BtB": lambda: B.T @ B_twin,
+        # Bᵀ of a C-ordered B is Fortran-ordered, so dsyrk reads it without a copy.
+        "syrk_BtB": lambda: dsyrk(1.0, B.T, trans=0),
+        "gemm_XtY": lambda: X64.T @ Y64,
+        **{
+            estimator: partial(repalign.cka, X, Y, kernel="linear", estimator=estimator)
+            for estimator in ESTIMATORS
+        },
+    }
+    log(f"n={X.shape[0]}: library and reference multiplies, B is {B.shape}")
+    seconds = dict.fromkeys(calls, float("inf"))
+    values = {}
+    for _ in range(REPEATS):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            values[name] = call()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    return {
+        "B_shape": B.shape,
+        "seconds": seconds,
+        "library_values": {estimator: values[estimator] for estimator in ESTIMATORS},
+    }
+
+
+def squared_norms(A):
+    return np.einsum("ij,ij->i", A, A)[:, None]
+
+
+def measure_gram_form(X, Y, estimator, timings):
+    """Time the Gram form once or REPEATS times and compare it with the library's timings."""
+    n = X.shape[0]
+    repeats = 1 if n >= SINGLE_GRAM_RUN_FROM else REPEATS
+    log(f"n={n}: Gram {estimator}, {repeats} run(s)")
+    gram_time = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gram_value = gram_cka(X, Y, estimator)
+        gram_time = min(gram_time, time.perf_counter() - start)
+    library_peak = peak_traced_bytes(
+        partial(repalign.cka, X, Y, kernel="linear", estimator=estimator)
+    )
+    seconds = timings["seconds"]
+    library_time = seconds[estimator]
+    library_value = timings["library_values"][estimator]
+    return {
+        "n": n,
+        "estimator": estimator,
+        "library_time": library_time,
+        "library_peak_mib": library_peak / 2**20,
+        "gram_time": gram_time,
+        "gram_repeats": repeats,
+        "library_value": library_value,
+        "rel_diff": abs(library_value - gram_value) / abs(gram_value),
+        "per_gemm_BtB": library_time / seconds["gemm_BtB"],
+        "per_syrk_BtB": library_time / seconds["syrk_BtB"],
+        "per_gemm_XtY": library_time / seconds["gemm_XtY"],
+    }
+
+
+def peak_traced_bytes(function):
+    """Peak bytes allocated through Python's allocators (numpy arrays included) by one call."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def gram_cka(X, Y, estimator):
+    """CKA from the two n×n float64 Gram matrices, transformed in place (2·8n² bytes)."""
+    K = linear_gram(X)
+    L = linear_gram(Y)
+    products = biased_hsic_products if estimator == "biased" else song_hsic_products
+    kl, kk, ll = products(K, L)
+    return kl / np.sqrt(kk * ll)
+
+
+def linear_gram(A):
+    A64 = A.astype(np.float64)
+    return A64 @ A64.T
+
+
+def biased_hsic_products(K, L):
+    """⟨HKH, HLH⟩, ⟨HKH, HKH⟩, ⟨HLH, HLH⟩ after centring K and L in place."""
+    center_in_place(K)
+    center_in_place(L)
+    return np.vdot(K, L), np.vdot(K, K), np.vdot(L, L)
+
+
+def center_in_place(G):
+    """G ← H G H for a symmetric G: subtract row and column means, add back the grand mean."""
+    means = G.mean(axis=0)
+    G -= means[:, None]
+    G -= means[None, :]
+    G += means.mean()
+
+
+def song_hsic_products(K, L):
+    """HSIC_u(K, L), HSIC_u(K, K), HSIC_u(L, L) after zeroing the diagonals of K and L in place."""
+    np.fill_diagonal(K, 0.0)
+    np.fill_diagonal(L, 0.0)
+    k_rows, l_rows = K.sum(axis=1), L.sum(axis=1)
+    return (
+        unbiased_hsic(K, L, k_rows, l_rows),
+        unbiased_hsic(K, K, k_rows, k_rows),
+        unbiased_hsic(L, L, l_rows, l_rows),
+    )
+
+
+def unbiased_hsic(K, L, k_rows, l_rows):
+    """Song et al. (2012): [Tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2)) − 2/(n−2)·1ᵀK̃L̃1] / (n(n−3)).
+
+    K, L are the zero-diagonal K̃, L̃; both are symmetric, so Tr(K̃L̃) = ⟨K̃, L̃⟩ and
+    1ᵀK̃L̃1 = (K̃1)ᵀ(L̃1), the product of their row sums.
+    """
+    n = K.shape[0]
+    trace = np.vdot(K, L)
+    sums = k_rows.sum() * l_rows.sum() / ((n - 1) * (n - 2))
+    cross = 2.0 / (n - 2) * (k_rows @ l_rows)
+    return (trace + sums - cross) / (n * (n - 3))
+
+
+def print_reference_table(references):
+    print("### Reference multiplies (float64, best of 3)\n")
+    print("| n | B shape | GEMM BᵀB (s) | SYRK BᵀB (s) | GEMM XᵀY (s) | GEMM BᵀB GFLOP/s |")
+    print("|---:|:---|---:|---:|---:|---:|")
+    for r in references:
+        n, width = r["B_shape"]
+        seconds = r["seconds"]
+        gflops = 2 * n * width * width / seconds["gemm_BtB"] / 1e9
+        print(
+            f"| {n:,} | {n:,}×{width} | {seconds['gemm_BtB']:.3f} | {seconds['syrk_BtB']:.3f} "
+            f"| {seconds['gemm_XtY']:.3f} | {gflops:.0f} |"
+        )
+    print()
+
+
+def print_result_table(results):
+    print("### Linear CKA: library vs n×n Gram form\n")
+    print(
+        "| n | estimator | library (s) | Gram (s) | Gram runs | speed-up Gram/library "
+        "| library / GEMM BᵀB | library / SYRK BᵀB | library / GEMM XᵀY "
+        "| library peak traced (MiB) | CKA | rel. diff vs Gram |"
+    )
+    print("|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['n']:,} | {r['estimator']} | {r['library_time']:.3f} | {r['gram_time']:.3f} "
+            f"| {r['gram_repeats']} | {r['gram_time'] / r['library_time']:.1f}× "
+            f"| {r['per_gemm_BtB']:.2f} | {r['per_syrk_BtB']:.2f} | {r['per_gemm_XtY']:.2f} "
+            f"| {r['library_peak_mib']:.1f} | {r['library_value']:.6f} | {r['rel_diff']:.1e} |"
+        )
+    print()
+
+
+if __name__ == "__main__":
+    main()
