@@ -1,8 +1,16 @@
-"""The ``repalign`` command line."""
+"""The ``repalign`` command line.
+
+Exit codes: 0 success, 1 a check found problems (``validate``), 2 bad usage or bad input.
+The library's own commands are defined here; ``jobs`` and ``services`` contribute theirs
+through the ``repalign.commands`` entry point group, so the library never imports them.
+"""
 
 import argparse
+import sys
+from importlib.metadata import entry_points
 
 from repalign import __version__
+from repalign.errors import RepalignError
 
 
 def build_parser():
@@ -12,20 +20,135 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"repalign {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+
+    demo = commands.add_parser(
         "demo",
         help="print the alignment matrix of a few representations of scikit-learn's digits",
         description="Compute every measure between five representations of the digits data "
         "(pixels, PCA, a random projection, a random ReLU layer, a shuffled control) and "
         "print the table.",
     )
+    demo.set_defaults(run=_demo)
+
+    zoo = commands.add_parser("zoo", help="the built-in model zoos").add_subparsers(
+        dest="zoo_command", required=True, metavar="ZOO_COMMAND"
+    )
+    build = zoo.add_parser(
+        "build",
+        help="train or run the models of a preset and write their embeddings to a store",
+        description="Presets: digits (default; torch MLPs and CNNs trained on scikit-learn's "
+        "digits, several seeds, untrained controls), digits-small (for tests), minilm (the "
+        "MiniLM sentence encoder of the optional 'minilm' extra), synth (synthetic "
+        "representations with a known alignment structure, streamed to disk).",
+    )
+    build.add_argument("--store", required=True, help="store folder to write into")
+    build.add_argument(
+        "--preset", default="digits", choices=["digits", "digits-small", "minilm", "synth"]
+    )
+    build.add_argument(
+        "--augment", type=int, default=0, help="digits: extra augmented samples (shifts, noise)"
+    )
+    build.add_argument("--models", type=int, help="synth: number of models")
+    build.add_argument("--dim", type=int, help="synth: width of each representation")
+    build.add_argument("--rows", type=int, help="synth: number of samples")
+    build.add_argument("--seed", type=int, help="synth: random seed")
+    build.set_defaults(run=_zoo_build)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="write arrays (.npy, .npz, .pt, .parquet, or a folder of them) into a store",
+        description="Each array becomes a representation named after its file (and key, for "
+        ".npz files and dicts of tensors). Ids come from --ids, from a Parquet input's "
+        "sample_id column, or from the row order.",
+    )
+    ingest.add_argument("store", help="store folder (created if missing)")
+    ingest.add_argument("input", help="a file or a folder of files")
+    ingest.add_argument("--name", help="representation name, for an input with one array")
+    ingest.add_argument("--ids", help="file of sample ids (.npy, .parquet, or one per line)")
+    ingest.add_argument("--shard-rows", type=int, help="rows per Parquet shard")
+    ingest.add_argument("--overwrite", action="store_true", help="replace existing names")
+    ingest.set_defaults(run=_ingest)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a store's files, hashes, dimensions, ids and values",
+        description="Checks every shard against its manifest (sha256, rows, dimension), reads "
+        "every row (NaN/Inf, duplicate ids), and compares ids across representations. Exits "
+        "1 when it finds an error.",
+    )
+    validate.add_argument("store")
+    validate.set_defaults(run=_validate)
+
+    ls = commands.add_parser("ls", help="list the representations of a store")
+    ls.add_argument("store")
+    ls.set_defaults(run=_ls)
+
+    for command in entry_points(group="repalign.commands"):
+        command.load()(commands)  # jobs and services add their commands (design.md §2)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from repalign.demo import run  # scikit-learn is imported only when needed
+    try:
+        return args.run(args) or 0
+    except RepalignError as exc:
+        print(f"repalign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
-        run()
-    return 0
+
+def _demo(args):
+    from repalign.demo import run  # scikit-learn and torch only when needed
+
+    run()
+
+
+def _zoo_build(args):
+    from repalign.zoo import build_zoo
+
+    options = {k: getattr(args, k) for k in ("models", "dim", "rows", "seed")}
+    options = {k: v for k, v in options.items() if v is not None}
+    names = build_zoo(args.store, args.preset, augment=args.augment, **options)
+    print(f"wrote {len(names)} representations to {args.store}")
+
+
+def _ingest(args):
+    from repalign.store.ingest import ingest
+
+    names = ingest(
+        args.store,
+        args.input,
+        name=args.name,
+        ids=args.ids,
+        shard_rows=args.shard_rows,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(names)} representations to {args.store}: {', '.join(names)}")
+
+
+def _validate(args):
+    from repalign.store import open_store
+    from repalign.store.validate import validate_store
+
+    problems = validate_store(args.store)
+    for problem in problems:
+        print(problem)
+    errors = sum(p.severity == "error" for p in problems)
+    checked = len(open_store(args.store).representations)
+    print(f"{checked} representations checked: {errors} errors, {len(problems) - errors} warnings")
+    return 1 if errors else 0
+
+
+def _ls(args):
+    from repalign.store import open_store
+
+    store = open_store(args.store)
+    rows = [("name", "rows", "dim", "shards", "source")]
+    for r in store.representations.values():
+        source = r.source or {}
+        origin = ", ".join(f"{k}={source[k]}" for k in ("model", "layer") if k in source)
+        rows.append((r.name, f"{r.rows:,}", str(r.dim), str(len(r.shards)), origin))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(rows) - 1} representations in {store.path}")

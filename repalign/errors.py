@@ -39,3 +39,11 @@ class UnknownOptionError(RepalignError):
 
 class InvalidParameterError(RepalignError):
     """A numeric parameter is out of its range (sigma <= 0, k >= n, ...)."""
+
+
+class StoreError(RepalignError):
+    """An embedding store, or a representation in it, is missing, malformed or inconsistent."""
+
+
+class MisalignedError(StoreError):
+    """Representations read together do not list the same samples in the same order."""

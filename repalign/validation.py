@@ -21,7 +21,7 @@ from repalign.errors import (
 )
 
 
-def check_representation(X, *, name="X", min_rows=2, constant_ok=False):
+def check_representation(X, *, name="X", min_rows=2, constant_ok=False, finite=True):
     """Return ``X`` as a checked 2-D numeric ndarray of shape (n_samples, n_features).
 
     Accepts numpy arrays, torch tensors (moved to the CPU) and anything array-like. Floating
@@ -40,6 +40,9 @@ def check_representation(X, *, name="X", min_rows=2, constant_ok=False):
         NaN or infinite values.
     ZeroVarianceError
         Every row identical, unless ``constant_ok`` (a sample from a point mass, for MMD).
+
+    ``finite=False`` skips the NaN/Inf check, for the store, which keeps such rows as they are
+    and counts them.
     """
     X = _to_numpy(X, name)
     if X.ndim != 2:
@@ -53,9 +56,9 @@ def check_representation(X, *, name="X", min_rows=2, constant_ok=False):
         raise ShapeError(f"{name} must have at least one feature; got shape {X.shape}.")
     if n < min_rows:
         raise TooFewRowsError(f"{name} must have at least {min_rows} rows here; got {n}.")
-    if X.dtype.kind == "f":
+    if finite and X.dtype.kind == "f":
         _check_finite(X, name)
-    if not constant_ok:
+    if not constant_ok and n > 0:
         _check_not_constant(X, name)
     return X
 

@@ -1,0 +1,122 @@
+"""The on-disk format of an embedding store (design.md §5).
+
+    <store>/<representation>/part-00000.parquet   sample_id: int64 or string,
+                                                  embedding: fixed_size_list<float32>[d]
+    <store>/<representation>/_manifest.json       name, dim, rows, dtype, id_type, source,
+                                                  shards (file, rows, sha256), ids_sha256, ...
+
+A representation exists once its manifest does: writers build it in a hidden folder and
+rename it into place, so a crash never leaves one that looks complete.
+"""
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from repalign.errors import StoreError
+
+FORMAT = "repalign-store/1"
+MANIFEST = "_manifest.json"
+SHARD_PATTERN = "part-{:05d}.parquet"
+DTYPE = "float32"
+SHARD_BYTES = 64 * 2**20
+"""Default shard size: about 64 MiB of embeddings per Parquet file."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name):
+    """A representation name: letters, digits, '.', '_' and '-', not starting with '.' or '_'."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise StoreError(
+            f"representation name {name!r} is not valid: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (e.g. 'mlp-w64-s0.fc2')."
+        )
+    return name
+
+
+def default_shard_rows(dim):
+    return max(1024, SHARD_BYTES // (4 * dim))
+
+
+def schema(dim, id_type):
+    ids = pa.int64() if id_type == "int64" else pa.string()
+    return pa.schema(
+        [
+            pa.field("sample_id", ids, nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+def id_type_of(ids):
+    """'int64' for integer ids, 'string' for text ids; anything else is refused."""
+    kind = np.asarray(ids).dtype.kind
+    if kind in "iu":
+        return "int64"
+    if kind in "UO":
+        return "string"
+    raise StoreError(f"sample_ids must be integers or strings; got dtype {np.asarray(ids).dtype}.")
+
+
+def ids_digest_update(digest, ids, id_type):
+    """Feed a block of ids to a running sha256 of the id sequence (identical for equal orders)."""
+    if id_type == "int64":
+        digest.update(np.ascontiguousarray(ids, dtype="<i8").tobytes())
+    else:
+        for value in ids:
+            digest.update(str(value).encode() + b"\0")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(folder):
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(
+            f"{folder} has no {MANIFEST}: it is not a complete representation."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path} is not valid JSON: {exc}") from exc
+    missing = {"name", "dim", "rows", "id_type", "shards"} - set(manifest)
+    if missing:
+        raise StoreError(f"{path} lacks the keys {sorted(missing)}.")
+    return manifest
+
+
+def write_json_atomically(path, content):
+    """Write JSON to a temporary file beside ``path``, flush it to disk, then rename it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def embedding_matrix(column, dim):
+    """The (rows, dim) float32 view of a fixed-size-list column, without copying when possible."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, dim)
+
+
+def ids_array(column, id_type):
+    if id_type == "int64":
+        return column.to_numpy(zero_copy_only=False)
+    return np.asarray(column.to_pylist(), dtype=object)

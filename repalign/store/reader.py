@@ -1,0 +1,170 @@
+"""Reading a store: what it holds, and aligned row blocks of any set of representations."""
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from repalign.errors import MisalignedError, StoreError
+from repalign.store.format import MANIFEST, embedding_matrix, ids_array, read_manifest
+
+BLOCK_ROWS = 65536
+"""Rows per block when streaming; a block of M representations holds 4·Σdₘ·BLOCK_ROWS bytes."""
+
+
+def open_store(path):
+    """Open the store at ``path``: every complete representation, listed from its manifest."""
+    return Store(path)
+
+
+class Representation:
+    """One representation of a store, described by its manifest; reads nothing until asked."""
+
+    def __init__(self, folder, manifest):
+        self.path = Path(folder)
+        self.manifest = manifest
+        self.name = manifest["name"]
+        self.dim = int(manifest["dim"])
+        self.rows = int(manifest["rows"])
+        self.id_type = manifest["id_type"]
+        self.source = manifest.get("source")
+        self.shards = manifest["shards"]
+
+    def __repr__(self):
+        return f"Representation({self.name!r}, rows={self.rows}, dim={self.dim})"
+
+    def shard_paths(self):
+        return [self.path / shard["file"] for shard in self.shards]
+
+    def batches(self, block_rows=BLOCK_ROWS):
+        """Yield (ids, float32 array of shape (rows, dim)) blocks of exactly ``block_rows`` rows,
+        but the last, in stored order."""
+        buffered_ids, buffered, count = [], [], 0
+        for path in self.shard_paths():
+            for batch in _open_parquet(path, self.name).iter_batches(batch_size=block_rows):
+                buffered_ids.append(ids_array(batch.column("sample_id"), self.id_type))
+                buffered.append(embedding_matrix(batch.column("embedding"), self.dim))
+                count += batch.num_rows
+                while count >= block_rows:
+                    ids, values = _take(buffered_ids, buffered, block_rows)
+                    count -= block_rows
+                    yield ids, values
+        if count:
+            yield _take(buffered_ids, buffered, count)
+
+    def read(self):
+        """All rows at once: (ids, float32 array of shape (rows, dim))."""
+        tables = [_open_parquet(path, self.name).read() for path in self.shard_paths()]
+        if not tables:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
+        ids = np.concatenate([ids_array(t.column("sample_id"), self.id_type) for t in tables])
+        values = np.concatenate([embedding_matrix(t.column("embedding"), self.dim) for t in tables])
+        return ids, values
+
+
+def _open_parquet(path, name):
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"shard {path} of {name!r} cannot be read: {exc}") from exc
+
+
+def _take(buffered_ids, buffered, rows):
+    """Pop the first ``rows`` rows from the buffers (lists of arrays), concatenating if needed."""
+    if len(buffered[0]) >= rows:
+        ids, values = buffered_ids[0][:rows], buffered[0][:rows]
+        buffered_ids[0], buffered[0] = buffered_ids[0][rows:], buffered[0][rows:]
+    else:
+        all_ids, all_values = np.concatenate(buffered_ids), np.concatenate(buffered)
+        ids, values = all_ids[:rows], all_values[:rows]
+        buffered_ids[:], buffered[:] = [all_ids[rows:]], [all_values[rows:]]
+    if len(buffered[0]) == 0:
+        buffered_ids.clear(), buffered.clear()
+    return ids, values
+
+
+class Store:
+    """An embedding store folder. ``store.representations`` maps names to `Representation`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"store {self.path} does not exist or is not a folder.")
+        self.representations = {}
+        for folder in sorted(self.path.iterdir()):
+            if folder.is_dir() and folder.name[0] not in "._" and (folder / MANIFEST).exists():
+                manifest = read_manifest(folder)
+                self.representations[manifest["name"]] = Representation(folder, manifest)
+
+    def __repr__(self):
+        return f"Store({str(self.path)!r}, {len(self.representations)} representations)"
+
+    def __getitem__(self, name):
+        try:
+            return self.representations[name]
+        except KeyError:
+            raise StoreError(
+                f"store {self.path} has no representation {name!r}; "
+                f"it has {len(self.representations)}: {', '.join(list(self.representations)[:8])}"
+                + (" ..." if len(self.representations) > 8 else "")
+            ) from None
+
+    def select(self, patterns=None):
+        """Names matching any of the glob ``patterns`` (all when None), in sorted order."""
+        if patterns is None:
+            return list(self.representations)
+        names = [
+            n for n in self.representations if any(fnmatch.fnmatchcase(n, p) for p in patterns)
+        ]
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched:
+            raise StoreError(f"no representation in {self.path} matches {unmatched}.")
+        return names
+
+    def read(self, name):
+        """(ids, float32 embeddings) of one representation, all rows."""
+        return self[name].read()
+
+    def aligned(self, names):
+        """True when the manifests say the representations list the same ids in the same order."""
+        manifests = [self[name].manifest for name in names]
+        first = manifests[0]
+        return all(
+            m["rows"] == first["rows"] and m.get("ids_sha256") == first.get("ids_sha256")
+            for m in manifests
+        )
+
+    def blocks(self, names, block_rows=BLOCK_ROWS):
+        """Yield (ids, [float32 arrays]) row blocks of ``names``, read together.
+
+        Every block's ids are checked to agree across the representations; a store that is not
+        aligned raises `MisalignedError` (see ``repalign align``). Memory: one block of each
+        representation, plus a shard's row group being decoded.
+        """
+        representations = [self[name] for name in names]
+        if not self.aligned(names):
+            raise MisalignedError(_misaligned_message(representations))
+        streams = [r.batches(block_rows) for r in representations]
+        start = 0
+        for parts in zip(*streams, strict=True):
+            ids = parts[0][0]
+            for representation, (other_ids, _) in zip(representations[1:], parts[1:], strict=True):
+                if not np.array_equal(ids, other_ids):
+                    row = start + int(np.flatnonzero(ids != other_ids)[0])
+                    raise MisalignedError(
+                        f"{representation.name!r} and {representations[0].name!r} differ in "
+                        f"sample_id at row {row}, although their manifests agree: the store "
+                        "is damaged; run `repalign validate`."
+                    )
+            start += len(ids)
+            yield ids, [values for _, values in parts]
+
+
+def _misaligned_message(representations):
+    rows = ", ".join(f"{r.name} ({r.rows} rows)" for r in representations[:6])
+    return (
+        f"representations are not in the same sample order or cover different samples: {rows}. "
+        "Align them first with `repalign align` (a join on sample_id), which writes an aligned "
+        "copy and reports the rows each one loses."
+    )

@@ -1,0 +1,220 @@
+"""The embedding store: round trips, shards, atomic writes, aligned streaming."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from repalign.errors import MisalignedError, RowMismatchError, ShapeError, StoreError
+from repalign.store import RepresentationWriter, open_store, write_representation
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.int64, bool])
+def test_round_trip_of_every_value_dtype(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal((37, 5)) * 10).astype(dtype)
+    write_representation(tmp_path, "m.layer", np.arange(37), values, shard_rows=10)
+    ids, stored = open_store(tmp_path).read("m.layer")
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, values.astype(np.float32))
+    np.testing.assert_array_equal(ids, np.arange(37))
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.arange(100, 120, dtype=np.int64),
+        np.arange(20, dtype=np.int32)[::-1],
+        np.array([f"img-{i:03d}" for i in range(20)]),
+        np.array([f"ü{i}" for i in range(20)], dtype=object),
+    ],
+    ids=["int64", "int32", "str", "unicode-object"],
+)
+def test_round_trip_of_every_id_type(tmp_path, ids):
+    values = np.ones((20, 3), dtype=np.float32) * np.arange(20)[:, None]
+    manifest = write_representation(tmp_path, "m.layer", ids, values, shard_rows=6)
+    read_ids, read_values = open_store(tmp_path).read("m.layer")
+    assert list(read_ids) == list(ids)
+    np.testing.assert_array_equal(read_values, values)
+    assert manifest["id_type"] == ("int64" if ids.dtype.kind in "iu" else "string")
+
+
+def test_manifest_describes_the_shards(tmp_path):
+    values = np.random.default_rng(1).standard_normal((50, 4))
+    source = {"model": "mlp-w64-s0", "layer": "fc2", "seed": 0}
+    write_representation(
+        tmp_path, "mlp-w64-s0.fc2", np.arange(50), values, source=source, shard_rows=7
+    )
+    manifest = json.loads((tmp_path / "mlp-w64-s0.fc2" / "_manifest.json").read_text())
+    assert manifest["name"] == "mlp-w64-s0.fc2"
+    assert (manifest["dim"], manifest["rows"], manifest["dtype"]) == (4, 50, "float32")
+    assert manifest["source"] == source
+    assert [s["rows"] for s in manifest["shards"]] == [7] * 7 + [1]
+    assert [s["file"] for s in manifest["shards"]][:2] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    info = open_store(tmp_path)["mlp-w64-s0.fc2"]
+    assert (info.rows, info.dim, info.source) == (50, 4, source)
+
+
+def test_streaming_writer_equals_one_call(tmp_path):
+    values = np.random.default_rng(2).standard_normal((1000, 8)).astype(np.float32)
+    with RepresentationWriter(tmp_path / "a", "x.y", shard_rows=128) as writer:
+        for start in range(0, 1000, 77):  # batches that do not line up with shards
+            writer.write(np.arange(start, min(start + 77, 1000)), values[start : start + 77])
+    write_representation(tmp_path / "b", "x.y", np.arange(1000), values, shard_rows=128)
+    shards = [open_store(tmp_path / s)["x.y"].manifest["shards"] for s in "ab"]
+    assert [s["sha256"] for s in shards[0]] == [s["sha256"] for s in shards[1]]
+
+
+def test_blocks_are_aligned_and_exact(tmp_path):
+    rng = np.random.default_rng(3)
+    arrays = {
+        f"m{i}.l": rng.standard_normal((1000, d)).astype(np.float32)
+        for i, d in enumerate((3, 9, 5))
+    }
+    for (name, values), shard_rows in zip(arrays.items(), (100, 333, 1000), strict=True):
+        write_representation(tmp_path, name, np.arange(1000), values, shard_rows=shard_rows)
+    store = open_store(tmp_path)
+    assert store.aligned(list(arrays))
+    seen = 0
+    for ids, blocks in store.blocks(list(arrays), block_rows=128):
+        assert len(ids) == (128 if seen + 128 <= 1000 else 1000 - seen)
+        for values, block in zip(arrays.values(), blocks, strict=True):
+            np.testing.assert_array_equal(block, values[ids])
+        seen += len(ids)
+    assert seen == 1000
+
+
+def test_misaligned_representations_are_refused_with_advice(tmp_path):
+    values = np.zeros((10, 2)) + np.arange(10)[:, None]
+    write_representation(tmp_path, "a.x", np.arange(10), values)
+    write_representation(tmp_path, "b.x", np.arange(10)[::-1], values)
+    store = open_store(tmp_path)
+    assert not store.aligned(["a.x", "b.x"])
+    with pytest.raises(MisalignedError, match="repalign align"):
+        next(store.blocks(["a.x", "b.x"]))
+
+
+def test_select_names_and_globs(tmp_path):
+    for name in ("mlp-s0.fc1", "mlp-s0.fc2", "cnn-s0.conv1"):
+        write_representation(tmp_path, name, np.arange(4), np.eye(4))
+    store = open_store(tmp_path)
+    assert store.select(["mlp-*"]) == ["mlp-s0.fc1", "mlp-s0.fc2"]
+    assert store.select(None) == ["cnn-s0.conv1", "mlp-s0.fc1", "mlp-s0.fc2"]
+    with pytest.raises(StoreError, match=r"no representation .* matches \['rnn-\*'\]"):
+        store.select(["rnn-*"])
+    with pytest.raises(StoreError, match=r"has no representation 'x\.y'"):
+        store["x.y"]
+
+
+def test_bad_writes_are_refused(tmp_path):
+    write_representation(tmp_path, "a.x", np.arange(3), np.eye(3))
+    with pytest.raises(StoreError, match=r"already exists .* overwrite=True"):
+        write_representation(tmp_path, "a.x", np.arange(3), np.eye(3))
+    with pytest.raises(StoreError, match=r"name '\.\./evil' is not valid"):
+        write_representation(tmp_path, "../evil", np.arange(3), np.eye(3))
+    with pytest.raises(RowMismatchError, match="one id per row"):
+        write_representation(tmp_path, "b.x", np.arange(4), np.eye(3))
+    with pytest.raises(StoreError, match="received no rows"):
+        write_representation(tmp_path, "c.x", np.arange(0), np.zeros((0, 3)))
+    with pytest.raises(ShapeError, match="must have 3 columns"):
+        with RepresentationWriter(tmp_path, "d.x") as writer:
+            writer.write(np.arange(3), np.eye(3))
+            writer.write(np.arange(3, 5), np.ones((2, 4)))
+    assert sorted(open_store(tmp_path).representations) == ["a.x"]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.x"]  # failed writes left nothing
+
+
+def test_overwrite_replaces_the_whole_representation(tmp_path):
+    write_representation(tmp_path, "a.x", np.arange(30), np.ones((30, 2)), shard_rows=5)
+    write_representation(tmp_path, "a.x", np.arange(4), np.zeros((4, 2)), overwrite=True)
+    ids, values = open_store(tmp_path).read("a.x")
+    assert len(ids) == 4 and not values.any()
+    assert sorted(p.name for p in (tmp_path / "a.x").iterdir()) == [
+        "_manifest.json",
+        "part-00000.parquet",
+    ]
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from repalign.store import RepresentationWriter
+    store, overwrite = sys.argv[1], sys.argv[2] == "1"
+    with RepresentationWriter(store, "victim.layer", shard_rows=100, overwrite=overwrite) as w:
+        for batch in range(50):
+            w.write(np.arange(batch * 100, batch * 100 + 100), np.full((100, 4), 7.0))
+            if batch == 20:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs: a real crash
+    """
+)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_writer_killed_mid_write_leaves_the_store_valid(tmp_path, overwrite):
+    from repalign.store.validate import validate_store
+
+    if overwrite:
+        write_representation(tmp_path, "victim.layer", np.arange(10), np.ones((10, 4)))
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path), str(int(overwrite))]
+    )
+    assert result.returncode == -signal.SIGKILL
+    store = open_store(tmp_path)
+    if overwrite:  # the old version is intact
+        ids, values = store.read("victim.layer")
+        assert len(ids) == 10 and (values == 1).all()
+    else:  # the partial representation is absent
+        assert "victim.layer" not in store.representations
+    problems = validate_store(tmp_path)
+    assert [p.severity for p in problems] == ["warning"]
+    assert "interrupted write" in problems[0].message
+
+
+STREAMING_READER = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    from repalign.store import open_store
+    store = open_store(sys.argv[1])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = 0.0
+    for ids, (a, b) in store.blocks(["big.a", "big.b"], block_rows=16384):
+        total += float(a.sum()) + float(b.sum())
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) * 1024, total)
+    """
+)
+
+
+def test_a_store_larger_than_the_reader_block_streams_in_bounded_memory(tmp_path):
+    """Two representations of 300 MB together stream with a peak RSS growth far below that."""
+    rng = np.random.default_rng(4)
+    n, d = 600_000, 64
+    for name in ("big.a", "big.b"):
+        with RepresentationWriter(tmp_path, name, shard_rows=50_000) as writer:
+            for start in range(0, n, 100_000):
+                writer.write(
+                    np.arange(start, start + 100_000), rng.random((100_000, d), dtype=np.float32)
+                )
+    data_bytes = 2 * n * d * 4
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run(
+        [sys.executable, "-c", STREAMING_READER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.split()
+    growth, total = float(out[0]), float(out[1])
+    assert total == pytest.approx(n * d, rel=0.01)  # uniform [0, 1): mean 0.5, two arrays
+    assert growth < data_bytes / 4, f"peak RSS grew by {growth / 2**20:.0f} MiB"
