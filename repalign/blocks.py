@@ -1,5 +1,9 @@
 """Row blocks: how repalign walks a large array without copying it whole."""
 
+from collections import deque
+
+import numpy as np
+
 BLOCK_BYTES = 32 * 2**20
 """Working-set budget of one float64 row block (32 MiB)."""
 
@@ -13,3 +17,36 @@ def row_slices(n_rows, n_cols, *, block_bytes=BLOCK_BYTES):
     rows = max(64, block_bytes // (8 * max(n_cols, 1)))
     for start in range(0, n_rows, rows):
         yield slice(start, min(start + rows, n_rows))
+
+
+class RowQueue:
+    """A first-in first-out queue of row blocks, from which exact numbers of rows are taken.
+
+    Each entry is a tuple of arrays with the same number of rows (ids and values, say). Taking
+    rows copies only when they span several entries; what stays queued is never copied.
+    """
+
+    def __init__(self):
+        self._entries = deque()
+        self.rows = 0
+
+    def put(self, *arrays):
+        if len(arrays[0]):
+            self._entries.append(arrays)
+            self.rows += len(arrays[0])
+
+    def take(self, rows):
+        """The first ``rows`` rows (at most what is queued), as a tuple of arrays."""
+        rows = min(rows, self.rows)
+        parts = []
+        while sum(len(p[0]) for p in parts) < rows:
+            head = self._entries.popleft()
+            need = rows - sum(len(p[0]) for p in parts)
+            if len(head[0]) > need:
+                self._entries.appendleft(tuple(a[need:] for a in head))
+                head = tuple(a[:need] for a in head)
+            parts.append(head)
+        self.rows -= rows
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(columns) for columns in zip(*parts, strict=True))

@@ -47,3 +47,7 @@ class StoreError(RepalignError):
 
 class MisalignedError(StoreError):
     """Representations read together do not list the same samples in the same order."""
+
+
+class MissingExtraError(RepalignError, ImportError):
+    """A feature needs an optional package (a pip extra) that is not installed."""

@@ -40,8 +40,16 @@ def check_name(name):
     return name
 
 
+ROW_GROUP_BYTES = 8 * 2**20
+"""Row groups of about 8 MiB: a reader decodes one row group per representation at a time."""
+
+
 def default_shard_rows(dim):
     return max(1024, SHARD_BYTES // (4 * dim))
+
+
+def row_group_rows(dim):
+    return max(256, ROW_GROUP_BYTES // (4 * dim))
 
 
 def schema(dim, id_type):

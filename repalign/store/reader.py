@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from repalign.blocks import RowQueue
 from repalign.errors import MisalignedError, StoreError
 from repalign.store.format import MANIFEST, embedding_matrix, ids_array, read_manifest
 
@@ -40,18 +41,17 @@ class Representation:
     def batches(self, block_rows=BLOCK_ROWS):
         """Yield (ids, float32 array of shape (rows, dim)) blocks of exactly ``block_rows`` rows,
         but the last, in stored order."""
-        buffered_ids, buffered, count = [], [], 0
+        queue = RowQueue()
         for path in self.shard_paths():
             for batch in _open_parquet(path, self.name).iter_batches(batch_size=block_rows):
-                buffered_ids.append(ids_array(batch.column("sample_id"), self.id_type))
-                buffered.append(embedding_matrix(batch.column("embedding"), self.dim))
-                count += batch.num_rows
-                while count >= block_rows:
-                    ids, values = _take(buffered_ids, buffered, block_rows)
-                    count -= block_rows
-                    yield ids, values
-        if count:
-            yield _take(buffered_ids, buffered, count)
+                queue.put(
+                    ids_array(batch.column("sample_id"), self.id_type),
+                    embedding_matrix(batch.column("embedding"), self.dim),
+                )
+                while queue.rows >= block_rows:
+                    yield queue.take(block_rows)
+        if queue.rows:
+            yield queue.take(queue.rows)
 
     def read(self):
         """All rows at once: (ids, float32 array of shape (rows, dim))."""
@@ -68,20 +68,6 @@ def _open_parquet(path, name):
         return pq.ParquetFile(path)
     except (OSError, ValueError) as exc:
         raise StoreError(f"shard {path} of {name!r} cannot be read: {exc}") from exc
-
-
-def _take(buffered_ids, buffered, rows):
-    """Pop the first ``rows`` rows from the buffers (lists of arrays), concatenating if needed."""
-    if len(buffered[0]) >= rows:
-        ids, values = buffered_ids[0][:rows], buffered[0][:rows]
-        buffered_ids[0], buffered[0] = buffered_ids[0][rows:], buffered[0][rows:]
-    else:
-        all_ids, all_values = np.concatenate(buffered_ids), np.concatenate(buffered)
-        ids, values = all_ids[:rows], all_values[:rows]
-        buffered_ids[:], buffered[:] = [all_ids[rows:]], [all_values[rows:]]
-    if len(buffered[0]) == 0:
-        buffered_ids.clear(), buffered.clear()
-    return ids, values
 
 
 class Store:
@@ -135,8 +121,11 @@ class Store:
             for m in manifests
         )
 
-    def blocks(self, names, block_rows=BLOCK_ROWS):
+    def blocks(self, names, block_rows=None):
         """Yield (ids, [float32 arrays]) row blocks of ``names``, read together.
+
+        ``block_rows`` defaults to the shard size when all the representations share one (then
+        no row is copied), else `BLOCK_ROWS`.
 
         Every block's ids are checked to agree across the representations; a store that is not
         aligned raises `MisalignedError` (see ``repalign align``). Memory: one block of each
@@ -145,9 +134,12 @@ class Store:
         representations = [self[name] for name in names]
         if not self.aligned(names):
             raise MisalignedError(_misaligned_message(representations))
+        if block_rows is None:
+            block_rows = _common_shard_rows(representations) or BLOCK_ROWS
         streams = [r.batches(block_rows) for r in representations]
         start = 0
-        for parts in zip(*streams, strict=True):
+        # map(list, ...) lets zip reuse its result tuple instead of pinning the first blocks
+        for parts in map(list, zip(*streams, strict=True)):
             ids = parts[0][0]
             for representation, (other_ids, _) in zip(representations[1:], parts[1:], strict=True):
                 if not np.array_equal(ids, other_ids):
@@ -159,6 +151,12 @@ class Store:
                     )
             start += len(ids)
             yield ids, [values for _, values in parts]
+
+
+def _common_shard_rows(representations):
+    sizes = {int(s["rows"]) for r in representations for s in r.shards[:-1]}
+    sizes |= {int(r.shards[0]["rows"]) for r in representations if len(r.shards) == 1}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _misaligned_message(representations):

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from repalign.blocks import RowQueue
 from repalign.errors import RowMismatchError, ShapeError, StoreError
 from repalign.store.format import (
     DTYPE,
@@ -25,9 +26,9 @@ from repalign.store.format import (
     SHARD_PATTERN,
     check_name,
     default_shard_rows,
-    file_sha256,
     id_type_of,
     ids_digest_update,
+    row_group_rows,
     schema,
     write_json_atomically,
 )
@@ -90,7 +91,7 @@ class RepresentationWriter:
         self.overwrite = overwrite
         self.manifest = None
         self._dim = self._id_type = None
-        self._pending_ids, self._pending_rows, self._pending = [], [], 0
+        self._pending = RowQueue()
         self._shards, self._rows, self._non_finite = [], 0, 0
         self._ids_digest = hashlib.sha256()
         self.store.mkdir(parents=True, exist_ok=True)
@@ -130,19 +131,17 @@ class RepresentationWriter:
         rows = embeddings.astype(np.float32, copy=False)
         self._non_finite += int(np.count_nonzero(~np.isfinite(rows).all(axis=1)))
         ids_digest_update(self._ids_digest, sample_ids, self._id_type)
-        self._pending_ids.append(sample_ids)
-        self._pending_rows.append(rows)
-        self._pending += len(rows)
-        while self._pending >= self.shard_rows:
+        self._pending.put(sample_ids, rows)
+        while self._pending.rows >= self.shard_rows:
             self._flush(self.shard_rows)
 
     def close(self):
         """Write the last shard and the manifest, then publish the representation."""
-        if self._dim is None or self._rows + self._pending == 0:
+        if self._dim is None or self._rows + self._pending.rows == 0:
             self.abort()
             raise StoreError(f"representation {self.name!r} received no rows; nothing written.")
-        if self._pending:
-            self._flush(self._pending)
+        if self._pending.rows:
+            self._flush(self._pending.rows)
         self.manifest = {
             "format": FORMAT,
             "name": self.name,
@@ -164,11 +163,9 @@ class RepresentationWriter:
         shutil.rmtree(self.partial, ignore_errors=True)
 
     def _flush(self, rows):
-        ids = np.concatenate(self._pending_ids)
-        values = np.concatenate(self._pending_rows)
-        self._pending_ids, self._pending_rows = [ids[rows:]], [values[rows:]]
-        self._pending -= rows
-        ids, values = ids[:rows], values[:rows]
+        """Write the next ``rows`` queued rows as one shard: encoded in memory, hashed, then
+        written to a temporary name, flushed to disk and renamed."""
+        ids, values = self._pending.take(rows)
         table = pa.Table.from_arrays(
             [
                 pa.array(ids, type=pa.int64() if self._id_type == "int64" else pa.string()),
@@ -176,15 +173,20 @@ class RepresentationWriter:
             ],
             schema=schema(self._dim, self._id_type),
         )
+        encoded = pa.BufferOutputStream()
+        pq.write_table(
+            table, encoded, row_group_size=row_group_rows(self._dim), write_statistics=False
+        )
+        content = encoded.getvalue()
         file = SHARD_PATTERN.format(len(self._shards))
         temporary = self.partial / f".{file}.tmp"
-        pq.write_table(table, temporary, row_group_size=min(rows, 65536), write_statistics=False)
-        with open(temporary, "rb") as f:
+        with open(temporary, "wb") as f:
+            f.write(content)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.partial / file)
-        self._shards.append(
-            {"file": file, "rows": rows, "sha256": file_sha256(self.partial / file)}
-        )
+        digest = hashlib.sha256(content).hexdigest()
+        self._shards.append({"file": file, "rows": rows, "sha256": digest})
         self._rows += rows
 
     def _publish(self):
