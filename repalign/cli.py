@@ -23,11 +23,11 @@ def build_parser():
 
     demo = commands.add_parser(
         "demo",
-        help="print the alignment matrix of a few representations of scikit-learn's digits",
-        description="Compute every measure between five representations of the digits data "
-        "(pixels, PCA, a random projection, a random ReLU layer, a shuffled control) and "
-        "print the table.",
+        help="build the digits model zoo (once) and print its alignment matrix",
+        description="Train the built-in digits model zoo into a cache folder on first use, "
+        "then print the linear-CKA matrix of its networks and every measure for a few pairs.",
     )
+    demo.add_argument("--store", help="zoo folder (default: ~/.cache/repalign/zoo-digits)")
     demo.set_defaults(run=_demo)
 
     zoo = commands.add_parser("zoo", help="the built-in model zoos").add_subparsers(
@@ -52,6 +52,8 @@ def build_parser():
     build.add_argument("--dim", type=int, help="synth: width of each representation")
     build.add_argument("--rows", type=int, help="synth: number of samples")
     build.add_argument("--seed", type=int, help="synth: random seed")
+    build.add_argument("--sentences", type=int, help="minilm: number of sentences")
+    build.add_argument("--overwrite", action="store_true", help="replace existing names")
     build.set_defaults(run=_zoo_build)
 
     ingest = commands.add_parser(
@@ -100,15 +102,17 @@ def main(argv=None):
 def _demo(args):
     from repalign.demo import run  # scikit-learn and torch only when needed
 
-    run()
+    run(args.store)
 
 
 def _zoo_build(args):
     from repalign.zoo import build_zoo
 
-    options = {k: getattr(args, k) for k in ("models", "dim", "rows", "seed")}
+    options = {k: getattr(args, k) for k in ("models", "dim", "rows", "seed", "sentences")}
     options = {k: v for k, v in options.items() if v is not None}
-    names = build_zoo(args.store, args.preset, augment=args.augment, **options)
+    names = build_zoo(
+        args.store, args.preset, augment=args.augment, overwrite=args.overwrite, **options
+    )
     print(f"wrote {len(names)} representations to {args.store}")
 
 

@@ -1,87 +1,111 @@
-"""The demo: the alignment matrix of a few representations of scikit-learn's digits.
+"""The demo: the alignment matrix of the built-in digits model zoo.
 
-Five representations of the same 1,797 images: the raw pixels, their leading principal
-components, a random projection, a random ReLU layer, and a control whose rows are the pixels
-of other images (aligned with nothing). Every pair is measured with every measure of
-`repalign.measures`.
+On first use it trains the zoo (`repalign.zoo`, preset ``digits``: MLPs and CNNs trained on
+scikit-learn's digits from three seeds, plus untrained controls) into a cache folder; then it
+prints the linear-CKA matrix between every network's last hidden layer, and every measure of
+`repalign.measures` for a few telling pairs.
 """
 
-import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.decomposition import PCA
+import os
+import time
+from pathlib import Path
 
 from repalign import measures
+from repalign.store import open_store
+from repalign.zoo import build_zoo
 
-SEED = 0
-
-KERNEL_MEASURES = {
+PAIR_MEASURES = {
     "KA": measures.kernel_alignment,
     "CKA": measures.cka,
     "CKA song": lambda X, Y: measures.cka(X, Y, estimator="song"),
-    "CKA lange": lambda X, Y: measures.cka(X, Y, estimator="lange"),
     "CKA rbf": lambda X, Y: measures.cka(X, Y, kernel="rbf"),
-    "HSIC-u rbf": lambda X, Y: measures.hsic(X, Y, kernel="rbf", estimator="unbiased"),
-}
-GEOMETRY_MEASURES = {
     "Procrustes": measures.procrustes,
-    "CCA": measures.cca,
     "SVCCA": measures.svcca,
     "mutual kNN": measures.mutual_knn,
     "CKNNA": measures.cknna,
-    "dist. align.": measures.distance_alignment,
+}
+PAIRS = {
+    "same architecture, other seed": ("mlp-w64-s0.fc3", "mlp-w64-s1.fc3"),
+    "MLP against CNN": ("mlp-w64-s0.fc3", "cnn-c8-s0.conv2"),
+    "trained against untrained": ("mlp-w64-s0.fc3", "mlp-w64-init.fc3"),
+    "first against last layer": ("mlp-w64-s0.fc1", "mlp-w64-s0.logits"),
 }
 
 
-def digits_representations(seed=SEED):
-    """Name → (1797, d) float32 array, all describing the same images in the same order."""
-    pixels = load_digits().data.astype(np.float32) / 16.0
-    rng = np.random.default_rng(seed)
-    weights = rng.standard_normal((64, 256)).astype(np.float32) / 8.0
-    return {
-        "pixels": pixels,
-        "pca-16": PCA(16, random_state=seed).fit_transform(pixels).astype(np.float32),
-        "random-projection-32": pixels @ rng.standard_normal((64, 32)).astype(np.float32),
-        "random-relu-256": np.maximum(pixels @ weights + 0.1, 0.0),
-        "shuffled-pixels": pixels[rng.permutation(len(pixels))],
-    }
+def default_store():
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "repalign" / "zoo-digits"
 
 
-def alignment_table(representations, measure_set):
-    """Rows of (name_a, name_b, {measure: value}) for every unordered pair a < b."""
-    names = list(representations)
-    return [
-        (a, b, {m: f(representations[a], representations[b]) for m, f in measure_set.items()})
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
-    ]
+def ensure_zoo(path):
+    """Open the digits zoo at ``path``, building it first if it is missing or incomplete."""
+    path = Path(path)
+    if path.is_dir():
+        store = open_store(path)
+        if all(name in store.representations for pair in PAIRS.values() for name in pair):
+            return store, None
+    start = time.perf_counter()
+    build_zoo(path, "digits", overwrite=True)
+    return open_store(path), time.perf_counter() - start
 
 
-def format_table(rows, title):
-    measure_names = list(rows[0][2])
-    left = max(len(f"{a} ~ {b}") for a, b, _ in rows)
-    columns = [(m, max(len(m), 9)) for m in measure_names]
-    header = " ".join([f"{'pair':<{left}}", *(f"{m:>{w}}" for m, w in columns)])
-    lines = [title, header, "-" * len(header)]
-    for a, b, values in rows:
-        cells = (_format_value(values[m], w) for m, w in columns)
-        lines.append(" ".join([f"{a + ' ~ ' + b:<{left}}", *cells]))
+def last_hidden_layers(store):
+    """model name → its last representation before the logits, in store order."""
+    layers = {}
+    for name in store.representations:
+        model, layer = name.rsplit(".", 1)
+        if layer != "logits":
+            layers[model] = name
+    return layers
+
+
+def cka_matrix(store, names):
+    arrays = {name: store.read(name)[1] for name in names}
+    return [[measures.cka(arrays[a], arrays[b]) for b in names] for a in names]
+
+
+def format_matrix(labels, matrix, notes):
+    """Rows numbered 1..M, columns by number; cells as .xx (1.0 when it rounds to 1)."""
+    width = max(len(label) for label in labels)
+    header = " " * (width + 5) + "".join(f"{i:>4}" for i in range(1, len(labels) + 1))
+    lines = [header]
+    for i, (label, row, note) in enumerate(zip(labels, matrix, notes, strict=True), start=1):
+        cells = "".join(f"{value:>4.2f}"[1:].rjust(4) if value < 0.995 else " 1.0" for value in row)
+        lines.append(f"{i:>3}. {label:<{width}}{cells}   {note}")
     return "\n".join(lines)
 
 
-def _format_value(value, width):
-    return f"{value:>{width}.4f}" if abs(value) < 1e4 else f"{value:>{width}.3g}"
+def format_pairs(store):
+    columns = [(m, max(len(m), 6)) for m in PAIR_MEASURES]
+    left = max(len(f"{a} ~ {b}") for a, b in PAIRS.values())
+    header = " ".join([f"{'pair':<{left}}", *(f"{m:>{w}}" for m, w in columns)])
+    lines = [header, "-" * len(header)]
+    for description, (a, b) in PAIRS.items():
+        X, Y = store.read(a)[1], store.read(b)[1]
+        cells = (f"{PAIR_MEASURES[m](X, Y):>{w}.3f}" for m, w in columns)
+        lines.append(" ".join([f"{a + ' ~ ' + b:<{left}}", *cells]) + f"   {description}")
+    return "\n".join(lines)
 
 
-def run():
-    representations = digits_representations()
-    n = len(next(iter(representations.values())))
-    widths = ", ".join(f"{k} ({v.shape[1]})" for k, v in representations.items())
-    print(f"repalign demo: scikit-learn digits, n = {n} images, representations: {widths}\n")
-    print(format_table(alignment_table(representations, KERNEL_MEASURES), "Kernel measures"))
-    print()
-    print(format_table(alignment_table(representations, GEOMETRY_MEASURES), "Geometry measures"))
+def run(store_path=None):
+    path = Path(store_path) if store_path else default_store()
+    store, build_seconds = ensure_zoo(path)
+    n = next(iter(store.representations.values())).rows
+    origin = f"built in {build_seconds:.0f} s" if build_seconds is not None else "cached"
     print(
-        "\nSimilarities lie in [0, 1] (unbiased ones may dip below 0); 'dist. align.' is a "
-        "distance (0 = isometric).\nThe shuffled control pairs images with other images: "
-        "its alignments show the floor of each measure."
+        f"repalign demo: the digits model zoo at {path} ({origin}): "
+        f"{len(store.representations)} representations of n = {n} images\n"
+    )
+    layers = last_hidden_layers(store)
+    accuracy = {
+        model: (store[name].source or {}).get("test_accuracy") for model, name in layers.items()
+    }
+    notes = [f"test accuracy {a:.3f}" if a is not None else "" for a in accuracy.values()]
+    print("Linear CKA between every network's last hidden layer:")
+    print(format_matrix(list(layers.values()), cka_matrix(store, list(layers.values())), notes))
+    print("\nEvery measure for a few pairs:")
+    print(format_pairs(store))
+    print(
+        "\nSeeds of one architecture agree more than architectures do; untrained networks "
+        "agree with\ntrained ones mostly through the input they share."
     )

@@ -1,5 +1,6 @@
 """The command line, run as a user runs it."""
 
+import re
 import subprocess
 import sys
 
@@ -31,40 +32,47 @@ def test_unknown_command_fails_with_usage():
 
 
 @pytest.fixture(scope="module")
-def demo_output():
-    result = repalign("demo")
+def demo_output(tmp_path_factory):
+    store = tmp_path_factory.mktemp("zoo")
+    result = repalign("demo", "--store", str(store))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def parse_tables(output):
-    """{title: {pair: [values]}} from the demo's printed tables."""
-    tables, current = {}, None
+def parse_matrix(output):
+    """{row label: [cells]} of the demo's CKA matrix (cells .xx or 1.0)."""
+    rows = {}
     for line in output.splitlines():
-        if line.endswith("measures"):
-            current = tables.setdefault(line, {})
-        elif current is not None and " ~ " in line:
-            pair, values = line[: line.rindex(" ~ ") + 3], line[line.rindex(" ~ ") + 3 :]
-            other, *numbers = values.split()
-            current[pair + other] = [float(v) for v in numbers]
-    return tables
+        match = re.match(r"\s*\d+\. (\S+)\s+((?:\s*(?:1\.0|\.\d\d))+)\s+test accuracy", line)
+        if match:
+            rows[match.group(1)] = [float(v) for v in match.group(2).split()]
+    return rows
 
 
-def test_demo_prints_every_pair_and_measure(demo_output):
-    for header in ("KA", "CKA song", "CKA rbf", "Procrustes", "SVCCA", "CKNNA", "dist. align."):
-        assert header in demo_output
-    tables = parse_tables(demo_output)
-    assert set(tables) == {"Kernel measures", "Geometry measures"}
-    for rows in tables.values():
-        assert len(rows) == 10  # every unordered pair of five representations
-        assert all(len(values) == 6 for values in rows.values())
+def test_demo_builds_the_zoo_and_prints_its_matrix(demo_output):
+    assert "the digits model zoo" in demo_output and "built in" in demo_output
+    matrix = parse_matrix(demo_output)
+    names = list(matrix)
+    assert len(names) == 16  # 4 architectures × (3 seeds + 1 untrained control)
+    for i, name in enumerate(names):
+        assert matrix[name][i] == 1.0
+        assert all(matrix[name][j] == matrix[other][i] for j, other in enumerate(names))
 
 
 def test_demo_values_make_sense(demo_output):
-    """PCA is a linear map of the pixels; the shuffled control is aligned with nothing."""
-    kernel = parse_tables(demo_output)["Kernel measures"]
-    geometry = parse_tables(demo_output)["Geometry measures"]
-    assert kernel["pixels ~ pca-16"][1] > 0.98  # linear CKA
-    assert geometry["pixels ~ pca-16"][1] == 1.0  # CCA of a linear map of the data
-    assert abs(kernel["pixels ~ shuffled-pixels"][1]) < 0.05
-    assert geometry["pixels ~ shuffled-pixels"][3] < 0.05  # mutual kNN
+    """Seeds of one architecture agree more than a trained and an untrained network."""
+    matrix = parse_matrix(demo_output)
+    names = list(matrix)
+    seeds = matrix["mlp-w64-s0.fc3"][names.index("mlp-w64-s1.fc3")]
+    untrained = matrix["mlp-w64-s0.fc3"][names.index("mlp-w64-init.fc3")]
+    assert seeds > 0.8 > untrained
+    pairs = [line for line in demo_output.splitlines() if " ~ " in line]
+    assert len(pairs) == 4 and "same architecture, other seed" in pairs[0]
+
+
+def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
+    store = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("zoo"))
+    again = repalign("demo", "--store", str(store))
+    assert again.returncode == 0
+    assert "(cached)" in again.stdout
+    assert parse_matrix(again.stdout) == parse_matrix(demo_output)
