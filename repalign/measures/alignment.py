@@ -50,7 +50,7 @@ def kernel_alignment(X, Y, *, kernel="linear", sigma="median"):
     eq. (1). Cristianini, Shawe-Taylor, Elisseeff & Kandola (2001). On Kernel-Target Alignment.
     """
     products = _products(X, Y, kernel, sigma, min_rows=2)
-    return _ratio(products.raw, "kernel alignment")
+    return kernel_measure(products, "ka", None)
 
 
 def cka(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
@@ -93,12 +93,7 @@ def cka(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
     check_option(estimator, name="estimator", allowed=CKA_ESTIMATORS)
     min_rows = 4 if estimator == "song" else 2
     products = _products(X, Y, kernel, sigma, min_rows=min_rows)
-    product = {
-        "biased": products.centered,
-        "song": products.song,
-        "lange": products.lange,
-    }[estimator]
-    return _ratio(product, f"CKA ({estimator})")
+    return kernel_measure(products, "cka", estimator)
 
 
 def hsic(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
@@ -136,9 +131,23 @@ def hsic(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
     check_option(estimator, name="estimator", allowed=HSIC_ESTIMATORS)
     min_rows = 4 if estimator == "unbiased" else 2
     products = _products(X, Y, kernel, sigma, min_rows=min_rows)
-    if estimator == "unbiased":
-        return float(products.song(0, 1))
-    return float(products.centered(0, 1) / (products.n - 1) ** 2)
+    return kernel_measure(products, "hsic", estimator)
+
+
+def kernel_measure(products, name, estimator):
+    """KA, CKA or HSIC from kernel products (`repalign.measures.kernel_products` or any
+    object with the same ``raw``, ``centered``, ``song``, ``lange`` methods and ``n``).
+
+    ``name`` is "ka", "cka" or "hsic", with the estimator names of `cka` and `hsic`.
+    """
+    if name == "hsic":
+        if estimator == "unbiased":
+            return float(products.song(0, 1))
+        return float(products.centered(0, 1) / (products.n - 1) ** 2)
+    if name == "ka":
+        return _ratio(products.raw, "kernel alignment")
+    product = {"biased": products.centered, "song": products.song, "lange": products.lange}
+    return _ratio(product[estimator], f"CKA ({estimator})")
 
 
 def _products(X, Y, kernel, sigma, *, min_rows):

@@ -38,8 +38,7 @@ def cca(X, Y, *, squared=False):
     Sohl-Dickstein (2017). SVCCA, for its use on neural representations.
     """
     X, Y = check_pair(X, Y, min_rows=2)
-    spectra = paired_spectra(X, Y)
-    return _mean_correlation(spectra, *spectra.ranks, squared)
+    return cca_from_spectra(paired_spectra(X, Y), squared=squared)
 
 
 def svcca(X, Y, *, variance=0.99):
@@ -68,7 +67,16 @@ def svcca(X, Y, *, variance=0.99):
     if not 0 < variance <= 1:
         raise InvalidParameterError(f"variance must be in (0, 1]; got variance={variance}.")
     X, Y = check_pair(X, Y, min_rows=2)
-    spectra = paired_spectra(X, Y)
+    return svcca_from_spectra(paired_spectra(X, Y), variance=variance)
+
+
+def cca_from_spectra(spectra, *, squared=False):
+    """Mean canonical correlation from `repalign.measures.spectra` (either source)."""
+    return _mean_correlation(spectra, *spectra.ranks, squared)
+
+
+def svcca_from_spectra(spectra, *, variance=0.99):
+    """SVCCA from `repalign.measures.spectra` (either source)."""
     kept = [
         min(_components_for(v, variance), rank)
         for v, rank in zip(spectra.variances, spectra.ranks, strict=True)

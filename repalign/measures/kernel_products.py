@@ -107,6 +107,8 @@ def _zero_diagonal(G):
 class FeatureProducts:
     """Products of linear kernels from second moments: O(d²) memory, no n×n matrix.
 
+    Representations ``i`` and ``j`` of the `GramState` play X and Y.
+
     With K = X Xᵀ: ⟨K, L⟩ = ‖XᵀY‖²_F, and after centring the columns ⟨HKH, HLH⟩ = ‖X̃ᵀỸ‖²_F.
     The diagonal of H K H is aᵢ = ‖x̃ᵢ‖², so ⟨K', L'⟩ = ‖X̃ᵀỸ‖²_F − Σᵢ aᵢbᵢ. HSIC_u is invariant
     to translating either representation, so it is computed on centred rows, where
@@ -114,17 +116,17 @@ class FeatureProducts:
     1ᵀK̃L̃1 = (X̃ X̃ᵀ1 − a)ᵀ(Ỹ Ỹᵀ1 − b).
     """
 
-    def __init__(self, state):
+    def __init__(self, state, i=0, j=1):
         self.n = state.n
-        self._state = state
+        self._state, self._pair = state, (i, j)
 
     @cached_property
     def _raw(self):
-        return self._state.pair(0, 1, center=False)
+        return self._state.pair(*self._pair, center=False)
 
     @cached_property
     def _centered(self):
-        return self._state.pair(0, 1, center=True)
+        return self._state.pair(*self._pair, center=True)
 
     def raw(self, r, s):
         return _squared_frobenius(self._raw.cross(r, s))

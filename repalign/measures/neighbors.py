@@ -41,9 +41,14 @@ def mutual_knn(X, Y, *, k=10):
     X, Y, k = _check(X, Y, k)
     neighbors_x, _ = nearest_neighbors(_unit_rows(X, "X"), k)
     neighbors_y, _ = nearest_neighbors(_unit_rows(Y, "Y"), k)
+    return mutual_knn_from_neighbors(neighbors_x, neighbors_y)
+
+
+def mutual_knn_from_neighbors(neighbors_x, neighbors_y):
+    """Mutual k-NN from two (n, k) arrays of neighbour indices (`nearest_neighbors`)."""
     both = np.sort(np.concatenate([neighbors_x, neighbors_y], axis=1), axis=1)
     shared = (both[:, 1:] == both[:, :-1]).sum(axis=1)  # each set has distinct members
-    return float(shared.mean() / k)
+    return float(shared.mean() / neighbors_x.shape[1])
 
 
 def cknna(X, Y, *, k=10):
@@ -73,8 +78,14 @@ def cknna(X, Y, *, k=10):
     Huh, Cheung, Wang & Isola (2024). The Platonic Representation Hypothesis, ICML, §A.
     """
     X, Y, k = _check(X, Y, k, min_rows=4)
-    n = X.shape[0]
     neighbors = [nearest_neighbors(_unit_rows(A, name), k) for A, name in ((X, "X"), (Y, "Y"))]
+    return cknna_from_neighbors(*neighbors)
+
+
+def cknna_from_neighbors(neighbors_x, neighbors_y):
+    """CKNNA from the (indices, similarities) pairs that `nearest_neighbors` gives X and Y."""
+    neighbors = (neighbors_x, neighbors_y)
+    n = neighbors_x[0].shape[0]
     kernels = [_sparse_rows(n, idx, values) for idx, values in neighbors]
     masks = [_sparse_rows(n, idx, np.ones_like(values)) for idx, values in neighbors]
     mutual = masks[0].multiply(masks[1])

@@ -36,7 +36,11 @@ def procrustes(X, Y):
     Representations (the angular form, `procrustes_distance`).
     """
     X, Y = check_pair(X, Y, min_rows=2)
-    spectra = paired_spectra(X, Y)
+    return procrustes_from_spectra(paired_spectra(X, Y))
+
+
+def procrustes_from_spectra(spectra):
+    """The Procrustes score from `repalign.measures.spectra` (either source)."""
     nuclear = spectra.cross_singular_values().sum()
     return float(nuclear / np.sqrt(spectra.variances[0].sum() * spectra.variances[1].sum()))
 

@@ -20,12 +20,15 @@ from repalign.stats import GramState
 def paired_spectra(X, Y):
     """Spectra of checked, paired ``X`` and ``Y``, from the cheaper source."""
     if X.shape[0] >= X.shape[1] + Y.shape[1] + 2:
-        state = GramState.from_arrays([X, Y])
-        raw = state.pair(0, 1, center=False)
-        return FeatureSpectra(
-            state.pair(0, 1, center=True), norms=[np.sqrt(raw.norm_sum(r)) for r in (0, 1)]
-        )
+        return feature_spectra(GramState.from_arrays([X, Y]), 0, 1)
     return DataSpectra(X, Y)
+
+
+def feature_spectra(state, i, j):
+    """`FeatureSpectra` of representations i and j of a `GramState`."""
+    raw = state.pair(i, j, center=False)
+    norms = [np.sqrt(raw.norm_sum(r)) for r in (0, 1)]
+    return FeatureSpectra(state.pair(i, j, center=True), norms=norms)
 
 
 def _descending_eigh(C):
