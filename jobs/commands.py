@@ -4,6 +4,9 @@ Each function takes the ``repalign`` subcommand parsers and adds one command; th
 itself is imported only when the command runs.
 """
 
+import os
+import sys
+
 
 def add_align(commands):
     align = commands.add_parser(
@@ -22,8 +25,105 @@ def add_align(commands):
 
 def _align(args):
     from jobs.align import align_representations
-
     from repalign.store import open_store
 
     names = open_store(args.store).select(args.representations)
     print(align_representations(args.store, names, args.target, progress=True))
+
+
+def add_run(commands):
+    run = commands.add_parser(
+        "run",
+        help="compute the all-pairs alignment matrix of a store on Ray, tracked in MLflow",
+        description="Run an alignment job from a spec file (JSON or YAML), or from flags: "
+        "--store, --out and one --measure per configuration, written name[:kernel[:estimator]]"
+        "[,key=value...], e.g. --measure cka:linear:song --measure cka:rbf:biased,approx=rff. "
+        "Writes OUT/alignment.parquet and OUT/summary.json and logs one MLflow run.",
+    )
+    run.add_argument("spec", nargs="?", help="job spec file (.json, .yaml)")
+    run.add_argument("--store", help="embedding store (instead of a spec file)")
+    run.add_argument("--out", help="output folder")
+    run.add_argument("--measure", action="append", default=[], metavar="NAME:KERNEL:ESTIMATOR")
+    run.add_argument("--representations", nargs="+", metavar="NAME", help="names or globs")
+    run.add_argument("--experiment", help="MLflow experiment (default: repalign)")
+    run.add_argument("--actors", type=int, help="Ray actors (default: the CPUs Ray offers)")
+    run.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
+    )
+    run.add_argument(
+        "--incremental-from",
+        metavar="OUT",
+        help="output folder of an earlier run: reuse its saved statistics, compute only the "
+        "blocks of new representations",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(run=_run)
+
+
+def _run(args):
+    from jobs.alignment import run_alignment, write_result
+    from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
+
+    if args.spec:
+        spec = load_spec(args.spec)
+        overrides = {
+            k: getattr(args, k)
+            for k in ("store", "out", "representations", "experiment", "actors")
+            if getattr(args, k) is not None
+        }
+        if args.measure:
+            overrides["measures"] = [parse_measure(m) for m in args.measure]
+        spec = parse_spec({**spec.model_dump(exclude_none=True), **overrides})
+    else:
+        if not (args.store and args.out and args.measure):
+            raise SpecError("give a spec file, or --store, --out and at least one --measure.")
+        content = {
+            "store": args.store,
+            "out": args.out,
+            "measures": [parse_measure(m) for m in args.measure],
+        }
+        for key in ("representations", "experiment", "actors"):
+            if getattr(args, key) is not None:
+                content[key] = getattr(args, key)
+        spec = parse_spec(content)
+    result = run_alignment(
+        spec,
+        ray_address=args.ray_address,
+        quiet=args.quiet,
+        incremental_from=args.incremental_from,
+    )
+    path = write_result(result, spec.out)
+    run_id, tracking_uri = _log(result, spec, args.tracking_uri)
+    missing = result.summary["missing_values"]
+    print(f"wrote {path} ({result.table.num_rows} rows, {missing} missing)")
+    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    if missing:
+        print(
+            f"missing representations: {result.summary['missing_representations']}", file=sys.stderr
+        )
+
+
+def _log(result, spec, tracking_uri):
+    """Log the run; without a tracking URI, to a SQLite store with its artifacts in OUT."""
+    from repalign.tracking import log_alignment_run
+
+    artifacts = None
+    if tracking_uri is None:
+        out = os.path.abspath(spec.out)
+        tracking_uri, artifacts = f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
+    run_id = log_alignment_run(
+        result.table,
+        params=result.params,
+        summary=result.summary,
+        experiment=spec.experiment,
+        tracking_uri=tracking_uri,
+        artifact_location=artifacts,
+    )
+    return run_id, tracking_uri

@@ -107,6 +107,19 @@ class AlignmentSpec(BaseModel):
     out: str
     actors: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _distinct(self):
+        seen = {}
+        for measure in self.measures:
+            key = (measure.name, measure.kernel, measure.estimator)
+            if key in seen:
+                raise ValueError(
+                    f"measures {seen[key]} and {measure.label} share name, kernel and "
+                    "estimator: a job computes each such configuration once"
+                )
+            seen[key] = measure.label
+        return self
+
 
 def parse_spec(content):
     """An `AlignmentSpec` from a dict, refusing bad keys and values with a `SpecError`."""

@@ -59,6 +59,15 @@ class GramState:
             state.add_block([A[rows] for A in arrays])
         return state
 
+    @classmethod
+    def from_moments(cls, dims, shifts, moments):
+        """A state from a saved moment matrix (`moments`) and the shifts it was built with."""
+        state = cls(dims, shifts)
+        if moments.shape != (state.width, state.width):
+            raise ValueError(f"moments of shape {moments.shape} do not fit widths {dims}.")
+        state._upper = np.asfortranarray(np.triu(moments))
+        return state
+
     @property
     def width(self):
         """Side of the moment matrix, D + 1."""
@@ -71,6 +80,12 @@ class GramState:
 
     def add_block(self, blocks):
         """Add one row block: a list with one (rows, dₖ) array per representation."""
+        Z = self._rows(blocks)
+        # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
+        self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+
+    def _rows(self, blocks):
+        """The rows z of a block, float64, shape (rows, D + 1)."""
         rows = blocks[0].shape[0]
         Z = np.empty((rows, self.width))
         for k, (block, shift) in enumerate(zip(blocks, self.shifts, strict=True)):
@@ -79,8 +94,7 @@ class GramState:
             np.subtract(block, shift, out=U)
             np.einsum("ij,ij->i", U, U, out=Z[:, stop])
         Z[:, -1] = 1.0
-        # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
-        self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+        return Z
 
     def __add__(self, other):
         if self.dims != other.dims or not all(
@@ -116,6 +130,61 @@ class GramState:
         deltas = [t - self.shifts[k] for t, k in zip(targets, (i, j), strict=True)]
         dims = (self.dims[i], self.dims[j])
         return PairMoments(_reshift(sub, dims, deltas), *dims)
+
+    def extended(self, border):
+        """The state of these representations followed by ``border``'s new ones.
+
+        ``border`` (a `BorderState` over this state's representations, with the same shifts,
+        then new ones) holds the rows of the moment matrix that involve a new representation;
+        this state supplies the old-by-old block, which is not recomputed.
+        """
+        old = len(self.dims)
+        if (
+            border.dims[:old] != self.dims
+            or border.n != self.n
+            or not all(
+                np.array_equal(a, b) for a, b in zip(self.shifts, border.shifts[:old], strict=False)
+            )
+        ):
+            raise ValueError("GramState.extended: the border must extend this state's layout.")
+        full = GramState(border.dims, border.shifts)
+        cut = int(self.offsets[-1])
+        M = np.zeros((full.width, full.width))
+        index_old = np.r_[0:cut, -1]
+        M[np.ix_(index_old, index_old)] = self.moments
+        M[cut:-1, :] = border.rows_matrix
+        M[:, cut:-1] = border.rows_matrix.T
+        full._upper = np.asfortranarray(np.triu(M))
+        return full
+
+
+class BorderState(GramState):
+    """The rows of Σ zzᵀ that involve the representations from ``first_new`` on.
+
+    Accumulates Z_newᵀ Z (a rectangular GEMM): adding representations to an existing state
+    costs n·D_new·D instead of n·D² (`GramState.extended`).
+    """
+
+    def __init__(self, dims, shifts, first_new):
+        super().__init__(dims, shifts)
+        self._new = slice(int(self.offsets[first_new]), int(self.offsets[-1]))
+        self.rows_matrix = np.zeros((self._new.stop - self._new.start, self.width))
+        self._rows_seen = 0
+
+    @property
+    def n(self):
+        return self._rows_seen
+
+    def add_block(self, blocks):
+        Z = self._rows(blocks)
+        self.rows_matrix += Z[:, self._new].T @ Z
+        self._rows_seen += len(Z)
+
+    def __add__(self, other):
+        total = BorderState(self.dims, self.shifts, 0)
+        total._new, total.rows_matrix = self._new, self.rows_matrix + other.rows_matrix
+        total._rows_seen = self._rows_seen + other._rows_seen
+        return total
 
 
 def _column_means(A):

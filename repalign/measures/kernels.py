@@ -66,7 +66,7 @@ def resolve_sigma(X, sigma, *, name):
         rng = np.random.default_rng(MEDIAN_SEED)
         X = X[np.sort(rng.choice(X.shape[0], MEDIAN_MAX_ROWS, replace=False))]
     distances = _squared_distances(np.asarray(X, dtype=np.float64))
-    median = float(np.median(distances[np.triu_indices_from(distances, k=1)]))
+    median = float(np.median(distances[np.triu(np.ones(distances.shape, dtype=bool), k=1)]))
     if median <= 0:
         raise ZeroVarianceError(
             f"the median heuristic gives sigma=0 for {name}: more than half of its pairs of "
@@ -83,6 +83,17 @@ def _linear_gram(X):
 def _rbf_gram(X, sigma):
     D = _squared_distances(np.asarray(X, dtype=np.float64))
     return np.exp(D / (-2.0 * sigma * sigma), out=D)
+
+
+def _cross_squared_distances(A, B):
+    """‖aᵢ − bⱼ‖² for the rows of A and B, on rows shifted by their common mean; clipped at 0."""
+    center = (A.sum(axis=0) + B.sum(axis=0)) / (len(A) + len(B))
+    A, B = A - center, B - center
+    D = A @ B.T
+    D *= -2.0
+    D += np.einsum("ij,ij->i", A, A)[:, None]
+    D += np.einsum("ij,ij->i", B, B)[None, :]
+    return np.maximum(D, 0.0, out=D)
 
 
 def _squared_distances(X):

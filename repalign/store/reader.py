@@ -53,6 +53,36 @@ class Representation:
         if queue.rows:
             yield queue.take(queue.rows)
 
+    def read_rows(self, start, stop):
+        """Rows ``start:stop`` in stored order: (ids, float32 array of shape (rows, dim)).
+
+        Reads only the row groups that overlap the range.
+        """
+        ids, values = [], []
+        offset = 0
+        for path, shard in zip(self.shard_paths(), self.shards, strict=True):
+            rows = int(shard["rows"])
+            if offset < stop and start < offset + rows:
+                parquet = _open_parquet(path, self.name)
+                group_start = offset
+                for group in range(parquet.metadata.num_row_groups):
+                    group_rows = parquet.metadata.row_group(group).num_rows
+                    low, high = max(start, group_start), min(stop, group_start + group_rows)
+                    if low < high:
+                        table = parquet.read_row_group(group)
+                        table = table.slice(low - group_start, high - low)
+                        ids.append(ids_array(table.column("sample_id"), self.id_type))
+                        values.append(embedding_matrix(table.column("embedding"), self.dim))
+                    group_start += group_rows
+            offset += rows
+        if not values:
+            raise StoreError(
+                f"rows {start}:{stop} are outside {self.name!r}, which has {self.rows} rows."
+            )
+        if len(values) == 1:
+            return ids[0], values[0]
+        return np.concatenate(ids), np.concatenate(values)
+
     def read(self):
         """All rows at once: (ids, float32 array of shape (rows, dim))."""
         tables = [_open_parquet(path, self.name).read() for path in self.shard_paths()]

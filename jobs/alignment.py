@@ -1,0 +1,568 @@
+"""The all-pairs alignment job: every measure of a spec, for every pair of representations.
+
+The driver plans passes over the store and Ray actors run them (`jobs.engine`), each actor
+reading its own rows (design.md §4):
+
+- moments: one `GramState` over all the representations, from which every linear measure
+  (KA, CKA, HSIC, Procrustes, CCA, SVCCA) of every pair comes. When the D×D statistic is too
+  large for one actor it is cut into tiles of groups of representations.
+- rbf: exact RBF kernel measures from b×b tiles of every Gram matrix at once (O(M·b²) memory).
+- neighbors: exact top-k cosine neighbours, for mutual k-NN and CKNNA.
+- mmd: two-sample MMD² between representations of equal width (or against another store).
+
+A representation that cannot be measured (NaN or Inf rows, constant, zero-norm rows for k-NN)
+has its pairs recorded as missing with the reason; the rest of the matrix is computed.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from itertools import combinations_with_replacement
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from jobs.engine import run_units
+from jobs.tasks import MmdTileTask, MomentTask, NeighborTask, RbfTileTask
+from repalign.errors import MisalignedError, RepalignError
+from repalign.measures.alignment import kernel_measure
+from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
+from repalign.measures.kernel_products import FeatureProducts
+from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
+from repalign.measures.neighbors import cknna_from_neighbors, mutual_knn_from_neighbors
+from repalign.measures.procrustes import procrustes_from_spectra
+from repalign.measures.spectra import feature_spectra
+from repalign.stats import GramState
+from repalign.store import open_store
+
+UNIT_BYTES = 64 * 2**20
+"""Float32 bytes of all representations that one unit of a row pass reads."""
+STATE_BYTES = 2 * 2**30
+"""Largest second-moment state one actor holds; beyond it the statistic is tiled."""
+TILE_ROWS = 2048
+"""Rows on each side of an exact-kernel tile."""
+PILOT_ROWS = 1024
+"""Rows whose mean is the shift of the second moments (it only conditions the sums)."""
+
+MOMENT_MEASURES = ("ka", "cka", "hsic", "procrustes", "cca", "svcca")
+NEIGHBOR_MEASURES = ("mutual_knn", "cknna")
+COLUMNS = [
+    ("rep_a", pa.string()),
+    ("rep_b", pa.string()),
+    ("measure", pa.string()),
+    ("kernel", pa.string()),
+    ("estimator", pa.string()),
+    ("value", pa.float64()),
+    ("n", pa.int64()),
+    ("std_err", pa.float64()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+]
+
+
+@dataclass
+class AlignmentResult:
+    """The long-form table of a job, its summary, the parameters it ran with, and the state
+    an incremental run can start from."""
+
+    table: pa.Table
+    summary: dict
+    params: dict
+    state: dict | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def run_alignment(
+    spec, *, ray_address=None, quiet=False, incremental_from=None, state_bytes=STATE_BYTES
+):
+    """Run an `repalign.spec.AlignmentSpec`; returns an `AlignmentResult`.
+
+    ``ray_address`` (or ``RAY_ADDRESS``) joins a running cluster; otherwise a local Ray is
+    started with the machine's CPUs. ``incremental_from`` is the output folder of an earlier
+    run of the same store: its saved second moments are reused, and only the blocks of the
+    statistic that involve new representations are computed.
+    """
+    started = time.perf_counter()
+    store = open_store(spec.store)
+    names = store.select(spec.representations)
+    if not store.aligned(names):
+        raise MisalignedError(
+            f"the representations of {spec.store} are not aligned on sample_id; run "
+            "`repalign align` first to write an aligned copy."
+        )
+    n = store[names[0]].rows
+    _start_ray(ray_address)
+    actors = spec.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    previous = _previous_state(incremental_from, store, names) if incremental_from else None
+    if previous is not None:  # old representations first, in the saved order
+        names = previous["names"] + [name for name in names if name not in previous["names"]]
+    job = _Job(spec, store, names, n, actors, quiet, state_bytes, previous)
+    job.run()
+    params = {
+        "store": str(Path(spec.store).resolve()),
+        "representations": names,
+        "measures": [m.model_dump() for m in spec.measures],
+        "n": n,
+        "actors": actors,
+        "median_sigma": {"max_rows": MEDIAN_MAX_ROWS, "seed": MEDIAN_SEED},
+    }
+    table = job.table()
+    missing = {name: reason for name, reason in job.unusable.items() if reason}
+    summary = {
+        "representations": len(names),
+        "pairs": len(names) * (len(names) + 1) // 2,
+        "configurations": [m.label for m in spec.measures],
+        "n": n,
+        "missing_representations": missing,
+        "missing_values": int(sum(s != "ok" for s in table.column("status").to_pylist())),
+        "blocks_computed": job.blocks_computed,
+        "seconds": round(time.perf_counter() - started, 3),
+        "pass_seconds": job.timings,
+    }
+    return AlignmentResult(table, summary, params, job.saved_state(), job.timings)
+
+
+def write_result(result, out):
+    """Write ``alignment.parquet`` and ``summary.json`` into ``out`` (atomically each)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / ".alignment.parquet.tmp"
+    pq.write_table(result.table, temporary)
+    temporary.replace(out / "alignment.parquet")
+    summary = out / ".summary.json.tmp"
+    summary.write_text(json.dumps({**result.summary, "params": result.params}, indent=2))
+    summary.replace(out / "summary.json")
+    if result.state is not None:
+        _save_state(result.state, out / "state")
+    return out / "alignment.parquet"
+
+
+def _save_state(state, folder):
+    """The second moments and the manifests' digests of a run, for incremental runs."""
+    folder.mkdir(exist_ok=True)
+    moments = state["moments"]
+    temporary = folder / ".moments.npz.tmp.npz"
+    np.savez(
+        temporary,
+        names=np.array(state["names"]),
+        dims=np.array(moments.dims),
+        shifts=np.concatenate(moments.shifts),
+        moments=moments.moments,
+    )
+    temporary.replace(folder / "moments.npz")
+    (folder / "representations.json").write_text(json.dumps(state["digests"], indent=2))
+
+
+def _previous_state(path, store, names):
+    """The saved state of an earlier run, checked against the store as it is now."""
+    folder = Path(path) / "state"
+    try:
+        saved = np.load(folder / "moments.npz")
+        digests = json.loads((folder / "representations.json").read_text())
+    except OSError as exc:
+        raise RepalignError(
+            f"{path} holds no saved state of an earlier run ({exc.strerror}); run the job in "
+            "full first, with a linear-kernel measure, so that its second moments are saved."
+        ) from None
+    old = [str(name) for name in saved["names"]]
+    for name in old:
+        if name not in names:
+            raise RepalignError(f"{name} of the earlier run is not selected in {store.path}.")
+        if _digest(store[name]) != digests.get(name):
+            raise RepalignError(
+                f"{name} changed since the earlier run ({path}); its pairs must be recomputed: "
+                "run the job in full."
+            )
+    dims = [int(d) for d in saved["dims"]]
+    shifts = np.split(saved["shifts"], np.cumsum(dims)[:-1])
+    return {"names": old, "moments": GramState.from_moments(dims, shifts, saved["moments"])}
+
+
+def _digest(representation):
+    return {
+        "ids_sha256": representation.manifest.get("ids_sha256"),
+        "shards": [shard["sha256"] for shard in representation.shards],
+    }
+
+
+def _start_ray(address):
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+
+
+class _Job:
+    def __init__(self, spec, store, names, n, actors, quiet, state_bytes, previous):
+        self.spec, self.store, self.names, self.n = spec, store, names, n
+        self.actors, self.quiet, self.state_bytes = actors, quiet, state_bytes
+        self.previous = previous
+        self.moments = None  # (names, GramState) when the statistic fits one state
+        self.values = {}  # (label, a, b) -> (value, std_err, reason)
+        self.unusable = {name: _manifest_problem(store[name]) for name in names}
+        self.blocks_computed = 0
+        self.timings = {}
+
+    def saved_state(self):
+        if self.moments is None:
+            return None
+        names, state = self.moments
+        digests = {name: _digest(self.store[name]) for name in names}
+        return {"names": names, "moments": state, "digests": digests}
+
+    def usable(self, names=None):
+        return [n for n in (names or self.names) if not self.unusable[n]]
+
+    def run(self):
+        measures = self.spec.measures
+        passes = [
+            (
+                "moments",
+                [m for m in measures if m.name in MOMENT_MEASURES and m.kernel == "linear"],
+            ),
+            ("rbf", [m for m in measures if m.name in MOMENT_MEASURES and m.kernel == "rbf"]),
+            ("neighbors", [m for m in measures if m.name in NEIGHBOR_MEASURES]),
+            ("mmd", [m for m in measures if m.name == "mmd2"]),
+        ]
+        for name, configs in passes:
+            if configs:
+                started = time.perf_counter()
+                getattr(self, f"_{name}")(configs)
+                self.timings[name] = round(time.perf_counter() - started, 3)
+
+    def row_units(self, names):
+        width = sum(self.store[name].dim for name in names) or 1
+        rows = max(256, UNIT_BYTES // (4 * width))
+        return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
+
+    def pilot_shifts(self, names):
+        stop = min(PILOT_ROWS, self.n)
+        return [
+            self.store[name].read_rows(0, stop)[1].astype(np.float64).mean(axis=0) for name in names
+        ]
+
+    # -- passes -----------------------------------------------------------------------------
+
+    def _moments(self, configs):
+        names = self.usable()
+        if not names:
+            return
+        tiles = self._tiles(names)
+        if self.previous is not None:
+            tiles = [(names, names)]
+        for group_a, group_b in tiles:
+            members = group_a if group_a == group_b else group_a + group_b
+            state, computed = self._moment_state(members)
+            index = {name: i for i, name in enumerate(members)}
+            pairs = [(a, b) for a in group_a for b in group_b if group_a != group_b]
+            if group_a == group_b:
+                pairs = list(combinations_with_replacement(group_a, 2))
+                self.moments = (members, state) if len(tiles) == 1 else None
+            self.blocks_computed += computed if computed is not None else len(pairs)
+            constant = {m for m in members if _is_constant(state, index[m])}
+            for a, b in pairs:
+                for config in configs:
+                    if a in constant or b in constant:
+                        reason = f"{a if a in constant else b} is constant (zero variance)"
+                        self.values[config.label, a, b] = (None, None, reason)
+                    else:
+                        self._record(
+                            config, a, b, _moment_measure, config, state, index[a], index[b]
+                        )
+
+    def _moment_state(self, members):
+        """The second moments of ``members``, and how many pair blocks were computed for it
+        (None: all of them). With a saved state, only the blocks of new representations."""
+        previous = self.previous
+        if previous is None or not set(previous["names"]) <= set(members):
+            shifts = self.pilot_shifts(members)
+            task = MomentTask(self.store.path, members, shifts)
+            description = f"moments ({len(members)} representations)"
+            state = run_units(
+                task,
+                self.row_units(members),
+                actors=self.actors,
+                description=description,
+                quiet=self.quiet,
+            )
+            return state, None
+        old = previous["names"]
+        new = members[len(old) :]
+        if not new:
+            return previous["moments"], 0
+        shifts = list(previous["moments"].shifts) + self.pilot_shifts(new)
+        task = MomentTask(self.store.path, members, shifts, first_new=len(old))
+        border = run_units(
+            task,
+            self.row_units(members),
+            actors=self.actors,
+            description=f"moments of {len(new)} new representations",
+            quiet=self.quiet,
+        )
+        computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
+        return previous["moments"].extended(border), computed
+
+    def _tiles(self, names):
+        """Groups of representations whose pairwise states each fit in ``state_bytes``."""
+        widths = [self.store[name].dim + 1 for name in names]
+        if (sum(widths) + 1) ** 2 * 8 <= self.state_bytes:
+            return [(names, names)]
+        budget = int(np.sqrt(self.state_bytes / 8)) // 2
+        groups, current, width = [], [], 0
+        for name, w in zip(names, widths, strict=True):
+            if current and width + w > budget:
+                groups.append(current)
+                current, width = [], 0
+            current.append(name)
+            width += w
+        groups.append(current)
+        return [(groups[g], groups[h]) for g in range(len(groups)) for h in range(g, len(groups))]
+
+    def _rbf(self, configs):
+        names = self.usable()
+        for sigma_choice in sorted({c.sigma for c in configs}, key=str):
+            chosen = [c for c in configs if c.sigma == sigma_choice]
+            sigmas = {}
+            for name in names:
+                try:
+                    sigmas[name] = resolve_sigma(self._median_sample(name), sigma_choice, name=name)
+                except RepalignError as exc:
+                    self._fail(chosen, name, str(exc))
+            ok = [name for name in names if name in sigmas]
+            if not ok:
+                continue
+            task = RbfTileTask(
+                self.store.path, ok, [sigmas[m] for m in ok], self.pilot_shifts(ok), self.n
+            )
+            blocks = [(s, min(s + TILE_ROWS, self.n)) for s in range(0, self.n, TILE_ROWS)]
+            units = [
+                (blocks[i], blocks[j]) for i in range(len(blocks)) for j in range(i, len(blocks))
+            ]
+            state = run_units(
+                task, units, actors=self.actors, description="rbf tiles", quiet=self.quiet
+            )
+            index = {name: i for i, name in enumerate(ok)}
+            for a, b in combinations_with_replacement(ok, 2):
+                products = state.products(index[a], index[b])
+                for config in chosen:
+                    self._record(
+                        config, a, b, kernel_measure, products, config.name, config.estimator
+                    )
+
+    def _neighbors(self, configs):
+        names = self.usable()
+        k = max(c.k for c in configs)
+        if k > self.n - 1:
+            for config in configs:
+                for a, b in combinations_with_replacement(self.names, 2):
+                    self.values[config.label, a, b] = (
+                        None,
+                        None,
+                        f"k={config.k} must be below n={self.n}",
+                    )
+            return
+        rows = max(64, min(4096, 2**27 // (8 * self.n)))
+        units = [(s, min(s + rows, self.n)) for s in range(0, self.n, rows)]
+        task = NeighborTask(self.store.path, names, k, self.n, reference_rows=max(rows, 4096))
+        state = run_units(
+            task, units, actors=self.actors, description="neighbours", quiet=self.quiet
+        )
+        found = {}
+        for name in names:
+            if name in state.failures:
+                self._fail(configs, name, state.failures[name])
+            else:
+                found[name] = state.neighbors(name)
+        for a, b in combinations_with_replacement(list(found), 2):
+            for config in configs:
+                nx = tuple(part[:, : config.k] for part in found[a])
+                ny = tuple(part[:, : config.k] for part in found[b])
+                if config.name == "mutual_knn":
+                    self._record(config, a, b, mutual_knn_from_neighbors, nx[0], ny[0])
+                else:
+                    self._record(config, a, b, cknna_from_neighbors, nx, ny)
+
+    def _mmd(self, configs):
+        for config in configs:
+            pairs, labels = self._mmd_pairs(config)
+            if not pairs:
+                continue
+            sigmas = [self._pooled_sigma(config, x, y) for x, y in pairs]
+            rows = [(open_store(x[0])[x[1]].rows, open_store(y[0])[y[1]].rows) for x, y in pairs]
+            task = MmdTileTask(pairs, sigmas, rows)
+            units = []
+            for p, (m, n) in enumerate(rows):
+                if config.estimator == "linear":
+                    step = 2 * (TILE_ROWS // 2)
+                    units += [(p, "linear", (s, min(s + step, m)), None) for s in range(0, m, step)]
+                    continue
+                bx = [(s, min(s + TILE_ROWS, m)) for s in range(0, m, TILE_ROWS)]
+                by = [(s, min(s + TILE_ROWS, n)) for s in range(0, n, TILE_ROWS)]
+                units += [
+                    (p, "xx", bx[i], bx[j]) for i in range(len(bx)) for j in range(i, len(bx))
+                ]
+                units += [
+                    (p, "yy", by[i], by[j]) for i in range(len(by)) for j in range(i, len(by))
+                ]
+                units += [(p, "xy", a, b) for a in bx for b in by]
+            state = run_units(
+                task, units, actors=self.actors, description="mmd tiles", quiet=self.quiet
+            )
+            for p, (a, b) in enumerate(labels):
+                m, n = rows[p]
+                self._record(config, a, b, _mmd_value, config, state, p, m, n)
+
+    def _mmd_pairs(self, config):
+        """((store, name) of x, of y) and (rep_a, rep_b) labels of the pairs MMD² applies to."""
+        here = str(self.store.path)
+        names = self.usable()
+        if config.against is not None:
+            other = open_store(config.against)
+            common = [name for name in names if name in other.representations]
+            for name in set(self.names) - set(common):
+                self.values[config.label, name, name] = (
+                    None,
+                    None,
+                    f"{name} is not in {config.against}",
+                )
+            return [((here, nm), (str(other.path), nm)) for nm in common], [
+                (nm, nm) for nm in common
+            ]
+        pairs, labels = [], []
+        for a, b in combinations_with_replacement(self.names, 2):
+            if self.store[a].dim != self.store[b].dim:
+                reason = (
+                    f"different widths ({self.store[a].dim} and {self.store[b].dim}): "
+                    "MMD² compares samples of one space"
+                )
+                self.values[config.label, a, b] = (None, None, reason)
+            elif a in names and b in names:
+                pairs.append(((here, a), (here, b)))
+                labels.append((a, b))
+        return pairs, labels
+
+    def _pooled_sigma(self, config, x, y):
+        if config.sigma != "median":
+            return config.sigma
+        m, n = open_store(x[0])[x[1]].rows, open_store(y[0])[y[1]].rows
+        chosen = np.arange(m + n)
+        if m + n > MEDIAN_MAX_ROWS:
+            chosen = np.sort(
+                np.random.default_rng(MEDIAN_SEED).choice(m + n, MEDIAN_MAX_ROWS, replace=False)
+            )
+        rows = np.concatenate(
+            [
+                _gather(open_store(x[0])[x[1]], chosen[chosen < m]),
+                _gather(open_store(y[0])[y[1]], chosen[chosen >= m] - m),
+            ]
+        )
+        return resolve_sigma(rows, "median", name=f"the pooled sample of {x[1]} and {y[1]}")
+
+    def _median_sample(self, name):
+        """The rows the library's median heuristic would use (seeded subsample if n is large)."""
+        representation = self.store[name]
+        if self.n <= MEDIAN_MAX_ROWS:
+            return representation.read_rows(0, self.n)[1]
+        chosen = np.sort(
+            np.random.default_rng(MEDIAN_SEED).choice(self.n, MEDIAN_MAX_ROWS, replace=False)
+        )
+        return _gather(representation, chosen)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _record(self, config, a, b, function, *args):
+        if self.unusable[a] or self.unusable[b]:
+            self.values[config.label, a, b] = (None, None, self.unusable[a] or self.unusable[b])
+            return
+        try:
+            value = function(*args)
+        except RepalignError as exc:
+            self.values[config.label, a, b] = (None, None, str(exc))
+            return
+        std_err = None
+        if isinstance(value, tuple):
+            value, std_err = value
+        if not np.isfinite(value):
+            self.values[config.label, a, b] = (None, None, "the value is not finite")
+        else:
+            self.values[config.label, a, b] = (float(value), std_err, "")
+
+    def _fail(self, configs, name, reason):
+        for config in configs:
+            for other in self.names:
+                a, b = sorted((name, other), key=self.names.index)
+                self.values[config.label, a, b] = (None, None, reason)
+
+    def table(self):
+        rows = {column: [] for column, _ in COLUMNS}
+        for config in self.spec.measures:
+            pairs = list(combinations_with_replacement(self.names, 2))
+            if config.against is not None:
+                pairs = [(name, name) for name in self.names]
+            for a, b in pairs:
+                value, std_err, reason = self.values.get(
+                    (config.label, a, b),
+                    (None, None, self.unusable[a] or self.unusable[b] or "not computed"),
+                )
+                for column, item in zip(
+                    [c for c, _ in COLUMNS],
+                    [
+                        a,
+                        b,
+                        config.name,
+                        config.kernel,
+                        config.estimator or "",
+                        value,
+                        self.n,
+                        std_err,
+                        "ok" if reason == "" else "missing",
+                        reason,
+                    ],
+                    strict=True,
+                ):
+                    rows[column].append(item)
+        return pa.table({c: pa.array(rows[c], type=t) for c, t in COLUMNS})
+
+
+def _manifest_problem(representation):
+    bad = int(representation.manifest.get("non_finite_rows", 0))
+    if bad:
+        return f"{representation.name} holds NaN or Inf in {bad} rows"
+    return ""
+
+
+def _is_constant(state, i):
+    moments = state.pair(i, i, center=True)
+    return not np.trace(moments.cross(0, 0)) > 0
+
+
+def _moment_measure(config, state, i, j):
+    if config.name in ("ka", "cka", "hsic"):
+        return kernel_measure(FeatureProducts(state, i, j), config.name, config.estimator)
+    spectra = feature_spectra(state, i, j)
+    if config.name == "procrustes":
+        return procrustes_from_spectra(spectra)
+    if config.name == "cca":
+        return cca_from_spectra(spectra, squared=config.squared)
+    return svcca_from_spectra(spectra, variance=config.variance)
+
+
+def _mmd_value(config, state, p, m, n):
+    if config.estimator == "linear":
+        return state.linear[p] / (m // 2)
+    xx, yy, xy = state.sums[p]
+    if config.estimator == "biased":
+        return xx / m**2 + yy / n**2 - 2 * xy / (m * n)
+    return (xx - m) / (m * (m - 1)) + (yy - n) / (n * (n - 1)) - 2 * xy / (m * n)
+
+
+def _gather(representation, rows):
+    """The given (sorted) rows of a representation, read block by block."""
+    parts, step = [], 65536
+    for start in range(0, representation.rows, step):
+        inside = rows[(rows >= start) & (rows < start + step)]
+        if len(inside):
+            block = representation.read_rows(start, min(start + step, representation.rows))[1]
+            parts.append(block[inside - start])
+    return np.concatenate(parts) if parts else np.empty((0, representation.dim), np.float32)

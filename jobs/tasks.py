@@ -1,0 +1,232 @@
+"""The units of work of an alignment job, as run by the actors of `jobs.engine`.
+
+Each task reads its own rows of the store (the driver never loads data) and returns a
+mergeable state: a `GramState` of second moments, an `RbfTileState` of exact kernel tiles,
+a `NeighborState` of top-k lists, or an `MmdTileState` of two-sample kernel sums. Float32 is
+read, float64 accumulated.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from repalign.blocks import row_slices
+from repalign.measures.kernels import _cross_squared_distances
+from repalign.stats import BorderState, GramState
+from repalign.store import open_store
+from repalign.tiles import RbfTileState
+
+
+class StoreTask:
+    """A task that reads representations of one store; the store is opened once per actor."""
+
+    def __init__(self, store):
+        self.store_path = str(store)
+        self._store = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_store": None}
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = open_store(self.store_path)
+        return self._store
+
+    def read(self, name, rows):
+        return self.store[name].read_rows(*rows)[1]
+
+
+class MomentTask(StoreTask):
+    """Second moments of row ranges: unit = (start, stop).
+
+    With ``first_new``, only the rows of the statistic that involve the representations from
+    that index on are computed (`BorderState`), for a run that adds them to a saved state.
+    """
+
+    def __init__(self, store, names, shifts, first_new=None):
+        super().__init__(store)
+        self.names, self.shifts, self.first_new = list(names), shifts, first_new
+
+    def rows(self, unit):
+        return unit[1] - unit[0]
+
+    def compute(self, unit):
+        blocks = [self.read(name, unit) for name in self.names]
+        dims = [b.shape[1] for b in blocks]
+        if self.first_new is None:
+            state = GramState(dims, self.shifts)
+        else:
+            state = BorderState(dims, self.shifts, self.first_new)
+        for rows in row_slices(len(blocks[0]), state.width):
+            state.add_block([b[rows] for b in blocks])
+        return state
+
+
+class RbfTileTask(StoreTask):
+    """Exact RBF kernel tiles: unit = ((i0, i1), (j0, j1)) with i0 ≤ j0."""
+
+    def __init__(self, store, names, sigmas, shifts, n):
+        super().__init__(store)
+        self.names, self.sigmas, self.shifts, self.n = list(names), sigmas, shifts, n
+
+    def rows(self, unit):
+        (i0, i1), (j0, j1) = unit
+        return (i1 - i0) * (j1 - j0) // max(1, self.n)
+
+    def compute(self, unit):
+        rows_i, rows_j = unit
+        state = RbfTileState(self.sigmas, self.n, shifts=self.shifts)
+        blocks_i = [self.read(name, rows_i) for name in self.names]
+        blocks_j = blocks_i if rows_i == rows_j else [self.read(n, rows_j) for n in self.names]
+        state.add_tile(slice(*rows_i), blocks_i, slice(*rows_j), blocks_j)
+        return state
+
+
+@dataclass
+class NeighborState:
+    """The k nearest neighbours (cosine, self excluded) of some query rows, per representation.
+
+    ``parts[name]`` is a list of (start, indices, similarities); ``failures[name]`` the reason a
+    representation has none (a row of zero norm).
+    """
+
+    parts: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+
+    def __add__(self, other):
+        parts = {name: list(v) for name, v in self.parts.items()}
+        for name, values in other.parts.items():
+            parts.setdefault(name, []).extend(values)
+        return NeighborState(parts, {**self.failures, **other.failures})
+
+    def neighbors(self, name):
+        """(indices, similarities), each (n, k), in row order."""
+        parts = sorted(self.parts[name], key=lambda part: part[0])
+        return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+class NeighborTask(StoreTask):
+    """Exact top-k cosine neighbours of the query rows ``unit = (start, stop)``, found by
+    streaming every row of the representation past them (O(b·n) memory, never n×n)."""
+
+    def __init__(self, store, names, k, n, reference_rows):
+        super().__init__(store)
+        self.names, self.k, self.n, self.reference_rows = list(names), k, n, reference_rows
+
+    def rows(self, unit):
+        return unit[1] - unit[0]
+
+    def compute(self, unit):
+        state = NeighborState()
+        for name in self.names:
+            try:
+                state.parts[name] = [(unit[0], *self._top_k(name, unit))]
+            except ZeroDivisionError as exc:
+                state.failures[name] = str(exc)
+        return state
+
+    def _top_k(self, name, unit):
+        queries = self._unit_rows(name, unit)
+        best_values = np.full((len(queries), self.k), -np.inf)
+        best_indices = np.zeros((len(queries), self.k), dtype=np.int64)
+        own = np.arange(unit[0], unit[1])
+        for start in range(0, self.n, self.reference_rows):
+            stop = min(start + self.reference_rows, self.n)
+            similarities = queries @ self._unit_rows(name, (start, stop)).T
+            inside = (own >= start) & (own < stop)
+            similarities[np.flatnonzero(inside), own[inside] - start] = -np.inf
+            values = np.concatenate([best_values, similarities], axis=1)
+            indices = np.concatenate(
+                [best_indices, np.broadcast_to(np.arange(start, stop), similarities.shape)], axis=1
+            )
+            top = np.argpartition(-values, self.k - 1, axis=1)[:, : self.k]
+            best_values = np.take_along_axis(values, top, axis=1)
+            best_indices = np.take_along_axis(indices, top, axis=1)
+        order = np.argsort(-best_values, axis=1, kind="stable")
+        return np.take_along_axis(best_indices, order, 1), np.take_along_axis(best_values, order, 1)
+
+    def _unit_rows(self, name, rows):
+        block = self.read(name, rows).astype(np.float64)
+        norms = np.linalg.norm(block, axis=1)
+        if (norms == 0).any():
+            first = rows[0] + int(np.flatnonzero(norms == 0)[0])
+            raise ZeroDivisionError(
+                f"{name} has rows of zero norm (the first is row {first}); cosine "
+                "similarity is undefined for them"
+            )
+        return block / norms[:, None]
+
+
+@dataclass
+class MmdTileState:
+    """Kernel sums of two-sample MMD² for a list of pairs of samples (X, Y).
+
+    For pair p: ``sums[p] = [Σ Kxx, Σ Kyy, Σ Kxy]`` over all index pairs (diagonals included)
+    and the linear-time sum ``linear[p]`` over row pairs (2i, 2i+1).
+    """
+
+    sums: np.ndarray
+    linear: np.ndarray
+
+    def __add__(self, other):
+        return MmdTileState(self.sums + other.sums, self.linear + other.linear)
+
+
+class MmdTileTask:
+    """Units of MMD² tiles for pairs of representations ``(x, y)``, each an (store, name)
+    reference so that a pair may span two stores (drift against another store).
+
+    unit = (p, family, (i0, i1), (j0, j1)): family "xx", "yy" (upper triangle, I ≤ J) or "xy"
+    (all tiles), or (p, "linear", (i0, i1), None) for the linear-time estimator.
+    """
+
+    def __init__(self, pairs, sigmas, rows):
+        self.pairs, self.sigmas, self.row_counts = pairs, sigmas, rows
+        self._stores = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_stores": {}}
+
+    def rows(self, unit):
+        p, family, rows_i, rows_j = unit
+        if rows_j is None:
+            return rows_i[1] - rows_i[0]
+        sides = {"xx": (0, 0), "yy": (1, 1), "xy": (0, 1)}[family]
+        return (rows_i[1] - rows_i[0]) * (rows_j[1] - rows_j[0]) // self.row_counts[p][sides[1]]
+
+    def read(self, reference, rows):
+        store, name = reference
+        if store not in self._stores:
+            self._stores[store] = open_store(store)
+        return self._stores[store][name].read_rows(*rows)[1].astype(np.float64)
+
+    def compute(self, unit):
+        p, family, rows_i, rows_j = unit
+        state = MmdTileState(np.zeros((len(self.pairs), 3)), np.zeros(len(self.pairs)))
+        x, y = self.pairs[p]
+        gamma = -0.5 / self.sigmas[p] ** 2
+        if family == "linear":
+            X, Y = self.read(x, rows_i), self.read(y, rows_i)
+            half = len(X) // 2
+
+            def k(A, B):
+                return np.exp(gamma * np.einsum("ij,ij->i", A - B, A - B))
+
+            x0, x1, y0, y1 = (
+                X[0 : 2 * half : 2],
+                X[1 : 2 * half : 2],
+                Y[0 : 2 * half : 2],
+                Y[1 : 2 * half : 2],
+            )
+            state.linear[p] = np.sum(k(x0, x1) + k(y0, y1) - k(x0, y1) - k(x1, y0))
+            return state
+        first, second = {"xx": (x, x), "yy": (y, y), "xy": (x, y)}[family]
+        A, B = self.read(first, rows_i), self.read(second, rows_j)
+        distances = _cross_squared_distances(A, B)
+        if family != "xy" and rows_i == rows_j:
+            np.fill_diagonal(distances, 0.0)
+        total = np.exp(gamma * distances).sum()
+        weight = 2.0 if family != "xy" and rows_i != rows_j else 1.0
+        state.sums[p, {"xx": 0, "yy": 1, "xy": 2}[family]] = weight * total
+        return state

@@ -1,0 +1,241 @@
+"""The alignment matrix of an all-pairs job, as a square array and as a heatmap.
+
+An all-pairs job returns a long table, one row per unordered pair of representations
+(diagonal included) and per measure configuration ``(measure, kernel, estimator)``:
+
+    rep_a, rep_b : string      representation names ``<model>.<layer>``
+    measure, kernel, estimator : string   estimator is "" for a measure that has none
+    value : float64            null when the pair is missing
+    n : int                    rows the pair was computed on
+    std_err : float            null when the value is exact
+    status, reason : string    "ok" and "", or "missing" and why
+
+`square_matrix` cuts one configuration out of it; `alignment_heatmap` draws it. Figures are
+built on matplotlib's non-interactive Agg canvas, without pyplot: nothing is displayed and
+no global backend is changed.
+"""
+
+import re
+
+import matplotlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy.cluster.hierarchy import leaves_list, linkage
+from scipy.spatial.distance import squareform
+
+from repalign.errors import RepalignError
+
+ALIGNMENT_COLUMNS = (
+    "rep_a",
+    "rep_b",
+    "measure",
+    "kernel",
+    "estimator",
+    "value",
+    "n",
+    "std_err",
+    "status",
+    "reason",
+)
+MISSING_COLOR = "lightgrey"
+
+
+def as_alignment_table(table):
+    """Return ``table`` as a pyarrow Table after checking that it has the alignment columns.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame
+        A long alignment table with the columns of `ALIGNMENT_COLUMNS` (more are allowed).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``table`` itself when it is already a pyarrow Table.
+    """
+    if not isinstance(table, pa.Table):
+        try:
+            table = pa.table(table)
+        except TypeError:
+            raise TypeError(
+                f"table must be a pyarrow.Table or a pandas.DataFrame; got {type(table).__name__}."
+            ) from None
+    missing = [name for name in ALIGNMENT_COLUMNS if name not in table.column_names]
+    if missing:
+        raise RepalignError(
+            f"table must have the columns {list(ALIGNMENT_COLUMNS)}; it lacks {missing}."
+        )
+    return table
+
+
+def configurations(table):
+    """The measure configurations ``(measure, kernel, estimator)`` of a checked table, sorted."""
+    columns = [table[name].to_pylist() for name in ("measure", "kernel", "estimator")]
+    return sorted(set(zip(*columns, strict=True)))
+
+
+def square_matrix(table, *, measure, kernel, estimator):
+    """The symmetric matrix of one measure configuration of an alignment table.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame
+        A long alignment table (see the module docstring).
+    measure, kernel, estimator : str
+        The configuration to cut out; ``estimator=""`` for a measure without one.
+
+    Returns
+    -------
+    names : list of str
+        The representations of the configuration, ordered by model, then layer: models in
+        natural order (``s2`` before ``s10``), and within a model the layers in natural
+        order (``fc2`` before ``fc10``) with ``logits`` last.
+    matrix : ndarray of shape (len(names), len(names))
+        ``matrix[i, j] == matrix[j, i]`` is the value of the pair; NaN where the pair is
+        missing or absent from the table.
+    """
+    rows = _configuration_rows(as_alignment_table(table), measure, kernel, estimator)
+    return _square_matrix(rows)
+
+
+def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False):
+    """Draw the alignment matrix of one measure configuration as a heatmap.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame
+        A long alignment table (see the module docstring).
+    measure, kernel, estimator : str
+        The configuration to draw; ``estimator=""`` for a measure without one.
+    cluster : bool, default=False
+        Order the representations by average-linkage hierarchical clustering of the
+        distance ``1 − value`` (optimal leaf order) instead of by model, then layer. Meant
+        for similarities where 1 means identical (KA, CKA, Procrustes score, CCA, mutual
+        k-NN). For the ordering only, a missing pair counts as the largest distance seen
+        and a distance below 0 (an unbiased estimate above 1) as 0; the colours show the
+        values as they are.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        On an Agg canvas. Missing pairs are grey, and a legend says how many there are.
+    """
+    rows = _configuration_rows(as_alignment_table(table), measure, kernel, estimator)
+    names, matrix = _square_matrix(rows)
+    if cluster:
+        order = _cluster_order(matrix)
+        names = [names[i] for i in order]
+        matrix = matrix[np.ix_(order, order)]
+    return _draw(names, matrix, title=_title(rows, measure, kernel, estimator), label=measure)
+
+
+def _configuration_rows(table, measure, kernel, estimator):
+    """The rows of one configuration; raise if the table has none."""
+    rows = table.filter(
+        (pc.field("measure") == measure)
+        & (pc.field("kernel") == kernel)
+        & (pc.field("estimator") == estimator)
+    )
+    if rows.num_rows == 0:
+        raise RepalignError(
+            f"table has no rows for measure={measure!r}, kernel={kernel!r}, "
+            f"estimator={estimator!r}; it has {configurations(table)}."
+        )
+    return rows
+
+
+def _square_matrix(rows):
+    """Names in `_model_then_layer` order and the symmetric matrix of the rows of one config."""
+    rep_a, rep_b = rows["rep_a"].to_pylist(), rows["rep_b"].to_pylist()
+    names = _model_then_layer(set(rep_a) | set(rep_b))
+    index = {name: i for i, name in enumerate(names)}
+    i = np.array([index[name] for name in rep_a])
+    j = np.array([index[name] for name in rep_b])
+    pair = np.minimum(i, j) * len(names) + np.maximum(i, j)
+    unique, counts = np.unique(pair, return_counts=True)
+    if (counts > 1).any():
+        first = unique[counts > 1][0]
+        a, b = names[first // len(names)], names[first % len(names)]
+        raise RepalignError(
+            f"table must hold each pair once per configuration; ({a!r}, {b!r}) appears "
+            f"{counts[counts > 1][0]} times."
+        )
+    matrix = np.full((len(names), len(names)), np.nan)
+    values = rows["value"].to_numpy()  # nulls become NaN
+    matrix[i, j] = values
+    matrix[j, i] = values
+    return names, matrix
+
+
+def _model_then_layer(names):
+    """Sort representation names ``<model>.<layer>`` by model, then by layer.
+
+    Models are in natural order (``s2`` before ``s10``); within a model, layers are in
+    natural order (``fc2`` before ``fc10``) with ``logits`` last. A name is split at its
+    first dot, so a layer name may hold dots (``blocks.3.mlp``); a name without a dot is a
+    model with an empty layer name. Natural order is depth order for the built-in zoos;
+    it is not for every naming scheme (``avgpool`` sorts before ``layer1``).
+    """
+
+    def key(name):
+        model, _, layer = name.partition(".")
+        return (_natural_key(model), layer == "logits", _natural_key(layer), name)
+
+    return sorted(names, key=key)
+
+
+def _natural_key(text):
+    """``text`` as a tuple in which runs of digits compare as numbers, case-insensitively."""
+    parts = re.split(r"(\d+)", text)  # strings at even positions, digit runs at odd ones
+    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
+
+
+def _cluster_order(matrix):
+    """Leaf order of average-linkage clustering on the distance ``1 − matrix``."""
+    if len(matrix) < 2:
+        return np.arange(len(matrix))
+    distance = 1.0 - matrix
+    known = np.isfinite(distance)
+    largest = distance[known].max() if known.any() else 1.0
+    distance = np.clip(np.where(known, distance, largest), 0.0, None)
+    np.fill_diagonal(distance, 0.0)
+    condensed = squareform(distance, checks=False)
+    return leaves_list(linkage(condensed, method="average", optimal_ordering=True))
+
+
+def _title(rows, measure, kernel, estimator):
+    """``measure · kernel=… · estimator=…`` over the range of ``n`` of the rows."""
+    title = f"{measure} · kernel={kernel}"
+    if estimator:
+        title += f" · estimator={estimator}"
+    n_range = pc.min_max(rows["n"]).as_py()
+    low, high = n_range["min"], n_range["max"]
+    if low is not None:
+        title += f"\nn = {low:,}" if low == high else f"\nn = {low:,} to {high:,}"
+    return title
+
+
+def _draw(names, matrix, *, title, label):
+    """The heatmap figure, sized and lettered for ``len(names)`` representations."""
+    count = len(names)
+    side = min(4.0 + 0.2 * count, 24.0)
+    fontsize = 9.0 if count <= 24 else max(3.0, 9.0 * 24 / count)
+    figure = Figure(figsize=(side + 1.5, side + 0.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colormap = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap=colormap, interpolation="nearest")
+    axes.set_xticks(range(count), labels=names, rotation=90, fontsize=fontsize)
+    axes.set_yticks(range(count), labels=names, fontsize=fontsize)
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label=label)
+    missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
+    if missing:
+        note = f"missing: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
+        patch = Patch(facecolor=MISSING_COLOR, edgecolor="grey", label=note)
+        figure.legend(handles=[patch], loc="outside lower left", fontsize=8)
+    return figure

@@ -1,0 +1,257 @@
+"""An all-pairs alignment job as one MLflow run, and the way back to its results.
+
+The only module of repalign that imports mlflow. A run holds:
+
+    params                        the job's parameters, nested dicts as dotted keys
+    metrics                       one per computed pair and configuration, named by `metric_key`
+    results/alignment.parquet     the long result table as given: the authoritative record
+    results/missing.json          the missing pairs and their reasons (an MLflow table)
+    heatmaps/<configuration>.png  one heatmap per measure configuration
+    summary.json                  the job's summary
+
+Runs are opened and closed explicitly through an ``MlflowClient`` bound to the tracking URI
+given; MLflow's fluent API and its process-wide state (active run, tracking URI) are neither
+used nor changed.
+"""
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
+
+from repalign.errors import RepalignError
+from repalign.plots import alignment_heatmap, as_alignment_table, configurations
+
+TABLE_ARTIFACT = "results/alignment.parquet"
+MISSING_ARTIFACT = "results/missing.json"
+SUMMARY_ARTIFACT = "summary.json"
+KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
+# MLflow allows these in metric and param names, and "/" between the parts of a name.
+_NOT_IN_NAME_PART = re.compile(r"[^A-Za-z0-9_\-. ]")
+
+
+def log_alignment_run(
+    table,
+    *,
+    params,
+    summary,
+    experiment,
+    tracking_uri=None,
+    run_name=None,
+    heatmaps=True,
+    cluster=False,
+    tags=None,
+    artifact_location=None,
+):
+    """Record an all-pairs alignment job as one finished MLflow run.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame
+        The job's long result table (columns in `repalign.plots.ALIGNMENT_COLUMNS`), logged
+        as given to ``results/alignment.parquet``.
+    params : dict
+        The job's parameters (store, representations, measures and their settings, seeds,
+        n, approximation settings). Nested dicts become dotted keys (``measures.cka.kernel``);
+        lists and tuples become JSON strings; other values ``str(value)``. In keys, characters
+        other than ASCII letters, digits, ``_``, ``-``, ``.`` and space become ``_``. A value
+        longer than MLflow's limit (6,000 characters) is cut and ends with
+        ``... [truncated from N characters]``.
+    summary : dict
+        Logged as ``summary.json``. MLflow writes a value that JSON cannot hold as
+        ``str(value)`` (a numpy integer becomes a string): pass plain Python values.
+    experiment : str
+        Experiment name, created if it does not exist, with its artifacts under
+        ``artifact_location`` if given, else the tracking store's default artifact root. For
+        a SQLite store used without a server, that default is ``mlruns/<experiment id>`` in
+        the directory that was current when this process first opened the store, not the
+        folder of the database file.
+    tracking_uri : str, default=None
+        None means MLflow's own default (``MLFLOW_TRACKING_URI``, else its local default).
+    run_name : str, default=None
+        None lets MLflow choose one.
+    heatmaps : bool, default=True
+        Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration.
+    cluster : bool, default=False
+        Order the heatmaps by hierarchical clustering (see
+        `repalign.plots.alignment_heatmap`).
+    tags : dict, default=None
+        Extra run tags. The tag ``repalign.kind = "alignment"`` is always set.
+    artifact_location : str, default=None
+        Artifact root of the experiment when this call creates it (ignored otherwise).
+
+    Returns
+    -------
+    str
+        The run id. The run is FINISHED; if logging fails part way, it is marked FAILED and
+        the error is raised.
+    """
+    table = as_alignment_table(table)
+    metrics = _pair_metrics(table)
+    run_params = _flat_params(params)
+    client = MlflowClient(tracking_uri)
+    run_tags = {**(tags or {}), KIND_TAG: "alignment"}
+    experiment_id = _experiment_id(client, experiment, artifact_location)
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    run_id = run.info.run_id
+    try:
+        # MlflowClient.log_batch splits into requests within MLflow's limits
+        # (1,000 metrics, 100 params).
+        client.log_batch(run_id, metrics=metrics, params=run_params)
+        _log_parquet(client, run_id, table)
+        client.log_table(run_id, _missing_pairs(table), MISSING_ARTIFACT)
+        if heatmaps:
+            for measure, kernel, estimator in configurations(table):
+                figure = alignment_heatmap(
+                    table, measure=measure, kernel=kernel, estimator=estimator, cluster=cluster
+                )
+                name = "-".join(part for part in (measure, kernel, estimator) if part)
+                client.log_figure(run_id, figure, f"heatmaps/{name}.png")
+        client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def metric_key(measure, kernel, estimator, rep_a, rep_b):
+    """The MLflow metric name of one pair: ``{measure}.{kernel}.{estimator}/{rep_a}/{rep_b}``.
+
+    An empty kernel or estimator is left out with its dot (``mutual_knn.linear/a/b``). In
+    each part, a character other than ASCII letters, digits, ``_``, ``-``, ``.`` and space
+    becomes ``_`` (``/`` too: it separates the parts).
+    """
+    configuration = ".".join(part for part in (measure, kernel, estimator) if part)
+    return "/".join(_NOT_IN_NAME_PART.sub("_", part) for part in (configuration, rep_a, rep_b))
+
+
+def load_alignment_table(run_id, *, tracking_uri=None):
+    """Read back the result table of an alignment run.
+
+    Parameters
+    ----------
+    run_id : str
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    pyarrow.Table
+        The table logged by `log_alignment_run`, read into memory.
+    """
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        return pq.read_table(client.download_artifacts(run_id, TABLE_ARTIFACT, folder))
+
+
+def latest_run(experiment, *, tracking_uri=None):
+    """The id of the alignment run of ``experiment`` that started last and finished.
+
+    Runs that failed, are still running, or were not logged by `log_alignment_run` are
+    skipped.
+
+    Parameters
+    ----------
+    experiment : str
+        Experiment name.
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    str or None
+        None when the experiment does not exist or holds no finished alignment run.
+    """
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{KIND_TAG}` = 'alignment'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _pair_metrics(table):
+    """One MLflow metric per pair whose status is "ok", keyed by `metric_key`."""
+    computed = table.filter(pc.field("status") == "ok")
+    columns = ("measure", "kernel", "estimator", "rep_a", "rep_b", "value")
+    timestamp = int(time.time() * 1000)
+    metrics = {}
+    for *names, value in zip(*(computed[c].to_pylist() for c in columns), strict=True):
+        key = metric_key(*names)
+        if len(key) > MAX_ENTITY_KEY_LENGTH:
+            raise RepalignError(
+                f"metric names must have at most {MAX_ENTITY_KEY_LENGTH} characters (an MLflow "
+                f"limit); the name of {tuple(names)} has {len(key)}: {key!r}."
+            )
+        _add_once(metrics, key, Metric(key, value, timestamp, 0), kind="metric name")
+    return list(metrics.values())
+
+
+def _flat_params(params, prefix=""):
+    """``params`` as MLflow params: dotted keys, string values within MLflow's length limit."""
+    flat = {}
+    for key, value in params.items():
+        name = prefix + _NOT_IN_NAME_PART.sub("_", str(key))
+        if isinstance(value, Mapping) and value:
+            for param in _flat_params(value, prefix=f"{name}."):
+                _add_once(flat, param.key, param, kind="param key")
+        else:
+            _add_once(flat, name, Param(name, _param_value(value)), kind="param key")
+    return list(flat.values())
+
+
+def _param_value(value):
+    """``value`` as an MLflow param value: lists as JSON, long strings truncated with a note."""
+    text = json.dumps(value, default=str) if isinstance(value, list | tuple) else str(value)
+    if len(text) <= MAX_PARAM_VAL_LENGTH:
+        return text
+    note = f"... [truncated from {len(text):,} characters]"
+    return text[: MAX_PARAM_VAL_LENGTH - len(note)] + note
+
+
+def _add_once(entries, key, entry, *, kind):
+    """Add ``entry`` under ``key``, refusing a key that two different inputs map to."""
+    if key in entries:
+        raise RepalignError(
+            f"every {kind} logged to MLflow must be unique; two entries map to {key!r} "
+            f"(characters MLflow refuses become '_')."
+        )
+    entries[key] = entry
+
+
+def _experiment_id(client, name, artifact_location):
+    """The id of the experiment called ``name``, created if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    return experiment.experiment_id
+
+
+def _log_parquet(client, run_id, table):
+    """Log ``table`` as the Parquet artifact `TABLE_ARTIFACT`."""
+    artifact = Path(TABLE_ARTIFACT)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / artifact.name
+        pq.write_table(table, path)
+        client.log_artifact(run_id, str(path), artifact_path=str(artifact.parent))
+
+
+def _missing_pairs(table):
+    """The pairs whose status is not "ok", with their reasons, as columns."""
+    missing = table.filter(pc.field("status") != "ok")
+    columns = ("rep_a", "rep_b", "measure", "kernel", "estimator", "status", "reason")
+    return {name: missing[name].to_pylist() for name in columns}

@@ -1,0 +1,434 @@
+"""Logging an alignment job to MLflow (repalign.tracking) and drawing it (repalign.plots).
+
+The MLflow tests use a real tracking store: a SQLite file in a temporary folder, with the
+experiment's artifact location in that folder too. One store serves the whole module
+(creating its tables takes seconds); each test that logs uses its own experiment.
+"""
+
+import itertools
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from matplotlib.image import imread
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+import repalign.tracking
+from repalign.errors import RepalignError
+from repalign.plots import alignment_heatmap, square_matrix
+from repalign.tracking import (
+    KIND_TAG,
+    latest_run,
+    load_alignment_table,
+    log_alignment_run,
+    metric_key,
+)
+
+# Listed out of order on purpose: the heatmap must put fc2 before fc10, logits last in its
+# model, and model s2 before model s10.
+REPRESENTATIONS = ["mlp-s10.fc2", "mlp-s2.logits", "mlp-s2.fc10", "mlp-s2.fc2"]
+ORDERED = ["mlp-s2.fc2", "mlp-s2.fc10", "mlp-s2.logits", "mlp-s10.fc2"]
+MISSING_PAIR = ("mlp-s10.fc2", "mlp-s2.logits")  # as the job lists it: rep_a, rep_b
+CONFIGURATIONS = [("cka", "linear", "biased"), ("mutual_knn", "linear", "")]
+PARAMS = {
+    "store": "/data/zoo",
+    "representations": REPRESENTATIONS,
+    "measures": {"cka": {"kernel": "linear", "estimator": "biased"}, "mutual_knn": {"k": 10}},
+    "seeds": [0, 1],
+    "n": 1797,
+    "approx": None,
+}
+SUMMARY = {"pairs": 20, "missing": 1, "seconds": 1.25, "reasons": {"zero variance": 1}}
+
+
+def alignment_table(representations=REPRESENTATIONS, configurations=CONFIGURATIONS, seed=0):
+    """A result table as the all-pairs job writes it, with values that are not round."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for measure, kernel, estimator in configurations:
+        for rep_a, rep_b in itertools.combinations_with_replacement(representations, 2):
+            missing = measure == "cka" and {rep_a, rep_b} == set(MISSING_PAIR)
+            value = 1.0 if rep_a == rep_b else float(rng.uniform(0.1, 0.9))
+            rows.append(
+                {
+                    "rep_a": rep_a,
+                    "rep_b": rep_b,
+                    "measure": measure,
+                    "kernel": kernel,
+                    "estimator": estimator,
+                    "value": None if missing else value,
+                    "n": 1797,
+                    "std_err": None,
+                    "status": "missing" if missing else "ok",
+                    "reason": "zero variance in 'mlp-s10.fc2'" if missing else "",
+                }
+            )
+    schema = pa.schema(
+        [
+            ("rep_a", pa.string()),
+            ("rep_b", pa.string()),
+            ("measure", pa.string()),
+            ("kernel", pa.string()),
+            ("estimator", pa.string()),
+            ("value", pa.float64()),
+            ("n", pa.int64()),
+            ("std_err", pa.float64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite tracking URI and a folder for artifacts, both under a temporary folder."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder}/mlflow.db", folder
+
+
+def new_experiment(store, name):
+    """Create the experiment ``name`` with its artifacts under the store's folder."""
+    uri, folder = store
+    MlflowClient(uri).create_experiment(name, artifact_location=str(folder / name))
+    return name
+
+
+@pytest.fixture(scope="module")
+def table():
+    return alignment_table()
+
+
+@pytest.fixture(scope="module")
+def logged(store, table):
+    """One run logged by log_alignment_run, read back through a plain MlflowClient."""
+    uri, _ = store
+    experiment = new_experiment(store, "logged")
+    run_id = log_alignment_run(
+        table,
+        params=PARAMS,
+        summary=SUMMARY,
+        experiment=experiment,
+        tracking_uri=uri,
+        run_name="nightly",
+        tags={"zoo": "digits"},
+    )
+    client = MlflowClient(uri)
+    return client, client.get_run(run_id)
+
+
+def local_path(artifact_uri):
+    """The path of a local artifact URI, which MLflow writes as a path or a file:// URI."""
+    return artifact_uri.removeprefix("file://")
+
+
+def read_artifact(client, run, path, tmp_path):
+    return client.download_artifacts(run.info.run_id, path, str(tmp_path))
+
+
+# --- the logged run ---------------------------------------------------------------------
+
+
+def test_run_is_finished_named_tagged_and_stored_under_the_experiment(logged, store):
+    _, run = logged
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "nightly"
+    assert run.data.tags["zoo"] == "digits"
+    assert run.data.tags[KIND_TAG] == "alignment"
+    _, folder = store
+    assert local_path(run.info.artifact_uri).startswith(f"{folder}/logged/")
+
+
+def test_params_are_flat_strings(logged):
+    _, run = logged
+    assert run.data.params == {
+        "store": "/data/zoo",
+        "representations": json.dumps(REPRESENTATIONS),
+        "measures.cka.kernel": "linear",
+        "measures.cka.estimator": "biased",
+        "measures.mutual_knn.k": "10",
+        "seeds": "[0, 1]",
+        "n": "1797",
+        "approx": "None",
+    }
+
+
+def test_one_metric_per_computed_pair_with_its_exact_value(logged, table):
+    _, run = logged
+    expected = {
+        metric_key(row["measure"], row["kernel"], row["estimator"], row["rep_a"], row["rep_b"]): (
+            row["value"]
+        )
+        for row in table.to_pylist()
+        if row["status"] == "ok"
+    }
+    assert len(expected) == 2 * 10 - 1  # two configurations of 10 pairs, one pair missing
+    assert run.data.metrics == expected  # float64 values stored and read back exactly
+    assert "cka.linear.biased/mlp-s10.fc2/mlp-s2.logits" not in run.data.metrics
+    assert "mutual_knn.linear/mlp-s10.fc2/mlp-s2.logits" in run.data.metrics
+
+
+def test_parquet_artifact_is_the_input_table(logged, table, store):
+    _, run = logged
+    uri, _ = store
+    read_back = load_alignment_table(run.info.run_id, tracking_uri=uri)
+    assert read_back.schema == table.schema
+    assert read_back.equals(table)
+
+
+def test_one_valid_png_heatmap_per_configuration(logged, tmp_path):
+    client, run = logged
+    files = client.list_artifacts(run.info.run_id, "heatmaps")
+    assert sorted(f.path for f in files) == [
+        "heatmaps/cka-linear-biased.png",
+        "heatmaps/mutual_knn-linear.png",
+    ]
+    for info in files:
+        path = read_artifact(client, run, info.path, tmp_path)
+        with open(path, "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert info.file_size > 10_000  # a blank canvas with labels is smaller than a heatmap
+        height, width, _ = imread(path).shape
+        assert min(height, width) >= 300
+
+
+def test_missing_pairs_are_logged_with_their_reasons(logged, tmp_path):
+    client, run = logged
+    with open(read_artifact(client, run, "results/missing.json", tmp_path)) as file:
+        missing = json.load(file)  # pandas' "split" layout: columns, then rows
+    rows = [dict(zip(missing["columns"], row, strict=True)) for row in missing["data"]]
+    assert rows == [
+        {
+            "rep_a": "mlp-s10.fc2",
+            "rep_b": "mlp-s2.logits",
+            "measure": "cka",
+            "kernel": "linear",
+            "estimator": "biased",
+            "status": "missing",
+            "reason": "zero variance in 'mlp-s10.fc2'",
+        }
+    ]
+
+
+def test_summary_json_is_the_summary(logged, tmp_path):
+    client, run = logged
+    with open(read_artifact(client, run, "summary.json", tmp_path)) as file:
+        assert json.load(file) == SUMMARY
+
+
+# --- options and failures ---------------------------------------------------------------
+
+
+def test_a_missing_experiment_is_created_with_artifacts_under_the_working_directory(
+    table, tmp_path, monkeypatch
+):
+    # With a SQLite store and no server, MLflow's default artifact root is ./mlruns, resolved
+    # when the process first opens the store: so a store of its own, opened after chdir.
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = log_alignment_run(
+        table, params={}, summary={}, experiment="created", tracking_uri=uri, heatmaps=False
+    )
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "created"
+    assert local_path(run.info.artifact_uri).startswith(f"{tmp_path}/mlruns/")
+    assert client.list_artifacts(run_id, "heatmaps") == []
+    assert load_alignment_table(run_id, tracking_uri=uri).equals(table)
+
+
+def test_cluster_orders_the_logged_heatmaps(store, table, monkeypatch):
+    drawn = []
+
+    def recording_heatmap(*args, **kwargs):
+        drawn.append(kwargs)
+        return alignment_heatmap(*args, **kwargs)
+
+    monkeypatch.setattr(repalign.tracking, "alignment_heatmap", recording_heatmap)
+    uri, _ = store
+    experiment = new_experiment(store, "clustered")
+    log_alignment_run(
+        table, params={}, summary={}, experiment=experiment, tracking_uri=uri, cluster=True
+    )
+    assert [kwargs["cluster"] for kwargs in drawn] == [True, True]
+
+
+def test_a_long_param_is_truncated_with_a_note(store, table):
+    uri, _ = store
+    experiment = new_experiment(store, "long-param")
+    names = [f"model-{i:04d}.layer{j}" for i in range(300) for j in range(4)]
+    run_id = log_alignment_run(
+        table,
+        params={"representations": names},
+        summary={},
+        experiment=experiment,
+        tracking_uri=uri,
+        heatmaps=False,
+    )
+    value = MlflowClient(uri).get_run(run_id).data.params["representations"]
+    full = json.dumps(names)
+    assert len(value) == 6000  # MLflow's limit on a param value
+    assert value.endswith(f"... [truncated from {len(full):,} characters]")
+    assert full.startswith(value[:5000])
+
+
+def test_a_failure_while_logging_marks_the_run_failed(store, table):
+    uri, _ = store
+    experiment = new_experiment(store, "failing")
+    too_long = {"k" * 300: 1}  # MLflow refuses a param key over 250 characters
+    with pytest.raises(MlflowException, match="Param key"):
+        log_alignment_run(
+            table, params=too_long, summary={}, experiment=experiment, tracking_uri=uri
+        )
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_latest_run_is_the_last_finished_alignment_run(store, table):
+    uri, _ = store
+    experiment = new_experiment(store, "history")
+    assert latest_run(experiment, tracking_uri=uri) is None
+    assert latest_run("no such experiment", tracking_uri=uri) is None
+    log = dict(summary={}, experiment=experiment, tracking_uri=uri, heatmaps=False)
+    log_alignment_run(table, params={}, **log)
+    second = log_alignment_run(table, params={}, **log)
+    with pytest.raises(MlflowException):
+        log_alignment_run(table, params={"k" * 300: 1}, **log)  # a run, marked FAILED
+    client = MlflowClient(uri)
+    other = client.create_run(client.get_experiment_by_name(experiment).experiment_id)
+    client.set_terminated(other.info.run_id, "FINISHED")  # not an alignment run
+    assert latest_run(experiment, tracking_uri=uri) == second
+
+
+def test_representation_names_are_sanitized_in_metric_names(store):
+    uri, _ = store
+    experiment = new_experiment(store, "odd-names")
+    table = alignment_table(["bert:base@step1.layer/3", "bert:base@step1.pooler"])
+    run_id = log_alignment_run(
+        table, params={}, summary={}, experiment=experiment, tracking_uri=uri, heatmaps=False
+    )
+    metrics = MlflowClient(uri).get_run(run_id).data.metrics
+    assert "cka.linear.biased/bert_base_step1.layer_3/bert_base_step1.pooler" in metrics
+    assert "mutual_knn.linear/bert_base_step1.pooler/bert_base_step1.pooler" in metrics
+
+
+def test_metric_key_keeps_allowed_characters_and_drops_empty_parts():
+    assert metric_key("cka", "rbf", "song", "mlp-w64-s0.fc2", "cnn c8.logits") == (
+        "cka.rbf.song/mlp-w64-s0.fc2/cnn c8.logits"
+    )
+    assert metric_key("procrustes", "", "", "a", "b") == "procrustes/a/b"
+    assert metric_key("cka", "linear", "biased", "é:1", "a/b") == "cka.linear.biased/__1/a_b"
+
+
+def test_names_that_collide_once_sanitized_are_refused(store):
+    uri, _ = store
+    table = alignment_table(["m.a:b", "m.a_b"])
+    with pytest.raises(RepalignError, match=r"metric name .* must be unique"):
+        log_alignment_run(table, params={}, summary={}, experiment="x", tracking_uri=uri)
+    with pytest.raises(
+        RepalignError, match=r"param key .* must be unique; two entries map to 'a\.b'"
+    ):
+        log_alignment_run(
+            alignment_table(), params={"a.b": 1, "a": {"b": 2}}, summary={}, experiment="x"
+        )
+    assert latest_run("x", tracking_uri=uri) is None  # refused before any run was opened
+
+
+def test_a_metric_name_over_the_mlflow_limit_is_refused(store):
+    uri, _ = store
+    table = alignment_table(["m." + "x" * 130, "m." + "y" * 130])
+    with pytest.raises(RepalignError, match="at most 250 characters"):
+        log_alignment_run(table, params={}, summary={}, experiment="x", tracking_uri=uri)
+
+
+# --- the square matrix and the heatmap --------------------------------------------------
+
+
+def test_square_matrix_is_symmetric_in_model_then_layer_order(table):
+    names, matrix = square_matrix(table, measure="cka", kernel="linear", estimator="biased")
+    assert names == ORDERED
+    i, j = names.index(MISSING_PAIR[0]), names.index(MISSING_PAIR[1])
+    assert np.isnan(matrix[i, j]) and np.isnan(matrix[j, i])
+    assert np.isnan(matrix).sum() == 2
+    np.testing.assert_array_equal(matrix, matrix.T)  # NaN compares equal here
+    np.testing.assert_array_equal(np.diag(matrix), 1.0)
+    for row in table.filter(pc.field("measure") == "cka").to_pylist():
+        if row["status"] == "ok":
+            assert matrix[names.index(row["rep_a"]), names.index(row["rep_b"])] == row["value"]
+
+
+def test_square_matrix_accepts_a_pandas_frame(table):
+    names, matrix = square_matrix(table, measure="mutual_knn", kernel="linear", estimator="")
+    names_pd, matrix_pd = square_matrix(
+        table.to_pandas(), measure="mutual_knn", kernel="linear", estimator=""
+    )
+    assert names_pd == names
+    np.testing.assert_array_equal(matrix_pd, matrix)
+
+
+def test_natural_order_of_models_and_layers_with_logits_last():
+    names = ["b.fc10", "a-s10.x", "b.logits", "b.pool", "b.fc2", "a-s2.x", "b.conv1", "a-s2.X1"]
+    expected = ["a-s2.x", "a-s2.X1", "a-s10.x", "b.conv1", "b.fc2", "b.fc10", "b.pool", "b.logits"]
+    table = alignment_table(names, configurations=[("ka", "linear", "")])
+    ordered, _ = square_matrix(table, measure="ka", kernel="linear", estimator="")
+    assert ordered == expected
+    figure = alignment_heatmap(table, measure="ka", kernel="linear", estimator="")
+    assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == expected
+
+
+def test_heatmap_labels_title_and_missing_note(table):
+    figure = alignment_heatmap(table, measure="cka", kernel="linear", estimator="biased")
+    axes = figure.axes[0]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ORDERED
+    assert [label.get_text() for label in axes.get_yticklabels()] == ORDERED
+    assert axes.get_title() == "cka · kernel=linear · estimator=biased\nn = 1,797"
+    assert len(figure.axes) == 2  # the heatmap and its colorbar
+    [legend] = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "missing: 1 pair (reasons in the table)"
+    ]
+    complete = alignment_heatmap(table, measure="mutual_knn", kernel="linear", estimator="")
+    assert complete.axes[0].get_title() == "mutual_knn · kernel=linear\nn = 1,797"
+    assert complete.legends == []
+
+
+def test_clustered_heatmap_puts_similar_representations_together():
+    names = ["m.l1", "m.l2", "m.l3", "m.l4"]
+    table = alignment_table(names, configurations=[("cka", "linear", "biased")])
+    # l1 and l3 are alike, l2 and l4 are alike, across groups nothing is: the natural order
+    # interleaves the groups, the clustered one must not.
+    alike = {frozenset(("m.l1", "m.l3")), frozenset(("m.l2", "m.l4"))}
+    values = [
+        1.0 if a == b else 0.9 if frozenset((a, b)) in alike else 0.1
+        for a, b in zip(table["rep_a"].to_pylist(), table["rep_b"].to_pylist(), strict=True)
+    ]
+    table = table.set_column(table.schema.get_field_index("value"), "value", pa.array(values))
+    figure = alignment_heatmap(
+        table, measure="cka", kernel="linear", estimator="biased", cluster=True
+    )
+    labels = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert {frozenset(labels[:2]), frozenset(labels[2:])} == alike
+
+
+def test_a_configuration_that_is_not_in_the_table_is_refused(table):
+    with pytest.raises(RepalignError, match=r"no rows for measure='cka', kernel='rbf'.*has \["):
+        square_matrix(table, measure="cka", kernel="rbf", estimator="biased")
+
+
+def test_a_pair_given_twice_is_refused(table):
+    twice = pa.concat_tables([table, table.slice(0, 1)])
+    with pytest.raises(RepalignError, match=r"each pair once.*appears 2 times"):
+        square_matrix(twice, measure="cka", kernel="linear", estimator="biased")
+
+
+def test_a_table_without_the_alignment_columns_is_refused(table):
+    with pytest.raises(RepalignError, match=r"lacks \['status', 'reason'\]"):
+        alignment_heatmap(
+            table.drop_columns(["status", "reason"]), measure="cka", kernel="linear", estimator=""
+        )
+    with pytest.raises(TypeError, match=r"pyarrow\.Table or a pandas\.DataFrame; got str"):
+        square_matrix("results.parquet", measure="cka", kernel="linear", estimator="biased")
