@@ -26,7 +26,22 @@ import pyarrow.parquet as pq
 import ray
 
 from jobs.engine import run_units
-from jobs.tasks import MmdTileTask, MomentTask, NeighborTask, RbfTileTask
+from jobs.tasks import (
+    EmbeddingTask,
+    FeatureTask,
+    MmdTileTask,
+    MomentTask,
+    NeighborTask,
+    RangeTask,
+    RbfTileTask,
+)
+from repalign.approx import (
+    Nystrom,
+    RandomFourierFeatures,
+    approximate_mmd2,
+    approximate_products,
+    sample_landmarks,
+)
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
@@ -119,6 +134,7 @@ def run_alignment(
         "missing_representations": missing,
         "missing_values": int(sum(s != "ok" for s in table.column("status").to_pylist())),
         "blocks_computed": job.blocks_computed,
+        "actor_replays": job.replays,
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
     }
@@ -201,8 +217,18 @@ class _Job:
         self.moments = None  # (names, GramState) when the statistic fits one state
         self.values = {}  # (label, a, b) -> (value, std_err, reason)
         self.unusable = {name: _manifest_problem(store[name]) for name in names}
+        self.constant = {}  # name -> reason; moments find them, else a pass of column ranges
         self.blocks_computed = 0
+        self.replays = 0
         self.timings = {}
+
+    def _units(self, task, units, description):
+        """Run ``units`` of ``task`` on the job's actors, counting replays of dead actors."""
+        state, replays = run_units(
+            task, units, actors=self.actors, description=description, quiet=self.quiet
+        )
+        self.replays += replays
+        return state
 
     def saved_state(self):
         if self.moments is None:
@@ -211,8 +237,27 @@ class _Job:
         digests = {name: _digest(self.store[name]) for name in names}
         return {"names": names, "moments": state, "digests": digests}
 
-    def usable(self, names=None):
-        return [n for n in (names or self.names) if not self.unusable[n]]
+    def usable(self):
+        """Representations every measure can use: finite and not constant."""
+        return [n for n in self.names if not self.unusable[n] and n not in self.constant]
+
+    def _reason(self, config, a, b):
+        """Why the pair (a, b) has no value under ``config`` before anything is computed."""
+        for name in (a, b):
+            if self.unusable[name]:
+                return self.unusable[name]
+            if name in self.constant and config.name != "mmd2":  # a point mass has an MMD
+                return self.constant[name]
+        return ""
+
+    def _find_constants(self):
+        """Constant representations, from one cheap pass of column ranges."""
+        names = [n for n in self.names if not self.unusable[n]]
+        task = RangeTask(self.store.path, names)
+        ranges = self._units(task, self.row_units(names), description="column ranges")
+        for name, constant in zip(names, ranges.constant(), strict=True):
+            if constant:
+                self.constant[name] = f"{name} is constant (zero variance)"
 
     def run(self):
         measures = self.spec.measures
@@ -221,26 +266,34 @@ class _Job:
                 "moments",
                 [m for m in measures if m.name in MOMENT_MEASURES and m.kernel == "linear"],
             ),
-            ("rbf", [m for m in measures if m.name in MOMENT_MEASURES and m.kernel == "rbf"]),
+            (
+                "rbf",
+                [
+                    m
+                    for m in measures
+                    if m.kernel == "rbf" and m.name in MOMENT_MEASURES and m.approx == "none"
+                ],
+            ),
+            ("features", [m for m in measures if m.approx != "none" and m.name != "mmd2"]),
             ("neighbors", [m for m in measures if m.name in NEIGHBOR_MEASURES]),
             ("mmd", [m for m in measures if m.name == "mmd2"]),
         ]
+        needs_ranges = not passes[0][1] and any(m.name != "mmd2" for m in measures)
+        if needs_ranges and self.usable():
+            self._find_constants()
         for name, configs in passes:
             if configs:
                 started = time.perf_counter()
                 getattr(self, f"_{name}")(configs)
                 self.timings[name] = round(time.perf_counter() - started, 3)
 
-    def row_units(self, names):
-        width = sum(self.store[name].dim for name in names) or 1
+    def row_units(self, names, width=None):
+        width = width or sum(self.store[name].dim for name in names) or 1
         rows = max(256, UNIT_BYTES // (4 * width))
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):
-        stop = min(PILOT_ROWS, self.n)
-        return [
-            self.store[name].read_rows(0, stop)[1].astype(np.float64).mean(axis=0) for name in names
-        ]
+        return [_pilot_mean(self.store[name]) for name in names]
 
     # -- passes -----------------------------------------------------------------------------
 
@@ -260,16 +313,12 @@ class _Job:
                 pairs = list(combinations_with_replacement(group_a, 2))
                 self.moments = (members, state) if len(tiles) == 1 else None
             self.blocks_computed += computed if computed is not None else len(pairs)
-            constant = {m for m in members if _is_constant(state, index[m])}
+            for name in members:
+                if _is_constant(state, index[name]):
+                    self.constant[name] = f"{name} is constant (zero variance)"
             for a, b in pairs:
                 for config in configs:
-                    if a in constant or b in constant:
-                        reason = f"{a if a in constant else b} is constant (zero variance)"
-                        self.values[config.label, a, b] = (None, None, reason)
-                    else:
-                        self._record(
-                            config, a, b, _moment_measure, config, state, index[a], index[b]
-                        )
+                    self._record(config, a, b, _moment_measure, config, state, index[a], index[b])
 
     def _moment_state(self, members):
         """The second moments of ``members``, and how many pair blocks were computed for it
@@ -279,13 +328,7 @@ class _Job:
             shifts = self.pilot_shifts(members)
             task = MomentTask(self.store.path, members, shifts)
             description = f"moments ({len(members)} representations)"
-            state = run_units(
-                task,
-                self.row_units(members),
-                actors=self.actors,
-                description=description,
-                quiet=self.quiet,
-            )
+            state = self._units(task, self.row_units(members), description=description)
             return state, None
         old = previous["names"]
         new = members[len(old) :]
@@ -293,12 +336,8 @@ class _Job:
             return previous["moments"], 0
         shifts = list(previous["moments"].shifts) + self.pilot_shifts(new)
         task = MomentTask(self.store.path, members, shifts, first_new=len(old))
-        border = run_units(
-            task,
-            self.row_units(members),
-            actors=self.actors,
-            description=f"moments of {len(new)} new representations",
-            quiet=self.quiet,
+        border = self._units(
+            task, self.row_units(members), description=f"moments of {len(new)} new representations"
         )
         computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
         return previous["moments"].extended(border), computed
@@ -339,9 +378,7 @@ class _Job:
             units = [
                 (blocks[i], blocks[j]) for i in range(len(blocks)) for j in range(i, len(blocks))
             ]
-            state = run_units(
-                task, units, actors=self.actors, description="rbf tiles", quiet=self.quiet
-            )
+            state = self._units(task, units, description="rbf tiles")
             index = {name: i for i, name in enumerate(ok)}
             for a, b in combinations_with_replacement(ok, 2):
                 products = state.products(index[a], index[b])
@@ -349,6 +386,37 @@ class _Job:
                     self._record(
                         config, a, b, kernel_measure, products, config.name, config.estimator
                     )
+
+    def _features(self, configs):
+        """RBF measures through random features: each configuration's own maps and pass."""
+        names = self.usable()
+        for config in configs:
+            sigmas, maps = {}, {}
+            landmarks = None
+            if config.approx == "nystrom":
+                landmarks = sample_landmarks(self.n, min(config.features, self.n), config.seed)
+            for name in names:
+                try:
+                    sigma = resolve_sigma(self._median_sample(name), config.sigma, name=name)
+                except RepalignError as exc:
+                    self._fail([config], name, str(exc))
+                    continue
+                sigmas[name] = sigma
+                if config.approx == "rff":
+                    maps[name] = RandomFourierFeatures(
+                        self.store[name].dim, config.features, sigma, seed=config.seed
+                    )
+                else:
+                    maps[name] = Nystrom(_gather(self.store[name], landmarks), sigma)
+            ok = list(maps)
+            if not ok:
+                continue
+            task = FeatureTask(self.store.path, ok, [maps[name] for name in ok])
+            units = self.row_units(ok, width=sum(maps[name].n_features for name in ok))
+            state = self._units(task, units, description=f"{config.approx} features")
+            index = {name: i for i, name in enumerate(ok)}
+            for a, b in combinations_with_replacement(ok, 2):
+                self._record(config, a, b, _approximate_measure, config, state, index, maps, a, b)
 
     def _neighbors(self, configs):
         names = self.usable()
@@ -365,9 +433,7 @@ class _Job:
         rows = max(64, min(4096, 2**27 // (8 * self.n)))
         units = [(s, min(s + rows, self.n)) for s in range(0, self.n, rows)]
         task = NeighborTask(self.store.path, names, k, self.n, reference_rows=max(rows, 4096))
-        state = run_units(
-            task, units, actors=self.actors, description="neighbours", quiet=self.quiet
-        )
+        state = self._units(task, units, description="neighbours")
         found = {}
         for name in names:
             if name in state.failures:
@@ -388,9 +454,16 @@ class _Job:
             pairs, labels = self._mmd_pairs(config)
             if not pairs:
                 continue
-            sigmas = [self._pooled_sigma(config, x, y) for x, y in pairs]
+            sigmas = [
+                self._pooled_sigma(config, x, y) if config.kernel == "rbf" else None
+                for x, y in pairs
+            ]
             rows = [(open_store(x[0])[x[1]].rows, open_store(y[0])[y[1]].rows) for x, y in pairs]
-            task = MmdTileTask(pairs, sigmas, rows)
+            if config.approx == "rff":
+                self._mmd_features(config, pairs, labels, sigmas, rows)
+                continue
+            shifts = [_pilot_mean(open_store(x[0])[x[1]]) for x, _ in pairs]
+            task = MmdTileTask(pairs, [config.kernel] * len(pairs), sigmas, shifts, rows)
             units = []
             for p, (m, n) in enumerate(rows):
                 if config.estimator == "linear":
@@ -406,17 +479,34 @@ class _Job:
                     (p, "yy", by[i], by[j]) for i in range(len(by)) for j in range(i, len(by))
                 ]
                 units += [(p, "xy", a, b) for a in bx for b in by]
-            state = run_units(
-                task, units, actors=self.actors, description="mmd tiles", quiet=self.quiet
-            )
+            state = self._units(task, units, description="mmd tiles")
             for p, (a, b) in enumerate(labels):
                 m, n = rows[p]
                 self._record(config, a, b, _mmd_value, config, state, p, m, n)
 
+    def _mmd_features(self, config, pairs, labels, sigmas, rows):
+        """MMD² as the distance of random-feature mean embeddings (a mergeable sum)."""
+        maps = [
+            RandomFourierFeatures(
+                open_store(x[0])[x[1]].dim, config.features, sigma, seed=config.seed
+            )
+            for (x, _), sigma in zip(pairs, sigmas, strict=True)
+        ]
+        step = max(256, UNIT_BYTES // (8 * config.features))
+        units = [
+            (p, (s, min(s + step, max(m, n))))
+            for p, (m, n) in enumerate(rows)
+            for s in range(0, max(m, n), step)
+        ]
+        state = self._units(EmbeddingTask(pairs, maps, rows), units, description="mmd features")
+        for p, (a, b) in enumerate(labels):
+            x, y = state.embeddings[p]
+            self._record(config, a, b, _approximate_mmd, x, y, config.estimator)
+
     def _mmd_pairs(self, config):
         """((store, name) of x, of y) and (rep_a, rep_b) labels of the pairs MMD² applies to."""
         here = str(self.store.path)
-        names = self.usable()
+        names = [name for name in self.names if not self.unusable[name]]  # constants allowed
         if config.against is not None:
             other = open_store(config.against)
             common = [name for name in names if name in other.representations]
@@ -472,8 +562,9 @@ class _Job:
     # -- results ----------------------------------------------------------------------------
 
     def _record(self, config, a, b, function, *args):
-        if self.unusable[a] or self.unusable[b]:
-            self.values[config.label, a, b] = (None, None, self.unusable[a] or self.unusable[b])
+        reason = self._reason(config, a, b)
+        if reason:
+            self.values[config.label, a, b] = (None, None, reason)
             return
         try:
             value = function(*args)
@@ -489,8 +580,10 @@ class _Job:
             self.values[config.label, a, b] = (float(value), std_err, "")
 
     def _fail(self, configs, name, reason):
+        """Record every pair of ``name`` as missing (pairs of unusable representations keep
+        their own reason)."""
         for config in configs:
-            for other in self.names:
+            for other in self.usable():
                 a, b = sorted((name, other), key=self.names.index)
                 self.values[config.label, a, b] = (None, None, reason)
 
@@ -503,7 +596,7 @@ class _Job:
             for a, b in pairs:
                 value, std_err, reason = self.values.get(
                     (config.label, a, b),
-                    (None, None, self.unusable[a] or self.unusable[b] or "not computed"),
+                    (None, None, self._reason(config, a, b) or "not computed"),
                 )
                 for column, item in zip(
                     [c for c, _ in COLUMNS],
@@ -523,6 +616,12 @@ class _Job:
                 ):
                     rows[column].append(item)
         return pa.table({c: pa.array(rows[c], type=t) for c, t in COLUMNS})
+
+
+def _pilot_mean(representation):
+    """Mean of the first rows: a shift that keeps sums of products well conditioned."""
+    rows = representation.read_rows(0, min(PILOT_ROWS, representation.rows))[1]
+    return rows.astype(np.float64).mean(axis=0)
 
 
 def _manifest_problem(representation):
@@ -548,13 +647,25 @@ def _moment_measure(config, state, i, j):
     return svcca_from_spectra(spectra, variance=config.variance)
 
 
+def _approximate_measure(config, state, index, maps, a, b):
+    products = approximate_products(state, index[a], index[b], maps[a], maps[b])
+    estimate = getattr(products, config.name)
+    return estimate.value, estimate.std_err
+
+
+def _approximate_mmd(x, y, estimator):
+    estimate = approximate_mmd2(x, y, estimator=estimator)
+    return estimate.value, estimate.std_err
+
+
 def _mmd_value(config, state, p, m, n):
     if config.estimator == "linear":
         return state.linear[p] / (m // 2)
-    xx, yy, xy = state.sums[p]
+    xx, yy, xy, trace_x, trace_y = state.sums[p]
     if config.estimator == "biased":
         return xx / m**2 + yy / n**2 - 2 * xy / (m * n)
-    return (xx - m) / (m * (m - 1)) + (yy - n) / (n * (n - 1)) - 2 * xy / (m * n)
+    within_x = (xx - trace_x) / (m * (m - 1))
+    return within_x + (yy - trace_y) / (n * (n - 1)) - 2 * xy / (m * n)
 
 
 def _gather(representation, rows):

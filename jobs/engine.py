@@ -40,7 +40,8 @@ class Accumulator:
 
 
 def run_units(task, units, *, actors, description, quiet=False):
-    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors.
+    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors,
+    and the number of slots replayed after their actor died.
 
     Parameters
     ----------
@@ -54,7 +55,10 @@ def run_units(task, units, *, actors, description, quiet=False):
         when stderr is not a terminal).
     """
     actors = max(1, min(actors, len(units)))
-    cpus = max(1, int(ray.available_resources().get("CPU", actors)) // actors)
+    # Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
+    # else fractions, so that more actors than CPUs still all start.
+    available = ray.available_resources().get("CPU", actors)
+    cpus = available // actors if available >= actors else available / actors
     slots = [units[s::actors] for s in range(actors)]
     total = sum(task.rows(u) for u in units)
     task_ref = ray.put(task)
@@ -63,6 +67,7 @@ def run_units(task, units, *, actors, description, quiet=False):
     ) as bar:
         results = [None] * actors
         replays = [0] * actors
+        done_rows = [0] * actors
         handles = [None] * actors
         pending = {}
 
@@ -87,10 +92,13 @@ def run_units(task, units, *, actors, description, quiet=False):
                 if replays[slot] > MAX_REPLAYS:
                     raise
                 bar.write(f"{description}: an actor died; replaying its {len(slots[slot])} units")
+                bar.update(-done_rows[slot])
+                done_rows[slot] = 0
                 start(slot)
                 continue
             if isinstance(value, int):
                 bar.update(value)
+                done_rows[slot] += value
             else:
                 results[slot] = value
         for handle in handles:
@@ -98,4 +106,4 @@ def run_units(task, units, *, actors, description, quiet=False):
     total_state = results[0]
     for state in results[1:]:
         total_state = total_state + state
-    return total_state
+    return total_state, sum(replays)

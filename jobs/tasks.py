@@ -37,6 +37,39 @@ class StoreTask:
         return self.store[name].read_rows(*rows)[1]
 
 
+@dataclass
+class ColumnRanges:
+    """Column minima and maxima of several representations over the rows seen."""
+
+    low: list
+    high: list
+
+    def __add__(self, other):
+        return ColumnRanges(
+            [np.minimum(a, b) for a, b in zip(self.low, other.low, strict=True)],
+            [np.maximum(a, b) for a, b in zip(self.high, other.high, strict=True)],
+        )
+
+    def constant(self):
+        """For each representation: are all its rows identical?"""
+        return [bool((low == high).all()) for low, high in zip(self.low, self.high, strict=True)]
+
+
+class RangeTask(StoreTask):
+    """Column ranges of row ranges: unit = (start, stop)."""
+
+    def __init__(self, store, names):
+        super().__init__(store)
+        self.names = list(names)
+
+    def rows(self, unit):
+        return unit[1] - unit[0]
+
+    def compute(self, unit):
+        blocks = [self.read(name, unit) for name in self.names]
+        return ColumnRanges([b.min(axis=0) for b in blocks], [b.max(axis=0) for b in blocks])
+
+
 class MomentTask(StoreTask):
     """Second moments of row ranges: unit = (start, stop).
 
@@ -162,8 +195,8 @@ class NeighborTask(StoreTask):
 class MmdTileState:
     """Kernel sums of two-sample MMD² for a list of pairs of samples (X, Y).
 
-    For pair p: ``sums[p] = [Σ Kxx, Σ Kyy, Σ Kxy]`` over all index pairs (diagonals included)
-    and the linear-time sum ``linear[p]`` over row pairs (2i, 2i+1).
+    For pair p: ``sums[p] = [Σ Kxx, Σ Kyy, Σ Kxy, tr Kxx, tr Kyy]`` over all index pairs, and
+    the linear-time sum ``linear[p]`` over row pairs (2i, 2i+1).
     """
 
     sums: np.ndarray
@@ -178,11 +211,14 @@ class MmdTileTask:
     reference so that a pair may span two stores (drift against another store).
 
     unit = (p, family, (i0, i1), (j0, j1)): family "xx", "yy" (upper triangle, I ≤ J) or "xy"
-    (all tiles), or (p, "linear", (i0, i1), None) for the linear-time estimator.
+    (all tiles), or (p, "linear", (i0, i1), None) for the linear-time estimator. ``kernels[p]``
+    is "rbf" with bandwidth ``sigmas[p]``, or "linear"; rows are shifted by ``shifts[p]``
+    (both kernels are invariant to a common translation; the shift keeps sums accurate).
     """
 
-    def __init__(self, pairs, sigmas, rows):
-        self.pairs, self.sigmas, self.row_counts = pairs, sigmas, rows
+    def __init__(self, pairs, kernels, sigmas, shifts, rows):
+        self.pairs, self.kernels, self.sigmas = pairs, kernels, sigmas
+        self.shifts, self.row_counts = shifts, rows
         self._stores = {}
 
     def __getstate__(self):
@@ -192,41 +228,117 @@ class MmdTileTask:
         p, family, rows_i, rows_j = unit
         if rows_j is None:
             return rows_i[1] - rows_i[0]
-        sides = {"xx": (0, 0), "yy": (1, 1), "xy": (0, 1)}[family]
-        return (rows_i[1] - rows_i[0]) * (rows_j[1] - rows_j[0]) // self.row_counts[p][sides[1]]
+        side = 0 if family == "xx" else 1
+        return (rows_i[1] - rows_i[0]) * (rows_j[1] - rows_j[0]) // self.row_counts[p][side]
 
-    def read(self, reference, rows):
+    def read(self, p, reference, rows):
         store, name = reference
         if store not in self._stores:
             self._stores[store] = open_store(store)
-        return self._stores[store][name].read_rows(*rows)[1].astype(np.float64)
+        block = self._stores[store][name].read_rows(*rows)[1]
+        return block.astype(np.float64) - self.shifts[p]
+
+    def kernel(self, p, A, B, *, rowwise=False):
+        """k(aᵢ, bⱼ) for all i, j, or k(aᵢ, bᵢ) with ``rowwise``."""
+        if self.kernels[p] == "linear":
+            return np.einsum("ij,ij->i", A, B) if rowwise else A @ B.T
+        if rowwise:
+            distances = np.einsum("ij,ij->i", A - B, A - B)
+        else:
+            distances = _cross_squared_distances(A, B)
+        return np.exp(distances * (-0.5 / self.sigmas[p] ** 2))
 
     def compute(self, unit):
         p, family, rows_i, rows_j = unit
-        state = MmdTileState(np.zeros((len(self.pairs), 3)), np.zeros(len(self.pairs)))
+        state = MmdTileState(np.zeros((len(self.pairs), 5)), np.zeros(len(self.pairs)))
         x, y = self.pairs[p]
-        gamma = -0.5 / self.sigmas[p] ** 2
         if family == "linear":
-            X, Y = self.read(x, rows_i), self.read(y, rows_i)
+            X, Y = self.read(p, x, rows_i), self.read(p, y, rows_i)
             half = len(X) // 2
-
-            def k(A, B):
-                return np.exp(gamma * np.einsum("ij,ij->i", A - B, A - B))
-
-            x0, x1, y0, y1 = (
-                X[0 : 2 * half : 2],
-                X[1 : 2 * half : 2],
-                Y[0 : 2 * half : 2],
-                Y[1 : 2 * half : 2],
+            x0, x1 = X[0 : 2 * half : 2], X[1 : 2 * half : 2]
+            y0, y1 = Y[0 : 2 * half : 2], Y[1 : 2 * half : 2]
+            h = (
+                self.kernel(p, x0, x1, rowwise=True)
+                + self.kernel(p, y0, y1, rowwise=True)
+                - self.kernel(p, x0, y1, rowwise=True)
+                - self.kernel(p, x1, y0, rowwise=True)
             )
-            state.linear[p] = np.sum(k(x0, x1) + k(y0, y1) - k(x0, y1) - k(x1, y0))
+            state.linear[p] = h.sum()
             return state
         first, second = {"xx": (x, x), "yy": (y, y), "xy": (x, y)}[family]
-        A, B = self.read(first, rows_i), self.read(second, rows_j)
-        distances = _cross_squared_distances(A, B)
+        tile = self.kernel(p, self.read(p, first, rows_i), self.read(p, second, rows_j))
+        column = {"xx": 0, "yy": 1, "xy": 2}[family]
         if family != "xy" and rows_i == rows_j:
-            np.fill_diagonal(distances, 0.0)
-        total = np.exp(gamma * distances).sum()
+            if self.kernels[p] == "rbf":
+                np.fill_diagonal(tile, 1.0)  # exactly, as the in-memory Gram has it
+            state.sums[p, column + 3] = np.trace(tile)
         weight = 2.0 if family != "xy" and rows_i != rows_j else 1.0
-        state.sums[p, {"xx": 0, "yy": 1, "xy": 2}[family]] = weight * total
+        state.sums[p, column] = weight * tile.sum()
         return state
+
+
+class FeatureTask(StoreTask):
+    """Second moments of random features (RFF or Nyström) of row ranges: unit = (start, stop).
+
+    ``maps[m].transform`` gives representation m's features; the state feeds
+    `repalign.approx.approximate_products`.
+    """
+
+    def __init__(self, store, names, maps):
+        super().__init__(store)
+        self.names, self.maps = list(names), maps
+
+    def rows(self, unit):
+        return unit[1] - unit[0]
+
+    def compute(self, unit):
+        state = GramState([m.n_features for m in self.maps])
+        blocks = [self.read(name, unit) for name in self.names]
+        for rows in row_slices(unit[1] - unit[0], state.width):
+            state.add_block([m.transform(b[rows]) for m, b in zip(self.maps, blocks, strict=True)])
+        return state
+
+
+@dataclass
+class EmbeddingPairs:
+    """Random-feature mean embeddings of the two samples of each MMD² pair: {p: (x, y)}."""
+
+    embeddings: dict
+
+    def __add__(self, other):
+        merged = dict(self.embeddings)
+        for p, (x, y) in other.embeddings.items():
+            merged[p] = (merged[p][0] + x, merged[p][1] + y) if p in merged else (x, y)
+        return EmbeddingPairs(merged)
+
+
+class EmbeddingTask:
+    """Mean embeddings for MMD² pairs ``(x, y)`` of (store, name) references, one RFF map per
+    pair: unit = (p, (start, stop)); a sample with fewer rows contributes the rows it has."""
+
+    def __init__(self, pairs, maps, rows):
+        self.pairs, self.maps, self.row_counts = pairs, maps, rows
+        self._stores = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_stores": {}}
+
+    def rows(self, unit):
+        return unit[1][1] - unit[1][0]
+
+    def compute(self, unit):
+        from repalign.approx import MeanEmbedding
+
+        p, (start, stop) = unit
+        feature_map = self.maps[p]
+        embeddings = []
+        for reference, count in zip(self.pairs[p], self.row_counts[p], strict=True):
+            embedding = MeanEmbedding(feature_map.n_features, feature_map.blocks)
+            if start < count:
+                store, name = reference
+                if store not in self._stores:
+                    self._stores[store] = open_store(store)
+                rows = self._stores[store][name].read_rows(start, min(stop, count))[1]
+                embedding.add(feature_map.transform(rows))
+            embeddings.append(embedding)
+        return EmbeddingPairs({p: tuple(embeddings)})

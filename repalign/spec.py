@@ -34,7 +34,13 @@ ESTIMATORS = {
     "cknna": (None,),
 }
 KERNEL_MEASURES = ("ka", "cka", "hsic", "mmd2")
-APPROXIMABLE = {("ka", None), ("cka", "biased"), ("hsic", "biased"), ("mmd2", "biased")}
+APPROXIMABLE = {
+    ("ka", None),
+    ("cka", "biased"),
+    ("hsic", "biased"),
+    ("mmd2", "biased"),
+    ("mmd2", "unbiased"),
+}
 
 
 class SpecError(RepalignError):
@@ -76,7 +82,7 @@ class Measure(BaseModel):
             if self.kernel != "rbf" or (self.name, self.estimator) not in APPROXIMABLE:
                 raise ValueError(
                     f"approx={self.approx!r} applies to the rbf kernel of ka, cka (biased), "
-                    f"hsic (biased) and mmd2 (biased); got {self.name} "
+                    f"hsic (biased) and mmd2 (biased, unbiased); got {self.name} "
                     f"({self.kernel}, {self.estimator})"
                 )
             if self.approx == "nystrom" and self.name == "mmd2":

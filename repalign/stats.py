@@ -110,6 +110,11 @@ class GramState:
         """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1)."""
         return np.triu(self._upper) + np.triu(self._upper, 1).T
 
+    def _symmetric_block(self, index):
+        """M[index][:, index] read from the stored upper triangle: O(len(index)²), not O(D²)."""
+        block = self._upper[np.ix_(index, index)]
+        return np.where(index[:, None] <= index[None, :], block, block.T)
+
     def mean(self, k):
         """Column means of representation k."""
         start, stop = self.offsets[k], self.offsets[k + 1] - 1
@@ -121,11 +126,12 @@ class GramState:
         Returns the `PairMoments` of [x, ‖x‖², y, ‖y‖², 1] where x, y are the rows of i and j,
         either minus their exact column means (``center=True``) or raw (``center=False``).
         """
-        M = self.moments
         index = np.r_[
-            self.offsets[i] : self.offsets[i + 1], self.offsets[j] : self.offsets[j + 1], -1
+            self.offsets[i] : self.offsets[i + 1],
+            self.offsets[j] : self.offsets[j + 1],
+            self.width - 1,
         ]
-        sub = M[np.ix_(index, index)]
+        sub = self._symmetric_block(index)
         targets = [self.mean(k) if center else np.zeros(self.dims[k]) for k in (i, j)]
         deltas = [t - self.shifts[k] for t, k in zip(targets, (i, j), strict=True)]
         dims = (self.dims[i], self.dims[j])

@@ -13,3 +13,16 @@ def paired_data(seed, n, dx, dy, *, dtype=np.float64, offset=3.0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session, limited to this machine's 2 cores."""
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,257 @@
+"""The all-pairs engine against the in-memory library, on a real store and a real Ray."""
+
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import repalign
+from jobs import alignment
+from jobs.alignment import run_alignment, write_result
+from repalign.errors import MisalignedError
+from repalign.spec import parse_spec
+from repalign.store import write_representation
+
+N = 3000
+WIDTHS = {"m0.a": 5, "m1.a": 9, "m2.a": 5, "m3.a": 12, "m4.a": 3, "m5.a": 7}
+SHARDS = {"m0.a": 500, "m1.a": 777, "m2.a": 3000, "m3.a": 313, "m4.a": 1200, "m5.a": 1000}
+K = 5
+EVERY_MEASURE = [
+    {"name": "ka"},
+    {"name": "cka"},
+    {"name": "cka", "estimator": "song"},
+    {"name": "cka", "estimator": "lange"},
+    {"name": "hsic"},
+    {"name": "hsic", "estimator": "unbiased"},
+    {"name": "procrustes"},
+    {"name": "cca"},
+    {"name": "svcca"},
+    {"name": "ka", "kernel": "rbf"},
+    {"name": "cka", "kernel": "rbf"},
+    {"name": "cka", "kernel": "rbf", "estimator": "song"},
+    {"name": "cka", "kernel": "rbf", "estimator": "lange"},
+    {"name": "hsic", "kernel": "rbf", "estimator": "unbiased"},
+    {"name": "mutual_knn", "k": K},
+    {"name": "cknna", "k": K},
+    {"name": "mmd2"},
+    {"name": "mmd2", "estimator": "biased"},
+    {"name": "mmd2", "estimator": "linear"},
+    {"name": "mmd2", "kernel": "linear", "estimator": "biased"},
+]
+LIBRARY = {
+    "ka": repalign.kernel_alignment,
+    "cka": repalign.cka,
+    "hsic": repalign.hsic,
+    "procrustes": repalign.procrustes,
+    "cca": repalign.cca,
+    "svcca": repalign.svcca,
+    "mutual_knn": repalign.mutual_knn,
+    "cknna": repalign.cknna,
+    "mmd2": repalign.mmd2,
+}
+
+
+def make_store(path, widths, shards, n=N, seed=0):
+    """Related representations (a shared latent), uncentred, float32, uneven shards."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 6))
+    arrays = {}
+    for name, width in widths.items():
+        values = latent @ rng.standard_normal((6, width)) + rng.standard_normal((n, width)) + 1.5
+        arrays[name] = values.astype(np.float32)
+        write_representation(path, name, np.arange(n), arrays[name], shard_rows=shards[name])
+    return arrays
+
+
+def library_value(arrays, row):
+    options = {}
+    if row["measure"] in ("ka", "cka", "hsic", "mmd2"):
+        options["kernel"] = row["kernel"]
+    if row["estimator"]:
+        options["estimator"] = row["estimator"]
+    if row["measure"] in ("mutual_knn", "cknna"):
+        options["k"] = K
+    return LIBRARY[row["measure"]](arrays[row["rep_a"]], arrays[row["rep_b"]], **options)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine-store")
+    return path, make_store(path, WIDTHS, SHARDS)
+
+
+def spec(path, measures, **extra):
+    return parse_spec({"store": str(path), "out": str(path / "out"), "measures": measures, **extra})
+
+
+def assert_matches_library(table, arrays):
+    checked = 0
+    for row in table.to_pylist():
+        if row["status"] == "ok":
+            # float32 input, float64 accumulation: the design asks for 1e-6 relative
+            assert row["value"] == pytest.approx(library_value(arrays, row), rel=1e-6, abs=1e-9), (
+                row
+            )
+            checked += 1
+    return checked
+
+
+def test_every_measure_equals_the_library(ray_session, store):
+    path, arrays = store
+    result = run_alignment(spec(path, EVERY_MEASURE, actors=2), quiet=True)
+    rows = result.table.to_pylist()
+    assert len(rows) == len(EVERY_MEASURE) * 21  # 6 representations: 21 pairs with diagonal
+    checked = assert_matches_library(result.table, arrays)
+    missing = [r for r in rows if r["status"] != "ok"]
+    # MMD² compares samples of one space: only the pairs of equal widths have a value
+    assert all(r["measure"] == "mmd2" and "different widths" in r["reason"] for r in missing)
+    assert checked == len(rows) - len(missing)
+    assert checked > 330
+
+
+@pytest.mark.parametrize("actors", [1, 3])
+def test_any_number_of_actors_gives_the_library_values(ray_session, store, actors):
+    path, arrays = store
+    measures = [
+        {"name": "cka", "estimator": "song"},
+        {"name": "cca"},
+        {"name": "cka", "kernel": "rbf"},
+        {"name": "cknna", "k": K},
+    ]
+    result = run_alignment(spec(path, measures, actors=actors), quiet=True)
+    assert assert_matches_library(result.table, arrays) == 4 * 21
+
+
+def test_a_tiled_statistic_equals_one_state(ray_session, store):
+    path, _ = store
+    measures = [{"name": "ka"}, {"name": "cka", "estimator": "lange"}, {"name": "svcca"}]
+    whole = run_alignment(spec(path, measures), quiet=True)
+    tiled = run_alignment(spec(path, measures), quiet=True, state_bytes=2_000)
+    assert tiled.summary["pass_seconds"]["moments"] > 0
+    assert tiled.state is None  # a tiled statistic is not saved for incremental runs
+    np.testing.assert_allclose(
+        tiled.table.column("value").to_numpy(), whole.table.column("value").to_numpy(), rtol=1e-12
+    )
+
+
+def test_degenerate_representations_are_missing_with_reasons(ray_session, tmp_path):
+    arrays = make_store(tmp_path, {"good.a": 4, "good.b": 6}, {"good.a": 700, "good.b": 700}, n=800)
+    nan = arrays["good.a"].copy()
+    nan[[3, 50]] = np.nan
+    write_representation(tmp_path, "bad.nan", np.arange(800), nan)
+    write_representation(tmp_path, "bad.constant", np.arange(800), np.full((800, 3), 2.0))
+    zero_rows = arrays["good.b"].copy()
+    zero_rows[10] = 0
+    write_representation(tmp_path, "bad.zero", np.arange(800), zero_rows)
+    arrays["bad.zero"] = zero_rows
+    measures = [{"name": "cka"}, {"name": "cca"}, {"name": "mutual_knn", "k": K}]
+    result = run_alignment(spec(tmp_path, measures), quiet=True)
+    rows = result.table.to_pylist()
+    reasons = {
+        (r["measure"], r["rep_a"], r["rep_b"]): r["reason"] for r in rows if r["status"] != "ok"
+    }
+    for measure in ("cka", "cca", "mutual_knn"):
+        for other in ("bad.zero", "good.a", "good.b"):
+            pair = tuple(sorted(("bad.nan", other), key=[r["rep_a"] for r in rows].index))
+            assert "bad.nan holds NaN or Inf in 2 rows" in reasons[(measure, *pair)]
+    assert "bad.constant is constant" in reasons[("cka", "bad.constant", "good.a")]
+    assert (
+        "rows of zero norm (the first is row 10)" in reasons[("mutual_knn", "bad.zero", "good.a")]
+    )
+    assert ("cka", "bad.zero", "good.a") not in reasons  # zero rows only matter for cosines
+    assert result.summary["missing_representations"] == {
+        "bad.nan": "bad.nan holds NaN or Inf in 2 rows"
+    }
+    assert assert_matches_library(result.table, arrays) > 0
+    ok = {(r["measure"], r["rep_a"], r["rep_b"]) for r in rows if r["status"] == "ok"}
+    assert ("cka", "good.a", "good.b") in ok and ("mutual_knn", "good.a", "good.b") in ok
+
+
+def test_an_incremental_run_computes_only_the_new_blocks(ray_session, tmp_path):
+    widths = {"old.a": 4, "old.b": 7, "old.c": 3, "old.d": 5}
+    arrays = make_store(tmp_path, widths, dict.fromkeys(widths, 400), n=1200)
+    measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}, {"name": "ka"}]
+    first = run_alignment(spec(tmp_path, measures), quiet=True)
+    write_result(first, tmp_path / "first")
+    assert first.summary["blocks_computed"] == 10
+    more = make_store(
+        tmp_path, {"new.x": 6, "new.y": 2}, {"new.x": 300, "new.y": 1200}, n=1200, seed=1
+    )
+    arrays.update(more)
+    incremental = run_alignment(
+        spec(tmp_path, measures), quiet=True, incremental_from=tmp_path / "first"
+    )
+    full = run_alignment(spec(tmp_path, measures), quiet=True)
+    assert incremental.summary["blocks_computed"] == 2 * 4 + 3  # new × old, and new × new
+    assert full.summary["blocks_computed"] == 21
+
+    def by_pair(result):
+        return {
+            (r["measure"], *sorted((r["rep_a"], r["rep_b"]))): r["value"]
+            for r in result.table.to_pylist()
+        }
+
+    expected = by_pair(full)
+    got = by_pair(incremental)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-10), key
+    assert assert_matches_library(incremental.table, arrays) == 3 * 21
+
+
+def test_an_incremental_run_refuses_a_changed_representation(ray_session, tmp_path):
+    make_store(tmp_path, {"a.x": 3, "b.x": 4}, {"a.x": 100, "b.x": 100}, n=300)
+    first = run_alignment(spec(tmp_path, [{"name": "cka"}]), quiet=True)
+    write_result(first, tmp_path / "first")
+    write_representation(
+        tmp_path, "a.x", np.arange(300), np.ones((300, 3)) * np.arange(300)[:, None], overwrite=True
+    )
+    with pytest.raises(repalign.errors.RepalignError, match=r"a\.x changed since the earlier run"):
+        run_alignment(
+            spec(tmp_path, [{"name": "cka"}]), quiet=True, incremental_from=tmp_path / "first"
+        )
+
+
+def test_a_misaligned_store_is_refused(ray_session, tmp_path):
+    write_representation(tmp_path, "a.x", np.arange(10), np.eye(10))
+    write_representation(tmp_path, "b.x", np.arange(10)[::-1], np.eye(10))
+    with pytest.raises(MisalignedError, match="repalign align"):
+        run_alignment(spec(tmp_path, [{"name": "cka"}]), quiet=True)
+
+
+def actor_processes():
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ray::Accumulator" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_path, monkeypatch):
+    widths = {f"m{i}.a": 48 for i in range(6)}
+    make_store(tmp_path, widths, dict.fromkeys(widths, 5000), n=40_000)
+    monkeypatch.setattr(alignment, "UNIT_BYTES", 200 * 6 * 48 * 4)  # 200-row units: many of them
+    measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
+    reference = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
+    results = {}
+    job = threading.Thread(
+        target=lambda: results.update(
+            r=run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
+        )
+    )
+    job.start()
+    deadline = time.time() + 60
+    while not actor_processes() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it accumulate some units
+    victims = actor_processes()
+    assert victims, "no actor process seen"
+    victims[0].kill()
+    job.join(timeout=300)
+    assert results["r"].summary["actor_replays"] >= 1
+    assert (
+        results["r"].table.column("value").to_pylist()
+        == reference.table.column("value").to_pylist()
+    )
