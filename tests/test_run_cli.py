@@ -1,0 +1,141 @@
+"""`repalign run` as a user runs it: a spec file, a local Ray, a local MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+import repalign
+from repalign.store import write_representation
+
+
+def repalign_cli(*args, cwd):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "repalign", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for name, width in (("mlp-s0.fc1", 6), ("mlp-s0.fc2", 4), ("mlp-s1.fc1", 6)):
+        arrays[name] = rng.standard_normal((500, width)).astype(np.float32) + 1
+        write_representation(path / "store", name, np.arange(500), arrays[name], shard_rows=128)
+    spec = {
+        "store": str(path / "store"),
+        "out": str(path / "out"),
+        "experiment": "zoo-nightly",
+        "measures": [
+            {"name": "cka", "estimator": "song"},
+            {"name": "procrustes"},
+            {"name": "mmd2"},
+        ],
+    }
+    (path / "job.yaml").write_text(yaml.safe_dump(spec))
+    result = repalign_cli("run", "job.yaml", cwd=path)
+    assert result.returncode == 0, result.stderr
+    return path, arrays, result
+
+
+def test_writes_the_table_and_reports_the_run(finished_run):
+    path, arrays, result = finished_run
+    table = pq.read_table(path / "out" / "alignment.parquet").to_pylist()
+    assert len(table) == 3 * 6
+    row = next(
+        r
+        for r in table
+        if (r["measure"], r["rep_a"], r["rep_b"]) == ("cka", "mlp-s0.fc1", "mlp-s1.fc1")
+    )
+    expected = repalign.cka(arrays["mlp-s0.fc1"], arrays["mlp-s1.fc1"], estimator="song")
+    assert row["value"] == pytest.approx(expected, rel=1e-6)
+    mmd = [r for r in table if r["measure"] == "mmd2" and r["status"] != "ok"]
+    assert len(mmd) == 2 and all("different widths" in r["reason"] for r in mmd)
+    assert "wrote" in result.stdout and "MLflow run" in result.stdout
+    summary = json.loads((path / "out" / "summary.json").read_text())
+    assert summary["representations"] == 3 and summary["missing_values"] == 2
+
+
+def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):
+    path, _, result = finished_run
+    client = MlflowClient(f"sqlite:///{path / 'out' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("zoo-nightly")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id in result.stdout
+    assert run.data.params["n"] == "500"
+    assert "mlp-s0.fc2" in run.data.params["representations"]
+    metrics = run.data.metrics
+    assert len(metrics) == 3 * 6 - 2  # one per computed pair and measure
+    assert metrics["cka.linear.song/mlp-s0.fc1/mlp-s0.fc1"] == pytest.approx(1.0)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"results", "heatmaps", "summary.json"} <= artifacts
+    heatmaps = {a.path for a in client.list_artifacts(run.info.run_id, "heatmaps")}
+    assert len(heatmaps) == 3 and all(p.endswith(".png") for p in heatmaps)
+    local = client.download_artifacts(run.info.run_id, "results/alignment.parquet", str(path))
+    assert pq.read_table(local).equals(pq.read_table(path / "out" / "alignment.parquet"))
+
+
+def test_no_progress_bars_in_logs(finished_run):
+    _, _, result = finished_run
+    assert "rows/s" not in result.stderr and "it/s" not in result.stderr
+
+
+def test_flags_instead_of_a_spec(finished_run):
+    path, _, _ = finished_run
+    result = repalign_cli(
+        "run",
+        "--store",
+        "store",
+        "--out",
+        "flags-out",
+        "--measure",
+        "cka:rbf:lange",
+        "--measure",
+        "svcca",
+        "--representations",
+        "mlp-s0.*",
+        "--quiet",
+        cwd=path,
+    )
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(path / "flags-out" / "alignment.parquet").to_pylist()
+    assert {(r["measure"], r["kernel"], r["estimator"]) for r in table} == {
+        ("cka", "rbf", "lange"),
+        ("svcca", "linear", ""),
+    }
+    assert len(table) == 2 * 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "store", "--out", "o", "--measure", "cka:poly"], "measures.0.kernel"),
+        (
+            ["--store", "store", "--out", "o", "--measure", "cka:linear:unbiased"],
+            "estimator 'unbiased'",
+        ),
+        (["--store", "store", "--out", "o", "--measure", "cka,colour=red"], "measures.0.colour"),
+        (["--store", "store", "--out", "o"], "at least one --measure"),
+        (["--store", "nowhere", "--out", "o", "--measure", "cka"], "does not exist"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(finished_run, args, message):
+    path, _, _ = finished_run
+    result = repalign_cli("run", *args, cwd=path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
