@@ -14,6 +14,7 @@ A representation that cannot be measured (NaN or Inf rows, constant, zero-norm r
 has its pairs recorded as missing with the reason; the rest of the matrix is computed.
 """
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from repalign.measures.kernel_products import FeatureProducts
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
 from repalign.measures.neighbors import cknna_from_neighbors, mutual_knn_from_neighbors
 from repalign.measures.procrustes import procrustes_from_spectra
-from repalign.measures.spectra import feature_spectra
+from repalign.measures.spectra import feature_spectra, principal_axes
 from repalign.stats import GramState
 from repalign.store import open_store
 
@@ -57,7 +58,7 @@ UNIT_BYTES = 64 * 2**20
 """Float32 bytes of all representations that one unit of a row pass reads."""
 STATE_BYTES = 2 * 2**30
 """Largest second-moment state one actor holds; beyond it the statistic is tiled."""
-TILE_ROWS = 2048
+TILE_ROWS = 1024
 """Rows on each side of an exact-kernel tile."""
 PILOT_ROWS = 1024
 """Rows whose mean is the shift of the second moments (it only conditions the sums)."""
@@ -316,9 +317,12 @@ class _Job:
             for name in members:
                 if _is_constant(state, index[name]):
                     self.constant[name] = f"{name} is constant (zero variance)"
+            axes = functools.cache(functools.partial(principal_axes, state))
             for a, b in pairs:
                 for config in configs:
-                    self._record(config, a, b, _moment_measure, config, state, index[a], index[b])
+                    self._record(
+                        config, a, b, _moment_measure, config, state, index[a], index[b], axes
+                    )
 
     def _moment_state(self, members):
         """The second moments of ``members``, and how many pair blocks were computed for it
@@ -636,10 +640,10 @@ def _is_constant(state, i):
     return not np.trace(moments.cross(0, 0)) > 0
 
 
-def _moment_measure(config, state, i, j):
+def _moment_measure(config, state, i, j, axes):
     if config.name in ("ka", "cka", "hsic"):
         return kernel_measure(FeatureProducts(state, i, j), config.name, config.estimator)
-    spectra = feature_spectra(state, i, j)
+    spectra = feature_spectra(state, i, j, axes)
     if config.name == "procrustes":
         return procrustes_from_spectra(spectra)
     if config.name == "cca":

@@ -127,3 +127,24 @@ def _log(result, spec, tracking_uri):
         artifact_location=artifacts,
     )
     return run_id, tracking_uri
+
+
+def add_demo(commands):
+    demo = commands.add_parser(
+        "demo",
+        help="train the digits model zoo (once), align it on Ray and log it to MLflow",
+        description="Train the built-in digits model zoo into a cache folder on first use, "
+        "run the all-pairs alignment job on it with a local Ray, log the run to a local "
+        "MLflow store, and print the CKA matrix of its networks and every measure for a few "
+        "pairs.",
+    )
+    demo.add_argument("--store", help="zoo folder (default: ~/.cache/repalign/zoo-digits)")
+    demo.add_argument("--out", help="job output folder (default: beside the zoo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
+
+
+def _demo(args):
+    from jobs.demo import run
+
+    run(args.store, args.out, quiet=args.quiet)

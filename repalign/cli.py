@@ -21,15 +21,6 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"repalign {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo",
-        help="build the digits model zoo (once) and print its alignment matrix",
-        description="Train the built-in digits model zoo into a cache folder on first use, "
-        "then print the linear-CKA matrix of its networks and every measure for a few pairs.",
-    )
-    demo.add_argument("--store", help="zoo folder (default: ~/.cache/repalign/zoo-digits)")
-    demo.set_defaults(run=_demo)
-
     zoo = commands.add_parser("zoo", help="the built-in model zoos").add_subparsers(
         dest="zoo_command", required=True, metavar="ZOO_COMMAND"
     )
@@ -97,12 +88,6 @@ def main(argv=None):
     except RepalignError as exc:
         print(f"repalign {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _demo(args):
-    from repalign.demo import run  # scikit-learn and torch only when needed
-
-    run(args.store)
 
 
 def _zoo_build(args):

@@ -18,7 +18,8 @@ def repalign(*args):
 def test_help_lists_the_commands():
     result = repalign("--help")
     assert result.returncode == 0
-    assert "demo" in result.stdout
+    for command in ("demo", "zoo", "ingest", "validate", "ls", "align", "run"):
+        assert command in result.stdout
 
 
 def test_version():
@@ -34,7 +35,8 @@ def test_unknown_command_fails_with_usage():
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory):
     store = tmp_path_factory.mktemp("zoo")
-    result = repalign("demo", "--store", str(store))
+    out = tmp_path_factory.mktemp("demo-out")
+    result = repalign("demo", "--store", str(store), "--out", str(out))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -70,9 +72,20 @@ def test_demo_values_make_sense(demo_output):
     assert len(pairs) == 4 and "same architecture, other seed" in pairs[0]
 
 
+def test_demo_logs_to_mlflow_and_says_how_to_open_it(demo_output):
+    command = next(line for line in demo_output.splitlines() if " ui --backend-store-uri " in line)
+    uri = command.split("--backend-store-uri ")[1].strip()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("digits-zoo").experiment_id])
+    assert run.info.run_id in demo_output
+    assert len(run.data.metrics) == 6 * 60 * 61 // 2  # six measures, every pair of 60 layers
+
+
 def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
     store = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("zoo"))
-    again = repalign("demo", "--store", str(store))
+    again = repalign("demo", "--store", str(store), "--out", str(store.parent / "again"))
     assert again.returncode == 0
     assert "(cached)" in again.stdout
     assert parse_matrix(again.stdout) == parse_matrix(demo_output)

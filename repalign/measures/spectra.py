@@ -24,35 +24,48 @@ def paired_spectra(X, Y):
     return DataSpectra(X, Y)
 
 
-def feature_spectra(state, i, j):
-    """`FeatureSpectra` of representations i and j of a `GramState`."""
-    raw = state.pair(i, j, center=False)
-    norms = [np.sqrt(raw.norm_sum(r)) for r in (0, 1)]
-    return FeatureSpectra(state.pair(i, j, center=True), norms=norms)
+def feature_spectra(state, i, j, principal=None):
+    """`FeatureSpectra` of representations i and j of a `GramState`.
+
+    ``principal(k)`` may supply each representation's `PrincipalAxes` (an all-pairs job
+    computes them once per representation, not once per pair).
+    """
+    principal = principal or (lambda k: principal_axes(state, k))
+    cross = state.pair(i, j, center=True).cross(0, 1)
+    return FeatureSpectra(cross, principal(i), principal(j))
 
 
-def _descending_eigh(C):
-    values, vectors = np.linalg.eigh(C)
-    return values[::-1], vectors[:, ::-1]
+def principal_axes(state, k):
+    """The `PrincipalAxes` of representation k of a `GramState`."""
+    centred = state.pair(k, k, center=True).cross(0, 0)
+    norm = np.sqrt(state.pair(k, k, center=False).norm_sum(0))
+    return PrincipalAxes(centred, norm)
+
+
+class PrincipalAxes:
+    """X̃ᵀX̃ = V Λ Vᵀ, eigenvalues descending, and the numerical rank.
+
+    Centring rows costs up to ε‖x‖ each (ε the float64 machine epsilon), so a null direction
+    of X̃ᵀX̃ shows an eigenvalue up to about ε‖X‖_F‖X̃‖_F, with ‖X‖_F uncentred (``norm``):
+    eigenvalues below d times that count as null.
+    """
+
+    def __init__(self, centred_moments, norm):
+        values, vectors = np.linalg.eigh(centred_moments)
+        self.variances = np.maximum(values[::-1], 0.0)
+        self.basis = vectors[:, ::-1]
+        threshold = len(values) * np.finfo(float).eps * norm * np.sqrt(self.variances.sum())
+        self.rank = int(np.sum(self.variances > threshold))
 
 
 class FeatureSpectra:
-    """From centred second moments: X̃ᵀX̃ = Vₓ Λₓ Vₓᵀ and X̃ᵀỸ, all d×d.
+    """From centred second moments: the principal axes of each side and X̃ᵀỸ, all d×d."""
 
-    Centring rows costs up to ε‖x‖ each (ε the float64 machine epsilon), so a null direction
-    of X̃ᵀX̃ shows an eigenvalue up to about ε‖X‖_F‖X̃‖_F, with ‖X‖_F uncentred (``norms``):
-    eigenvalues below d times that count as null for the whitened cross.
-    """
-
-    def __init__(self, moments, *, norms):
-        self._cross = moments.cross(0, 1)
-        eigen = [_descending_eigh(moments.cross(r, r)) for r in (0, 1)]
-        self.variances = [np.maximum(values, 0.0) for values, _ in eigen]
-        self._bases = [vectors for _, vectors in eigen]
-        self.ranks = [
-            int(np.sum(v > len(v) * np.finfo(float).eps * norm * np.sqrt(v.sum())))
-            for v, norm in zip(self.variances, norms, strict=True)
-        ]
+    def __init__(self, cross, axes_x, axes_y):
+        self._cross = cross
+        self.variances = [axes_x.variances, axes_y.variances]
+        self._bases = [axes_x.basis, axes_y.basis]
+        self.ranks = [axes_x.rank, axes_y.rank]
 
     def cross_singular_values(self):
         """Singular values of X̃ᵀỸ."""

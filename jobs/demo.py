@@ -1,0 +1,133 @@
+"""The demo: the all-pairs alignment job on the built-in digits model zoo.
+
+On first use it trains the zoo (`repalign.zoo`, preset ``digits``: MLPs and CNNs trained on
+scikit-learn's digits from three seeds, plus untrained controls) into a cache folder. Then it
+runs the alignment job (`jobs.alignment`) over all 60 representations on a local Ray, logs it
+to a local MLflow store, prints the linear-CKA matrix between every network's last hidden
+layer and every measure for a few telling pairs, and says how to open the MLflow UI.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from jobs.alignment import run_alignment, write_result
+from repalign.spec import parse_spec
+from repalign.store import open_store
+from repalign.tracking import log_alignment_run
+from repalign.zoo import build_zoo
+
+MEASURES = [
+    {"name": "ka"},
+    {"name": "cka"},
+    {"name": "cka", "estimator": "song"},
+    {"name": "cka", "kernel": "rbf"},
+    {"name": "mutual_knn"},
+    {"name": "cknna"},
+]
+COLUMNS = {
+    "KA": ("ka", "linear", ""),
+    "CKA": ("cka", "linear", "biased"),
+    "CKA song": ("cka", "linear", "song"),
+    "CKA rbf": ("cka", "rbf", "biased"),
+    "mutual kNN": ("mutual_knn", "linear", ""),
+    "CKNNA": ("cknna", "linear", ""),
+}
+PAIRS = {
+    "same architecture, other seed": ("mlp-w64-s0.fc3", "mlp-w64-s1.fc3"),
+    "MLP against CNN": ("cnn-c8-s0.conv2", "mlp-w64-s0.fc3"),
+    "trained against untrained": ("mlp-w64-init.fc3", "mlp-w64-s0.fc3"),
+    "first against last layer": ("mlp-w64-s0.fc1", "mlp-w64-s0.logits"),
+}
+EXPERIMENT = "digits-zoo"
+
+
+def cache_folder():
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "repalign"
+
+
+def ensure_zoo(path):
+    """Open the digits zoo at ``path``, building it first if it is missing or incomplete."""
+    path = Path(path)
+    if path.is_dir():
+        store = open_store(path)
+        if all(name in store.representations for pair in PAIRS.values() for name in pair):
+            return store, None
+    start = time.perf_counter()
+    build_zoo(path, "digits", overwrite=True)
+    return open_store(path), time.perf_counter() - start
+
+
+def last_hidden_layers(store):
+    """model name → its last representation before the logits, in store order."""
+    layers = {}
+    for name in store.representations:
+        model, layer = name.rsplit(".", 1)
+        if layer != "logits":
+            layers[model] = name
+    return layers
+
+
+def format_matrix(labels, matrix, notes):
+    """Rows numbered 1..M, columns by number; cells as .xx (1.0 when it rounds to 1)."""
+    width = max(len(label) for label in labels)
+    header = " " * (width + 5) + "".join(f"{i:>4}" for i in range(1, len(labels) + 1))
+    lines = [header]
+    for i, (label, row, note) in enumerate(zip(labels, matrix, notes, strict=True), start=1):
+        cells = "".join(f"{v:>4.2f}"[1:].rjust(4) if v < 0.995 else " 1.0" for v in row)
+        lines.append(f"{i:>3}. {label:<{width}}{cells}   {note}")
+    return "\n".join(lines)
+
+
+def format_pairs(values):
+    columns = [(m, max(len(m), 6)) for m in COLUMNS]
+    left = max(len(f"{a} ~ {b}") for a, b in PAIRS.values())
+    header = " ".join([f"{'pair':<{left}}", *(f"{m:>{w}}" for m, w in columns)])
+    lines = [header, "-" * len(header)]
+    for description, (a, b) in PAIRS.items():
+        cells = (f"{values[(*COLUMNS[m], a, b)]:>{w}.3f}" for m, w in columns)
+        lines.append(" ".join([f"{a + ' ~ ' + b:<{left}}", *cells]) + f"   {description}")
+    return "\n".join(lines)
+
+
+def run(store_path=None, out=None, quiet=False):
+    store_path = Path(store_path) if store_path else cache_folder() / "zoo-digits"
+    out = Path(out) if out else store_path.parent / f"{store_path.name}-alignment"
+    store, build_seconds = ensure_zoo(store_path)
+    spec = parse_spec(
+        {"store": str(store_path), "out": str(out), "experiment": EXPERIMENT, "measures": MEASURES}
+    )
+    result = run_alignment(spec, quiet=quiet)
+    write_result(result, out)
+    tracking_uri = f"sqlite:///{out.resolve()}/mlflow.db"
+    run_id = log_alignment_run(
+        result.table,
+        params=result.params,
+        summary=result.summary,
+        experiment=EXPERIMENT,
+        tracking_uri=tracking_uri,
+        artifact_location=str(out.resolve() / "mlruns"),
+    )
+    values = {
+        (r["measure"], r["kernel"], r["estimator"], r["rep_a"], r["rep_b"]): r["value"]
+        for r in result.table.to_pylist()
+    }
+    values.update({(m, k, e, b, a): v for (m, k, e, a, b), v in values.items()})
+    origin = f"built in {build_seconds:.0f} s" if build_seconds is not None else "cached"
+    print(
+        f"repalign demo: the digits model zoo at {store_path} ({origin}): "
+        f"{len(store.representations)} representations of n = {result.summary['n']} images, "
+        f"{result.table.num_rows:,} values in {result.summary['seconds']:.0f} s on Ray\n"
+    )
+    layers = list(last_hidden_layers(store).values())
+    matrix = [[values[("cka", "linear", "biased", a, b)] for b in layers] for a in layers]
+    notes = []
+    for name in layers:
+        accuracy = (store[name].source or {}).get("test_accuracy")
+        notes.append(f"test accuracy {accuracy:.3f}" if accuracy is not None else "")
+    print("Linear CKA between every network's last hidden layer:")
+    print(format_matrix(layers, matrix, notes))
+    print("\nEvery measure for a few pairs:")
+    print(format_pairs(values))
+    print(f"\nThe whole table: {out / 'alignment.parquet'}; MLflow run {run_id}. To browse it:")
+    print(f"  {Path(os.sys.executable).parent / 'mlflow'} ui --backend-store-uri {tracking_uri}")
