@@ -19,6 +19,7 @@ lint: $(INSTALLED)
 bench: $(INSTALLED)
 	$(VENV)/bin/python benchmarks/measures.py
 	$(VENV)/bin/python benchmarks/store.py
+	$(VENV)/bin/python benchmarks/engine.py
 
 $(INSTALLED): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
