@@ -255,3 +255,33 @@ def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_pat
         results["r"].table.column("value").to_pylist()
         == reference.table.column("value").to_pylist()
     )
+
+
+def test_mmd_against_another_store_measures_drift(ray_session, tmp_path):
+    before = make_store(tmp_path / "before", {"a.x": 4, "b.x": 6}, {"a.x": 300, "b.x": 300}, n=900)
+    after = {
+        "a.x": before["a.x"] + 0.5,
+        "b.x": before["b.x"][::-1].copy(),
+    }  # a drifts, b is reordered
+    for name, values in after.items():
+        write_representation(tmp_path / "after", name, np.arange(900), values, shard_rows=250)
+    measures = [
+        {"name": "mmd2", "against": str(tmp_path / "after")},
+        {
+            "name": "mmd2",
+            "estimator": "biased",
+            "approx": "rff",
+            "features": 1024,
+            "against": str(tmp_path / "after"),
+        },
+    ]
+    result = run_alignment(spec(tmp_path / "before", measures), quiet=True)
+    rows = {(r["estimator"], r["rep_a"]): r for r in result.table.to_pylist()}
+    assert {(r["rep_a"], r["rep_b"]) for r in rows.values()} == {("a.x", "a.x"), ("b.x", "b.x")}
+    for name in after:
+        exact = repalign.mmd2(before[name], after[name])
+        assert rows["unbiased", name]["value"] == pytest.approx(exact, rel=1e-6, abs=1e-12)
+        approximate = rows["biased", name]
+        biased = repalign.mmd2(before[name], after[name], estimator="biased")
+        assert abs(approximate["value"] - biased) <= 4 * approximate["std_err"] + 1e-3
+    assert rows["unbiased", "a.x"]["value"] > 10 * abs(rows["unbiased", "b.x"]["value"])
