@@ -260,7 +260,7 @@ def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_pat
 def test_mmd_against_another_store_measures_drift(ray_session, tmp_path):
     before = make_store(tmp_path / "before", {"a.x": 4, "b.x": 6}, {"a.x": 300, "b.x": 300}, n=900)
     after = {
-        "a.x": before["a.x"] + 0.5,
+        "a.x": before["a.x"] + 2.0,
         "b.x": before["b.x"][::-1].copy(),
     }  # a drifts, b is reordered
     for name, values in after.items():
