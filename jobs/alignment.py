@@ -15,7 +15,10 @@ has its pairs recorded as missing with the reason; the rest of the matrix is com
 """
 
 import functools
+import hashlib
 import json
+import pickle
+import shutil
 import time
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
@@ -60,6 +63,9 @@ STATE_BYTES = 2 * 2**30
 """Largest second-moment state one actor holds; beyond it the statistic is tiled."""
 TILE_ROWS = 1024
 """Rows on each side of an exact-kernel tile."""
+CHECKPOINT_SECONDS = 30.0
+"""Each actor saves its partial state at most this often, under OUT/.checkpoints; a job run
+again after a crash resumes from there."""
 PILOT_ROWS = 1024
 """Rows whose mean is the shift of the second moments (it only conditions the sums)."""
 
@@ -117,6 +123,7 @@ def run_alignment(
         names = previous["names"] + [name for name in names if name not in previous["names"]]
     job = _Job(spec, store, names, n, actors, quiet, state_bytes, previous)
     job.run()
+    shutil.rmtree(job.checkpoints, ignore_errors=True)  # every pass is done
     params = {
         "store": str(Path(spec.store).resolve()),
         "representations": names,
@@ -136,6 +143,7 @@ def run_alignment(
         "missing_values": int(sum(s != "ok" for s in table.column("status").to_pylist())),
         "blocks_computed": job.blocks_computed,
         "actor_replays": job.replays,
+        "units_resumed": job.resumed,
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
     }
@@ -221,14 +229,24 @@ class _Job:
         self.constant = {}  # name -> reason; moments find them, else a pass of column ranges
         self.blocks_computed = 0
         self.replays = 0
+        self.resumed = 0
+        self.checkpoints = Path(spec.out) / ".checkpoints"
         self.timings = {}
 
     def _units(self, task, units, description):
         """Run ``units`` of ``task`` on the job's actors, counting replays of dead actors."""
-        state, replays = run_units(
-            task, units, actors=self.actors, description=description, quiet=self.quiet
+        key = hashlib.sha256(pickle.dumps((task, units, self.actors))).hexdigest()[:16]
+        state, replays, resumed = run_units(
+            task,
+            units,
+            actors=self.actors,
+            description=description,
+            quiet=self.quiet,
+            checkpoints=self.checkpoints / key,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
         )
         self.replays += replays
+        self.resumed += resumed
         return state
 
     def saved_state(self):

@@ -6,9 +6,15 @@ actor that adds its units' states in order. The slots' states are then added in 
 So for a given number of actors the result is the same bit for bit, whatever the timing, and
 a slot whose actor dies is replayed from its units on a new actor: the job finishes with the
 identical result (style.md §3: state in a few actors, ``ray.get`` late).
+
+With a checkpoint folder, each slot also saves its state and the number of units it has added
+(at most every ``checkpoint_seconds``); a slot restarted after its actor, or the whole job,
+died resumes from there, and the result is still the same bit for bit.
 """
 
 import os
+import pickle
+import time
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -23,14 +29,35 @@ MAX_REPLAYS = 3
 class Accumulator:
     """One slot: the running sum of the states of the units it was given, in order."""
 
-    def __init__(self, task):
+    def __init__(self, task, checkpoint=None, checkpoint_seconds=None):
         self.task = task
-        self.state = None
+        self.state, self.done = None, 0
+        self.checkpoint, self.checkpoint_seconds = checkpoint, checkpoint_seconds
+        self.saved_at = time.monotonic()
+        if checkpoint is not None and os.path.exists(checkpoint):
+            with open(checkpoint, "rb") as f:
+                self.done, self.state = pickle.load(f)
+
+    def units_done(self):
+        return self.done
 
     def add(self, unit):
         part = self.task.compute(unit)
         self.state = part if self.state is None else self.state + part
+        self.done += 1
+        if self.checkpoint is not None:
+            if time.monotonic() - self.saved_at >= self.checkpoint_seconds:
+                self._save()
         return self.task.rows(unit)
+
+    def _save(self):
+        temporary = f"{self.checkpoint}.tmp"
+        with open(temporary, "wb") as f:
+            pickle.dump((self.done, self.state), f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.checkpoint)
+        self.saved_at = time.monotonic()
 
     def result(self):
         return self.state
@@ -39,9 +66,12 @@ class Accumulator:
         return os.getpid()
 
 
-def run_units(task, units, *, actors, description, quiet=False):
-    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors,
-    and the number of slots replayed after their actor died.
+def run_units(
+    task, units, *, actors, description, quiet=False, checkpoints=None, checkpoint_seconds=30.0
+):
+    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors;
+    the number of slots replayed after their actor died; and the units resumed from
+    checkpoints.
 
     Parameters
     ----------
@@ -53,6 +83,9 @@ def run_units(task, units, *, actors, description, quiet=False):
     description : str
         Label of the progress bar (rows, rows/s and an ETA, on stderr; off when ``quiet`` or
         when stderr is not a terminal).
+    checkpoints : path-like, optional
+        Folder of this pass's checkpoints (one file per slot); it must be specific to the task,
+        the units and the number of actors, as a saved state is resumed without questions.
     """
     actors = max(1, min(actors, len(units)))
     # Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
@@ -62,6 +95,9 @@ def run_units(task, units, *, actors, description, quiet=False):
     slots = [units[s::actors] for s in range(actors)]
     total = sum(task.rows(u) for u in units)
     task_ref = ray.put(task)
+    if checkpoints is not None:
+        os.makedirs(checkpoints, exist_ok=True)
+    resumed = 0
     with tqdm(
         total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
     ) as bar:
@@ -72,9 +108,21 @@ def run_units(task, units, *, actors, description, quiet=False):
         pending = {}
 
         def start(slot):
-            handle = Accumulator.options(num_cpus=cpus).remote(task_ref)
+            nonlocal resumed
+            checkpoint = None
+            if checkpoints is not None:
+                checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
+            handle = Accumulator.options(num_cpus=cpus).remote(
+                task_ref, checkpoint, checkpoint_seconds
+            )
             handles[slot] = handle
-            for unit in slots[slot]:
+            done = ray.get(handle.units_done.remote()) if checkpoint else 0
+            if done:
+                resumed += done
+                rows = sum(task.rows(u) for u in slots[slot][:done])
+                bar.update(rows)
+                done_rows[slot] += rows
+            for unit in slots[slot][done:]:
                 pending[handle.add.remote(unit)] = slot
             pending[handle.result.remote()] = slot
 
@@ -106,4 +154,4 @@ def run_units(task, units, *, actors, description, quiet=False):
     total_state = results[0]
     for state in results[1:]:
         total_state = total_state + state
-    return total_state, sum(replays)
+    return total_state, sum(replays), resumed

@@ -222,11 +222,15 @@ def test_a_misaligned_store_is_refused(ray_session, tmp_path):
 
 
 def actor_processes():
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "ray::Accumulator" in " ".join(p.info["cmdline"] or [])
-    ]
+    """The accumulator actors of this test session's Ray (its workers descend from us)."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if "ray::Accumulator" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # gone, or a zombie, since we listed it
+            pass
+    return found
 
 
 def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_path, monkeypatch):
@@ -285,3 +289,51 @@ def test_mmd_against_another_store_measures_drift(ray_session, tmp_path):
         biased = repalign.mmd2(before[name], after[name], estimator="biased")
         assert abs(approximate["value"] - biased) <= 4 * approximate["std_err"] + 1e-3
     assert rows["unbiased", "a.x"]["value"] > 10 * abs(rows["unbiased", "b.x"]["value"])
+
+
+CRASHING_DRIVER = """
+import sys
+import ray
+from jobs import alignment
+from repalign.spec import parse_spec
+
+ray.init(address=sys.argv[2], log_to_driver=False)
+alignment.UNIT_BYTES = 200 * 6 * 48 * 4
+alignment.CHECKPOINT_SECONDS = 0.0  # save after every unit
+spec = parse_spec({"store": sys.argv[1], "out": sys.argv[1] + "/out", "actors": 2,
+                   "measures": [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]})
+alignment.run_alignment(spec, quiet=True)
+"""
+
+
+def test_a_job_run_again_after_its_driver_died_resumes_from_checkpoints(
+    ray_session, tmp_path, monkeypatch
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    widths = {f"m{i}.a": 48 for i in range(6)}
+    make_store(tmp_path, widths, dict.fromkeys(widths, 5000), n=40_000)
+    monkeypatch.setattr(alignment, "UNIT_BYTES", 200 * 6 * 48 * 4)
+    measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
+    address = ray_session.get_runtime_context().gcs_address
+    driver = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_DRIVER, str(tmp_path), address],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    checkpoints = tmp_path / "out" / ".checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(checkpoints.glob("*/slot-*.pkl"))) < 2:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    driver.send_signal(signal.SIGKILL)  # the driver dies mid-pass, as a crash would
+    driver.wait()
+    assert list(checkpoints.glob("*/slot-*.pkl")), "no checkpoint was written before the kill"
+    resumed = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
+    assert resumed.summary["units_resumed"] > 0
+    assert not checkpoints.exists()  # a finished job leaves no checkpoints
+    fresh = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
+    assert fresh.summary["units_resumed"] == 0
+    assert resumed.table.column("value").to_pylist() == fresh.table.column("value").to_pylist()
