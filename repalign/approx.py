@@ -42,6 +42,7 @@ from repalign.validation import (
     check_pair,
     check_representation,
     check_sigma,
+    check_two_samples,
 )
 
 EIGENVALUE_FLOOR = 1e-10
@@ -623,13 +624,7 @@ def mmd2_rff(X, Y, *, n_features=2048, sigma="median", seed=0, estimator="unbias
     """
     check_option(estimator, name="estimator", allowed=MMD_RFF_ESTIMATORS)
     sigma = check_sigma(sigma)
-    X = check_representation(X, name="X", min_rows=2, constant_ok=True)
-    Y = check_representation(Y, name="Y", min_rows=2, constant_ok=True)
-    if X.shape[1] != Y.shape[1]:
-        raise ShapeError(
-            "X and Y must be samples in one space, with the same number of features; "
-            f"got X.shape={X.shape}, Y.shape={Y.shape}."
-        )
+    X, Y = check_two_samples(X, Y)
     sigma = resolve_sigma(np.concatenate([X, Y]), sigma, name="the pooled sample [X; Y]")
     rff = RandomFourierFeatures(X.shape[1], n_features, sigma, seed=seed)
     embeddings = []

@@ -75,6 +75,18 @@ def check_pair(X, Y, *, min_rows=2, names=("X", "Y")):
     return X, Y
 
 
+def check_two_samples(X, Y):
+    """Check two samples of one space (MMD): each valid, possibly constant, equal widths."""
+    X = check_representation(X, name="X", min_rows=2, constant_ok=True)
+    Y = check_representation(Y, name="Y", min_rows=2, constant_ok=True)
+    if X.shape[1] != Y.shape[1]:
+        raise ShapeError(
+            "X and Y must be samples in one space, with the same number of features; "
+            f"got X.shape={X.shape}, Y.shape={Y.shape}."
+        )
+    return X, Y
+
+
 def check_option(value, *, name, allowed):
     """Return ``value`` if it is one of the ``allowed`` names, else raise UnknownOptionError."""
     if not isinstance(value, str) or value not in allowed:

@@ -3,9 +3,9 @@
 import numpy as np
 
 from repalign.blocks import row_slices
-from repalign.errors import RowMismatchError, ShapeError
+from repalign.errors import RowMismatchError
 from repalign.measures.kernels import _rbf_gram, resolve_sigma
-from repalign.validation import check_option, check_representation, check_sigma
+from repalign.validation import check_option, check_sigma, check_two_samples
 
 MMD_KERNELS = ("rbf", "linear")
 MMD_ESTIMATORS = ("unbiased", "biased", "linear")
@@ -52,13 +52,7 @@ def mmd2(X, Y, *, kernel="rbf", sigma="median", estimator="unbiased"):
     check_option(kernel, name="kernel", allowed=MMD_KERNELS)
     check_option(estimator, name="estimator", allowed=MMD_ESTIMATORS)
     sigma = check_sigma(sigma)
-    X = check_representation(X, name="X", min_rows=2, constant_ok=True)
-    Y = check_representation(Y, name="Y", min_rows=2, constant_ok=True)
-    if X.shape[1] != Y.shape[1]:
-        raise ShapeError(
-            "X and Y must be samples in one space, with the same number of features; "
-            f"got X.shape={X.shape}, Y.shape={Y.shape}."
-        )
+    X, Y = check_two_samples(X, Y)
     if estimator == "linear" and X.shape[0] != Y.shape[0]:
         raise RowMismatchError(
             "the 'linear' estimator pairs the rows of X and Y, so they need equal row counts; "
