@@ -239,6 +239,8 @@ def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_pat
     monkeypatch.setattr(alignment, "UNIT_BYTES", 200 * 6 * 48 * 4)  # 200-row units: many of them
     measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
     reference = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
+    # every unit checkpoints, so that the test can see the job is under way before it kills
+    monkeypatch.setattr(alignment, "CHECKPOINT_SECONDS", 0.0)
     results = {}
     job = threading.Thread(
         target=lambda: results.update(
@@ -246,49 +248,17 @@ def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_pat
         )
     )
     job.start()
-    deadline = time.time() + 60
-    while not actor_processes() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # let it accumulate some units
+    checkpoints = tmp_path / "out" / ".checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("*/slot-*.pkl")):
+        time.sleep(0.02)
     victims = actor_processes()
-    assert victims, "no actor process seen"
+    assert victims, "no actor process seen while the job ran"
     victims[0].kill()
     job.join(timeout=300)
     assert results["r"].summary["actor_replays"] >= 1
-    assert (
-        results["r"].table.column("value").to_pylist()
-        == reference.table.column("value").to_pylist()
-    )
-
-
-def test_mmd_against_another_store_measures_drift(ray_session, tmp_path):
-    before = make_store(tmp_path / "before", {"a.x": 4, "b.x": 6}, {"a.x": 300, "b.x": 300}, n=900)
-    after = {
-        "a.x": before["a.x"] + 2.0,
-        "b.x": before["b.x"][::-1].copy(),
-    }  # a drifts, b is reordered
-    for name, values in after.items():
-        write_representation(tmp_path / "after", name, np.arange(900), values, shard_rows=250)
-    measures = [
-        {"name": "mmd2", "against": str(tmp_path / "after")},
-        {
-            "name": "mmd2",
-            "estimator": "biased",
-            "approx": "rff",
-            "features": 1024,
-            "against": str(tmp_path / "after"),
-        },
-    ]
-    result = run_alignment(spec(tmp_path / "before", measures), quiet=True)
-    rows = {(r["estimator"], r["rep_a"]): r for r in result.table.to_pylist()}
-    assert {(r["rep_a"], r["rep_b"]) for r in rows.values()} == {("a.x", "a.x"), ("b.x", "b.x")}
-    for name in after:
-        exact = repalign.mmd2(before[name], after[name])
-        assert rows["unbiased", name]["value"] == pytest.approx(exact, rel=1e-6, abs=1e-12)
-        approximate = rows["biased", name]
-        biased = repalign.mmd2(before[name], after[name], estimator="biased")
-        assert abs(approximate["value"] - biased) <= 4 * approximate["std_err"] + 1e-3
-    assert rows["unbiased", "a.x"]["value"] > 10 * abs(rows["unbiased", "b.x"]["value"])
+    values = results["r"].table.column("value").to_pylist()
+    assert values == reference.table.column("value").to_pylist()
 
 
 CRASHING_DRIVER = """
