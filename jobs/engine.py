@@ -43,7 +43,10 @@ class Accumulator:
 
     def add(self, unit):
         part = self.task.compute(unit)
-        self.state = part if self.state is None else self.state + part
+        if self.state is None:
+            self.state = part
+        else:
+            self.state += part  # in place where the state supports it (GramState does)
         self.done += 1
         if self.checkpoint is not None:
             if time.monotonic() - self.saved_at >= self.checkpoint_seconds:

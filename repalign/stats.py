@@ -97,13 +97,19 @@ class GramState:
         return Z
 
     def __add__(self, other):
+        total = GramState(self.dims, self.shifts)
+        total._upper = self._upper.copy(order="F")
+        total += other
+        return total
+
+    def __iadd__(self, other):
+        """Add ``other`` in place: no new D×D matrix (an actor adds one per unit)."""
         if self.dims != other.dims or not all(
             np.array_equal(a, b) for a, b in zip(self.shifts, other.shifts, strict=True)
         ):
             raise ValueError("GramState: only states with the same widths and shifts add up.")
-        total = GramState(self.dims, self.shifts)
-        total._upper = np.asfortranarray(self._upper + other._upper)
-        return total
+        np.add(self._upper, other._upper, out=self._upper)
+        return self
 
     @property
     def moments(self):
@@ -185,6 +191,11 @@ class BorderState(GramState):
         Z = self._rows(blocks)
         self.rows_matrix += Z[:, self._new].T @ Z
         self._rows_seen += len(Z)
+
+    def __iadd__(self, other):
+        self.rows_matrix += other.rows_matrix
+        self._rows_seen += other._rows_seen
+        return self
 
     def __add__(self, other):
         total = BorderState(self.dims, self.shifts, 0)

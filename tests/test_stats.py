@@ -88,3 +88,17 @@ def test_states_with_other_shifts_do_not_add():
         a + b
     with pytest.raises(ValueError, match="same widths and shifts"):
         a + GramState([3])
+
+
+def test_in_place_addition_equals_addition_and_keeps_the_matrix():
+    X, Y = paired_data(6, 300, 3, 4)
+    left, right = GramState([3, 4]), GramState([3, 4])
+    left.add_block([X[:100], Y[:100]])
+    right.add_block([X[100:], Y[100:]])
+    expected = (left + right).moments
+    matrix = left._upper
+    left += right
+    assert left._upper is matrix  # no new D×D matrix per merged unit
+    np.testing.assert_allclose(left.moments, expected, rtol=1e-15)
+    with pytest.raises(ValueError, match="same widths and shifts"):
+        left += GramState([3, 5])
