@@ -32,6 +32,7 @@ from functools import partial
 
 import numpy as np
 import scipy
+from machine import cpu_model, total_memory_gib
 from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info
 
@@ -93,18 +94,6 @@ def print_machine():
         f"- data: seed {SEED}, d_x = d_y = {WIDTH}, float32, Y = X W/√d + {NOISE}·noise; "
         f"best of {REPEATS} runs, Gram form single run for n ≥ {SINGLE_GRAM_RUN_FROM:,}\n"
     )
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def total_memory_gib():
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def make_representations(n):

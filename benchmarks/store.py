@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from machine import cpu_model, total_memory_gib
 
 import repalign
 from repalign.store import open_store, write_representation
@@ -96,18 +97,6 @@ def print_machine():
         f"0..n−1, {default_shard_rows(DIM):,} rows per shard (the default), best of "
         f"{REPEATS} interleaved rounds\n"
     )
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def total_memory_gib():
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def make_representation():
