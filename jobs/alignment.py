@@ -46,6 +46,7 @@ from repalign.approx import (
     approximate_products,
     sample_landmarks,
 )
+from repalign.blocks import block_rows
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
@@ -309,6 +310,11 @@ class _Job:
     def row_units(self, names, width=None):
         width = width or sum(self.store[name].dim for name in names) or 1
         rows = max(256, UNIT_BYTES // (4 * width))
+        # Whole blocks of the moment statistic (width + a norm per representation + 1), so
+        # that no unit ends in a short SYRK that still streams the whole D×D state.
+        block = block_rows(width + len(names) + 1)
+        if rows > block:
+            rows -= rows % block
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):

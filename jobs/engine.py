@@ -110,27 +110,30 @@ def run_units(
         handles = [None] * actors
         pending = {}
 
-        def start(slot):
+        def start(slots_to_start):
+            """Start one actor per slot, all at once, then queue each slot's remaining units."""
             nonlocal resumed
-            checkpoint = None
+            for slot in slots_to_start:
+                checkpoint = None
+                if checkpoints is not None:
+                    checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
+                handles[slot] = Accumulator.options(num_cpus=cpus).remote(
+                    task_ref, checkpoint, checkpoint_seconds
+                )
+            done_counts = [0] * len(slots_to_start)
             if checkpoints is not None:
-                checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
-            handle = Accumulator.options(num_cpus=cpus).remote(
-                task_ref, checkpoint, checkpoint_seconds
-            )
-            handles[slot] = handle
-            done = ray.get(handle.units_done.remote()) if checkpoint else 0
-            if done:
-                resumed += done
-                rows = sum(task.rows(u) for u in slots[slot][:done])
-                bar.update(rows)
-                done_rows[slot] += rows
-            for unit in slots[slot][done:]:
-                pending[handle.add.remote(unit)] = slot
-            pending[handle.result.remote()] = slot
+                done_counts = ray.get([handles[s].units_done.remote() for s in slots_to_start])
+            for slot, done in zip(slots_to_start, done_counts, strict=True):
+                if done:
+                    resumed += done
+                    rows = sum(task.rows(u) for u in slots[slot][:done])
+                    bar.update(rows)
+                    done_rows[slot] += rows
+                for unit in slots[slot][done:]:
+                    pending[handles[slot].add.remote(unit)] = slot
+                pending[handles[slot].result.remote()] = slot
 
-        for slot in range(actors):
-            start(slot)
+        start(range(actors))
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
             slot = pending.pop(done)
@@ -145,7 +148,7 @@ def run_units(
                 bar.write(f"{description}: an actor died; replaying its {len(slots[slot])} units")
                 bar.update(-done_rows[slot])
                 done_rows[slot] = 0
-                start(slot)
+                start([slot])
                 continue
             if isinstance(value, int):
                 bar.update(value)

@@ -44,6 +44,7 @@ class GramState:
         size = int(self.offsets[-1]) + 1
         # Upper triangle only, Fortran order, so that dsyrk accumulates into it in place.
         self._upper = np.zeros((size, size), order="F")
+        self._moved = {}  # centre (bool) -> full moment matrix moved to it; see `pair`
 
     @classmethod
     def from_arrays(cls, arrays, *, center=True):
@@ -83,6 +84,7 @@ class GramState:
         Z = self._rows(blocks)
         # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
         self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+        self._moved.clear()
 
     def _rows(self, blocks):
         """The rows z of a block, float64, shape (rows, D + 1)."""
@@ -109,17 +111,13 @@ class GramState:
         ):
             raise ValueError("GramState: only states with the same widths and shifts add up.")
         np.add(self._upper, other._upper, out=self._upper)
+        self._moved.clear()
         return self
 
     @property
     def moments(self):
         """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1)."""
         return np.triu(self._upper) + np.triu(self._upper, 1).T
-
-    def _symmetric_block(self, index):
-        """M[index][:, index] read from the stored upper triangle: O(len(index)²), not O(D²)."""
-        block = self._upper[np.ix_(index, index)]
-        return np.where(index[:, None] <= index[None, :], block, block.T)
 
     def mean(self, k):
         """Column means of representation k."""
@@ -131,17 +129,16 @@ class GramState:
 
         Returns the `PairMoments` of [x, ‖x‖², y, ‖y‖², 1] where x, y are the rows of i and j,
         either minus their exact column means (``center=True``) or raw (``center=False``).
+        The first call for either centring moves the whole matrix to it once (O(D²)) and keeps
+        the result, so that every later pair is a view: an all-pairs job pays O(D²), not
+        O(D²) per pair. The kept matrices are dropped when rows are added.
         """
-        index = np.r_[
-            self.offsets[i] : self.offsets[i + 1],
-            self.offsets[j] : self.offsets[j + 1],
-            self.width - 1,
-        ]
-        sub = self._symmetric_block(index)
-        targets = [self.mean(k) if center else np.zeros(self.dims[k]) for k in (i, j)]
-        deltas = [t - self.shifts[k] for t, k in zip(targets, (i, j), strict=True)]
-        dims = (self.dims[i], self.dims[j])
-        return PairMoments(_reshift(sub, dims, deltas), *dims)
+        if center not in self._moved:
+            targets = [self.mean(k) if center else np.zeros(d) for k, d in enumerate(self.dims)]
+            deltas = [t - c for t, c in zip(targets, self.shifts, strict=True)]
+            self._moved[center] = _reshift(self.moments, self.dims, deltas)
+        M = self._moved[center]
+        return PairMoments(M, *(slice(self.offsets[k], self.offsets[k + 1] - 1) for k in (i, j)))
 
     def extended(self, border):
         """The state of these representations followed by ``border``'s new ones.
@@ -237,12 +234,20 @@ class PairMoments:
 
     Representation 0 is x, representation 1 is y; aᵣ = ‖xᵣ‖² per row. Methods take the indices
     r, s in {0, 1}, so that one formula serves ⟨K, L⟩, ⟨K, K⟩ and ⟨L, L⟩ alike.
+
+    Parameters
+    ----------
+    M : ndarray
+        A symmetric moment matrix whose last row and column belong to the constant 1.
+    x, y : slice
+        The feature columns of each representation in ``M``; its squared norm is the column
+        right after them.
     """
 
-    def __init__(self, M, dx, dy):
+    def __init__(self, M, x, y):
         self._M = M
-        self._features = (slice(0, dx), slice(dx + 1, dx + 1 + dy))
-        self._norms = (dx, dx + 1 + dy)
+        self._features = (x, y)
+        self._norms = (x.stop, y.stop)
         self.n = M[-1, -1]
 
     def cross(self, r, s):

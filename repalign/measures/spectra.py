@@ -37,9 +37,10 @@ def feature_spectra(state, i, j, principal=None):
 
 def principal_axes(state, k):
     """The `PrincipalAxes` of representation k of a `GramState`."""
-    centred = state.pair(k, k, center=True).cross(0, 0)
-    norm = np.sqrt(state.pair(k, k, center=False).norm_sum(0))
-    return PrincipalAxes(centred, norm)
+    moments = state.pair(k, k, center=True)
+    mean = state.mean(k)
+    norm = np.sqrt(moments.norm_sum(0) + moments.n * (mean @ mean))  # ‖X‖²_F = ‖X̃‖²_F + n‖μ‖²
+    return PrincipalAxes(moments.cross(0, 0), norm)
 
 
 class PrincipalAxes:
