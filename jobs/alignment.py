@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from jobs.engine import run_units
+from jobs.engine import run_units, start_ray
 from jobs.tasks import (
     EmbeddingTask,
     FeatureTask,
@@ -117,7 +117,7 @@ def run_alignment(
             "`repalign align` first to write an aligned copy."
         )
     n = store[names[0]].rows
-    _start_ray(ray_address)
+    start_ray(ray_address)
     actors = spec.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     previous = _previous_state(incremental_from, store, names) if incremental_from else None
     if previous is not None:  # old representations first, in the saved order
@@ -212,11 +212,6 @@ def _digest(representation):
         "ids_sha256": representation.manifest.get("ids_sha256"),
         "shards": [shard["sha256"] for shard in representation.shards],
     }
-
-
-def _start_ray(address):
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
 
 
 class _Job:

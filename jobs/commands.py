@@ -72,7 +72,7 @@ def _run(args):
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
     if args.spec:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, kind="alignment")
         overrides = {
             k: getattr(args, k)
             for k in ("store", "out", "representations", "experiment", "actors")

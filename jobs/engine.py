@@ -25,6 +25,12 @@ MAX_REPLAYS = 3
 """How many times one slot may be replayed after its actor died before the job gives up."""
 
 
+def start_ray(address=None):
+    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running."""
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+
+
 @ray.remote
 class Accumulator:
     """One slot: the running sum of the states of the units it was given, in order."""

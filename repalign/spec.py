@@ -1,7 +1,10 @@
-"""The job spec: what an alignment job computes, shared by ``repalign run`` and the service.
+"""Job specs: what a job computes, shared by the command line and the service.
 
-A spec is JSON or YAML with these keys (unknown keys are refused, naming the key):
+A spec is JSON or YAML; its ``kind`` says which job it describes: ``alignment`` (the default;
+``repalign run``) or ``stitching`` (``repalign stitch``). Unknown keys are refused, naming the
+key. An alignment spec has these keys:
 
+    kind: alignment
     store: path of the embedding store
     representations: names or globs (default: all)
     measures: a list of {name, kernel, estimator, sigma, approx, features, seed, k, ...}
@@ -11,6 +14,16 @@ A spec is JSON or YAML with these keys (unknown keys are refused, naming the key
 
 Each measure names one definition of `repalign.measures` (design.md §3); the engine's value
 for it equals the library function on the same arrays.
+
+A stitching spec (`StitchingSpec`):
+
+    kind: stitching
+    store: a zoo store with its saved models and targets
+    pairs: a list of {source: MODEL.LAYER, target: MODEL.LAYER} (default: every model into every
+        trained model at matching relative depth, untrained controls included)
+    stitcher: {affine, optimizer, max_epochs, patience, learning_rate, validation_fraction, seed}
+    experiment, out: as above
+    workers: parallel stitching tasks (default: the CPUs Ray offers)
 """
 
 import json
@@ -127,10 +140,59 @@ class AlignmentSpec(BaseModel):
         return self
 
 
-def parse_spec(content):
-    """An `AlignmentSpec` from a dict, refusing bad keys and values with a `SpecError`."""
+class Stitcher(BaseModel):
+    """How each stitcher is trained (`repalign.stitching.train_stitcher`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    affine: bool = False
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    max_epochs: int = Field(default=30, ge=1)
+    patience: int = Field(default=3, ge=1)
+    learning_rate: float = Field(default=1e-2, gt=0)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class StitchPair(BaseModel):
+    """One stitch: the representation ``source`` mapped into the layer ``target``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(pattern=r"^[^.]+\..+$")
+    target: str = Field(pattern=r"^[^.]+\..+$")
+
+
+class StitchingSpec(BaseModel):
+    """A stitching job: train a stitcher for each pair and put the paper's bound beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stitching"] = "stitching"
+    store: str
+    pairs: list[StitchPair] | None = Field(default=None, min_length=1)
+    stitcher: Stitcher = Stitcher()
+    experiment: str = "repalign"
+    out: str
+    workers: int | None = Field(default=None, ge=1)
+
+
+SPECS = {"alignment": AlignmentSpec, "stitching": StitchingSpec}
+
+
+def parse_spec(content, *, kind=None):
+    """An `AlignmentSpec` or `StitchingSpec` from a dict, by its ``kind`` (default
+    "alignment"), refusing bad keys and values with a `SpecError`.
+
+    With ``kind`` given, a spec of another kind is refused too.
+    """
+    given = content.get("kind", "alignment") if isinstance(content, dict) else "alignment"
+    if given not in SPECS:
+        raise SpecError(f"invalid job spec: kind: {given!r} is not one of {', '.join(SPECS)}")
+    if kind is not None and given != kind:
+        raise SpecError(f"this is a {given} spec; a {kind} job needs kind: {kind}")
     try:
-        return AlignmentSpec.model_validate(content)
+        return SPECS[given].model_validate(content)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
@@ -138,8 +200,8 @@ def parse_spec(content):
         raise SpecError(f"invalid job spec: {problems}") from None
 
 
-def load_spec(path):
-    """Read a spec from a .json, .yaml or .yml file."""
+def load_spec(path, *, kind=None):
+    """Read a spec from a .json, .yaml or .yml file (see `parse_spec`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -153,7 +215,7 @@ def load_spec(path):
         ) from None
     if not isinstance(content, dict):
         raise SpecError(f"{path} must hold a mapping of keys to values.")
-    return parse_spec(content)
+    return parse_spec(content, kind=kind)
 
 
 def parse_measure(text):

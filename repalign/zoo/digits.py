@@ -29,9 +29,11 @@ from repalign.store import RepresentationWriter
 from repalign.zoo.models import (
     IMAGE_SHAPE,
     MODELS_FOLDER,
+    Targets,
     build_network,
     deterministic_torch,
     save_model,
+    save_targets,
 )
 
 DATASET = "scikit-learn load_digits: 1,797 grey 8×8 images of the digits 0-9, pixels / 16"
@@ -152,6 +154,7 @@ def build_digits_zoo(store_path, preset, *, augment=0, progress=True, overwrite=
     """
     digits = load_digits_split()
     settings = PRESETS[preset]
+    save_targets(store_path, digits_targets(digits, augment))
     names = []
     with deterministic_torch():
         for model_name, architecture, seed, trained in tqdm(
@@ -179,6 +182,14 @@ def build_digits_zoo(store_path, preset, *, augment=0, progress=True, overwrite=
             names += write_layers(store_path, network, record, digits, augment, overwrite)
             save_model(store_path, model_name, network, record)
     return names
+
+
+def digits_targets(digits, augment):
+    """Labels and splits of the originals and of ``augment`` copies (label of their source)."""
+    ids = np.arange(N_ORIGINALS + augment, dtype=np.int64)
+    splits = np.full(len(ids), "augment", dtype=object)
+    splits[digits.train_ids], splits[digits.test_ids] = "train", "test"
+    return Targets(ids, digits.labels[ids % N_ORIGINALS], splits.astype(str))
 
 
 def train(network, digits, training, seed):

@@ -9,8 +9,12 @@ can be run on any such vector (`LayeredNetwork.forward_from`), which is what sti
 import json
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -19,6 +23,8 @@ from repalign.validation import check_option
 
 KINDS = ("mlp", "cnn")
 MODELS_FOLDER = "_models"  # in the store; readers skip folders whose names start with "_"
+TARGETS_FILE = "targets.parquet"  # in MODELS_FOLDER: what the models were trained to predict
+SPLITS = ("train", "test", "augment")
 TORCH_THREADS = 1
 IMAGE_SHAPE = (8, 8)
 N_PIXELS = 64
@@ -195,3 +201,50 @@ def load_model(store_path, model_name):
     network.load_state_dict(torch.load(folder / f"{model_name}.pt", weights_only=True))
     network.record = record
     return network.eval()
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The labels of a zoo's samples and the split each belongs to, in sample-id order."""
+
+    sample_ids: np.ndarray  # int64
+    labels: np.ndarray  # int64
+    splits: np.ndarray  # str: one of SPLITS
+
+    def rows(self, split):
+        """Row positions of the samples of ``split``, ascending."""
+        check_option(split, name="split", allowed=SPLITS)
+        return np.flatnonzero(self.splits == split)
+
+
+def save_targets(store_path, targets):
+    """Write ``<store>/_models/targets.parquet`` (sample_id, label, split), replacing any."""
+    folder = Path(store_path) / MODELS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "sample_id": pa.array(targets.sample_ids, pa.int64()),
+            "label": pa.array(targets.labels, pa.int64()),
+            "split": pa.array(targets.splits.tolist(), pa.string()),
+        }
+    )
+    temporary = folder / f".{TARGETS_FILE}.tmp"
+    pq.write_table(table, temporary)
+    os.replace(temporary, folder / TARGETS_FILE)
+
+
+def load_targets(store_path):
+    """The `Targets` of a zoo store, as `save_targets` wrote them."""
+    path = Path(store_path) / MODELS_FOLDER / TARGETS_FILE
+    if not path.exists():
+        raise StoreError(
+            f"{store_path} holds no targets ({MODELS_FOLDER}/{TARGETS_FILE}): stitching needs the "
+            "labels the models were trained on; a digits zoo built by this version of repalign "
+            "has them (`repalign zoo build --overwrite`)."
+        )
+    table = pq.read_table(path)
+    return Targets(
+        table["sample_id"].to_numpy(),
+        table["label"].to_numpy(),
+        np.asarray(table["split"].to_pylist()),
+    )
