@@ -5,6 +5,18 @@ Huang & Rosasco, ICLR 2025) and their usual companions, exact in memory here, an
 the jobs of the ``jobs`` package.
 """
 
+from repalign.bounds import (
+    bures_wasserstein_squared,
+    cumulative_power,
+    gaussian_mutual_information,
+    gcv,
+    independence_wasserstein_squared,
+    kare,
+    kare_sweep,
+    kta_risk_bound,
+    lemma1_interval,
+    lemma1_radius,
+)
 from repalign.measures import (
     cca,
     cka,
@@ -26,12 +38,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "bures_wasserstein_squared",
     "cca",
     "cka",
     "cknna",
+    "cumulative_power",
     "distance_alignment",
+    "gaussian_mutual_information",
+    "gcv",
     "hsic",
+    "independence_wasserstein_squared",
+    "kare",
+    "kare_sweep",
     "kernel_alignment",
+    "kta_risk_bound",
+    "lemma1_interval",
+    "lemma1_radius",
     "linear_gram",
     "median_sigma",
     "mmd2",
