@@ -7,6 +7,8 @@ reading its own rows (design.md §4):
   (KA, CKA, HSIC, Procrustes, CCA, SVCCA) of every pair comes. When the D×D statistic is too
   large for one actor it is cut into tiles of groups of representations.
 - rbf: exact RBF kernel measures from b×b tiles of every Gram matrix at once (O(M·b²) memory).
+  Exact RBF KA also gets the interval of `repalign.bounds.lemma1_interval` (Lemma 1 of
+  Insulla et al., made rigorous in paper-spec §3 (b)) in the columns ``lower`` and ``upper``.
 - neighbors: exact top-k cosine neighbours, for mutual k-NN and CKNNA.
 - mmd: two-sample MMD² between representations of equal width (or against another store).
 
@@ -47,6 +49,7 @@ from repalign.approx import (
     sample_landmarks,
 )
 from repalign.blocks import block_rows
+from repalign.bounds import lemma1_interval
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
@@ -69,6 +72,8 @@ CHECKPOINT_SECONDS = 30.0
 again after a crash resumes from there."""
 PILOT_ROWS = 1024
 """Rows whose mean is the shift of the second moments (it only conditions the sums)."""
+LEMMA1_DELTA = 0.05
+"""Failure probability of the Lemma 1 interval given with each exact RBF KA (|K| ≤ 1)."""
 
 MOMENT_MEASURES = ("ka", "cka", "hsic", "procrustes", "cca", "svcca")
 NEIGHBOR_MEASURES = ("mutual_knn", "cknna")
@@ -81,6 +86,8 @@ COLUMNS = [
     ("value", pa.float64()),
     ("n", pa.int64()),
     ("std_err", pa.float64()),
+    ("lower", pa.float64()),  # the Lemma 1 interval of exact RBF KA; null for other rows
+    ("upper", pa.float64()),
     ("status", pa.string()),
     ("reason", pa.string()),
 ]
@@ -147,6 +154,11 @@ def run_alignment(
         "units_resumed": job.resumed,
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
+        "lemma1": {
+            "delta": LEMMA1_DELTA,
+            "intervals": len(job.intervals),
+            "vacuous": sum(interval.vacuous for interval in job.intervals.values()),
+        },
     }
     return AlignmentResult(table, summary, params, job.saved_state(), job.timings)
 
@@ -221,6 +233,7 @@ class _Job:
         self.previous = previous
         self.moments = None  # (names, GramState) when the statistic fits one state
         self.values = {}  # (label, a, b) -> (value, std_err, reason)
+        self.intervals = {}  # (label, a, b) -> KAInterval, for exact RBF KA
         self.unusable = {name: _manifest_problem(store[name]) for name in names}
         self.constant = {}  # name -> reason; moments find them, else a pass of column ranges
         self.blocks_computed = 0
@@ -409,6 +422,8 @@ class _Job:
                     self._record(
                         config, a, b, kernel_measure, products, config.name, config.estimator
                     )
+                    if config.name == "ka" and self.values[config.label, a, b][2] == "":
+                        self.intervals[config.label, a, b] = _lemma1_interval(products, self.n)
 
     def _features(self, configs):
         """RBF measures through random features: each configuration's own maps and pass."""
@@ -621,6 +636,7 @@ class _Job:
                     (config.label, a, b),
                     (None, None, self._reason(config, a, b) or "not computed"),
                 )
+                interval = self.intervals.get((config.label, a, b))
                 for column, item in zip(
                     [c for c, _ in COLUMNS],
                     [
@@ -632,6 +648,8 @@ class _Job:
                         value,
                         self.n,
                         std_err,
+                        None if interval is None else interval.lower,
+                        None if interval is None else interval.upper,
                         "ok" if reason == "" else "missing",
                         reason,
                     ],
@@ -668,6 +686,13 @@ def _moment_measure(config, state, i, j, axes):
     if config.name == "cca":
         return cca_from_spectra(spectra, squared=config.squared)
     return svcca_from_spectra(spectra, variance=config.variance)
+
+
+def _lemma1_interval(products, n):
+    """`repalign.bounds.lemma1_interval` from the exact products ⟨K, L⟩, ⟨K, K⟩, ⟨L, L⟩ of two
+    RBF kernels (bounded by 1), on the (1/n²) scale of the V-statistics."""
+    a, b, c = (products.raw(r, s) / n**2 for r, s in ((0, 1), (0, 0), (1, 1)))
+    return lemma1_interval(a, b, c, n, delta=LEMMA1_DELTA)
 
 
 def _approximate_measure(config, state, index, maps, a, b):
