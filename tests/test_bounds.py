@@ -203,7 +203,10 @@ def test_t21b_lemma1_coverage_for_rbf_kernels():
     assert np.std(deviations) > 1e-3
     assert abs(np.mean(deviations)) < 4 * np.std(deviations) / np.sqrt(draws) + 0.012
     # (ii) the interval covers the population KA in at least 1 − δ of the draws (measured: all),
-    # and it is not the trivial [0, 1] (measured: its lower end is above 0 in every draw)
+    # and it is not the trivial [0, 1] (measured: [0.16 ± 0.01, 1] around KA ≈ 0.993). The
+    # normalised KA concentrates far faster than the lemma says (here even the interval of
+    # 1000 n samples covers in every draw), so this checks the interval's direction more than
+    # its size; the formula itself is pinned by test_lemma1_interval_matches_the_derivation.
     assert np.mean(covered) >= 1 - delta
     assert np.mean(informative) >= 0.9
 
