@@ -47,23 +47,13 @@ def add_run(commands):
     run.add_argument("--representations", nargs="+", metavar="NAME", help="names or globs")
     run.add_argument("--experiment", help="MLflow experiment (default: repalign)")
     run.add_argument("--actors", type=int, help="Ray actors (default: the CPUs Ray offers)")
-    run.add_argument(
-        "--ray-address",
-        default=os.environ.get("RAY_ADDRESS"),
-        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
-    )
-    run.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
-    )
+    _add_cluster_flags(run)
     run.add_argument(
         "--incremental-from",
         metavar="OUT",
         help="output folder of an earlier run: reuse its saved statistics, compute only the "
         "blocks of new representations",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(run=_run)
 
 
@@ -114,10 +104,7 @@ def _log(result, spec, tracking_uri):
     """Log the run; without a tracking URI, to a SQLite store with its artifacts in OUT."""
     from repalign.tracking import log_alignment_run
 
-    artifacts = None
-    if tracking_uri is None:
-        out = os.path.abspath(spec.out)
-        tracking_uri, artifacts = f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
+    tracking_uri, artifacts = _tracking(spec.out, tracking_uri)
     run_id = log_alignment_run(
         result.table,
         params=result.params,
@@ -127,6 +114,99 @@ def _log(result, spec, tracking_uri):
         artifact_location=artifacts,
     )
     return run_id, tracking_uri
+
+
+def add_stitch(commands):
+    stitch = commands.add_parser(
+        "stitch",
+        help="train stitchers between the models of a zoo on Ray, with the paper's bound beside "
+        "each, tracked in MLflow",
+        description="Run a stitching job from a spec file (JSON or YAML, kind: stitching), or "
+        "from flags: --store, --out and optionally one --pair SOURCE TARGET per stitch "
+        "(representation names MODEL.LAYER; default: every model into every trained model at "
+        "matching relative depth, untrained controls included). Writes OUT/stitching.parquet "
+        "and OUT/stitching-summary.json and logs an MLflow run with a nested run per pair.",
+    )
+    stitch.add_argument("spec", nargs="?", help="job spec file (.json, .yaml)")
+    stitch.add_argument("--store", help="zoo store with saved models (instead of a spec file)")
+    stitch.add_argument("--out", help="output folder")
+    stitch.add_argument(
+        "--pair", nargs=2, action="append", metavar=("SOURCE", "TARGET"), help="one stitch"
+    )
+    stitch.add_argument("--affine", action="store_true", default=None, help="affine stitchers")
+    stitch.add_argument("--optimizer", choices=("lbfgs", "adam"), help="default: lbfgs")
+    stitch.add_argument("--experiment", help="MLflow experiment (default: repalign)")
+    stitch.add_argument("--workers", type=int, help="parallel tasks (default: Ray's CPUs)")
+    _add_cluster_flags(stitch)
+    stitch.set_defaults(run=_stitch)
+
+
+def _stitch(args):
+    from jobs.stitching import run_stitching, write_result
+    from repalign.spec import SpecError, load_spec, parse_spec
+
+    content = (
+        load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
+    )
+    content["kind"] = "stitching"
+    for key in ("store", "out", "experiment", "workers"):
+        if getattr(args, key) is not None:
+            content[key] = getattr(args, key)
+    if args.pair:
+        content["pairs"] = [{"source": s, "target": t} for s, t in args.pair]
+    stitcher = dict(content.get("stitcher", {}))
+    for key in ("affine", "optimizer"):
+        if getattr(args, key) is not None:
+            stitcher[key] = getattr(args, key)
+    content["stitcher"] = stitcher
+    if "store" not in content or "out" not in content:
+        raise SpecError("give a spec file, or --store and --out.")
+    spec = parse_spec(content, kind="stitching")
+    result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
+    path = write_result(result, spec.out)
+    run_id, tracking_uri = _log_stitching(result, spec, args.tracking_uri)
+    summary = result.summary
+    print(f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed)")
+    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    for pair, reason in summary["failures"].items():
+        print(f"failed: {pair}: {reason}", file=sys.stderr)
+
+
+def _log_stitching(result, spec, tracking_uri):
+    from repalign.tracking import log_stitching_run
+
+    tracking_uri, artifacts = _tracking(spec.out, tracking_uri)
+    run_id = log_stitching_run(
+        result.table,
+        params=result.params,
+        summary=result.summary,
+        experiment=spec.experiment,
+        tracking_uri=tracking_uri,
+        artifact_location=artifacts,
+    )
+    return run_id, tracking_uri
+
+
+def _tracking(out, tracking_uri):
+    """The tracking URI, and an artifact folder when it defaults to a SQLite store in OUT."""
+    if tracking_uri is not None:
+        return tracking_uri, None
+    out = os.path.abspath(out)
+    return f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
+
+
+def _add_cluster_flags(parser):
+    parser.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def add_demo(commands):

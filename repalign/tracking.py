@@ -9,6 +9,12 @@ The only module of repalign that imports mlflow. A run holds:
     heatmaps/<configuration>.png  one heatmap per measure configuration
     summary.json                  the job's summary
 
+A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
+
+    parent: params, summary metrics, results/stitching.parquet, plots/bound.png,
+            plots/penalty.png, summary.json
+    nested: params source, target, control; one metric per numeric column of its row
+
 Runs are opened and closed explicitly through an ``MlflowClient`` bound to the tracking URI
 given; MLflow's fluent API and its process-wide state (active run, tracking URI) are neither
 used nor changed.
@@ -29,8 +35,10 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from repalign.errors import RepalignError
 from repalign.plots import alignment_heatmap, as_alignment_table, configurations
+from repalign.stitching_plots import bound_plot, penalty_plot
 
 TABLE_ARTIFACT = "results/alignment.parquet"
+STITCHING_ARTIFACT = "results/stitching.parquet"
 MISSING_ARTIFACT = "results/missing.json"
 SUMMARY_ARTIFACT = "summary.json"
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
@@ -121,6 +129,77 @@ def log_alignment_run(
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_stitching_run(
+    table,
+    *,
+    params,
+    summary,
+    experiment,
+    tracking_uri=None,
+    run_name=None,
+    artifact_location=None,
+):
+    """Record a stitching job as a finished parent run with one nested run per pair.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The job's table (`jobs.stitching.COLUMNS`): one row per pair.
+    params, summary, experiment, tracking_uri, run_name, artifact_location
+        As in `log_alignment_run`. Numeric entries of ``summary`` are also the parent's
+        metrics.
+
+    Returns
+    -------
+    str
+        The parent run's id. Runs are FINISHED; if logging fails part way, the runs opened
+        are marked FAILED and the error is raised.
+    """
+    client = MlflowClient(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, artifact_location)
+    parent = client.create_run(
+        experiment_id, run_name=run_name, tags={KIND_TAG: "stitching"}
+    ).info.run_id
+    timestamp = int(time.time() * 1000)
+    try:
+        numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
+        metrics = [Metric(k, float(v), timestamp, 0) for k, v in numbers.items()]
+        client.log_batch(parent, metrics=metrics, params=_flat_params(params))
+        _log_parquet(client, parent, table, STITCHING_ARTIFACT)
+        client.log_figure(parent, bound_plot(table), "plots/bound.png")
+        client.log_figure(parent, penalty_plot(table), "plots/penalty.png")
+        client.log_dict(parent, summary, SUMMARY_ARTIFACT)
+        for row in table.to_pylist():
+            _log_pair(client, experiment_id, parent, row, timestamp)
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def _log_pair(client, experiment_id, parent, row, timestamp):
+    """One nested run: the pair's names as params, its numbers as metrics."""
+    child = client.create_run(
+        experiment_id,
+        run_name=f"{row['source']} -> {row['target']}",
+        tags={"mlflow.parentRunId": parent, KIND_TAG: "stitching-pair"},
+    ).info.run_id
+    try:
+        names = ("source", "target", "control", "status", "reason")
+        params = [Param(k, _param_value(row[k])) for k in names]
+        metrics = [
+            Metric(k, float(v), timestamp, 0)
+            for k, v in row.items()
+            if k not in names and isinstance(v, int | float)
+        ]
+        client.log_batch(child, metrics=metrics, params=params)
+    except BaseException:
+        client.set_terminated(child, "FAILED")
+        raise
+    client.set_terminated(child, "FINISHED")
 
 
 def metric_key(measure, kernel, estimator, rep_a, rep_b):
@@ -241,9 +320,9 @@ def _experiment_id(client, name, artifact_location):
     return experiment.experiment_id
 
 
-def _log_parquet(client, run_id, table):
-    """Log ``table`` as the Parquet artifact `TABLE_ARTIFACT`."""
-    artifact = Path(TABLE_ARTIFACT)
+def _log_parquet(client, run_id, table, artifact=TABLE_ARTIFACT):
+    """Log ``table`` as the Parquet artifact ``artifact``."""
+    artifact = Path(artifact)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / artifact.name
         pq.write_table(table, path)
