@@ -721,13 +721,13 @@ def breakdown(store, names, rows, width, result, monitor, timer, sample=3):
     share is measured in the job itself (`JobTimer`), per measure configuration.
     """
     actor_seconds, measures = timer.seconds, dict(timer.measures)
-    unit_rows = max(256, alignment.UNIT_BYTES // (4 * (width - len(names) - 1)))
+    unit_rows = alignment.unit_rows(width - len(names) - 1, len(names))
     units = math.ceil(rows / unit_rows)
     representations = [open_store(store)[name] for name in names]
     dims = [r.dim for r in representations]
     shifts = [np.zeros(d) for d in dims]
     parts = dict.fromkeys(["read (Parquet)", "convert (float32 → float64 rows)", "SYRK"], 0.0)
-    parts.update({"new state per unit": 0.0, "merge (`state + part`)": 0.0})
+    parts.update({"new state per unit": 0.0, "merge (`state += part`, in place)": 0.0})
     sample = min(sample, units)
     running = None
     with threadpool_limits(1, user_api="blas"):
@@ -749,8 +749,11 @@ def breakdown(store, names, rows, width, result, monitor, timer, sample=3):
                 parts["convert (float32 → float64 rows)"] += convert
                 parts["SYRK"] += time.perf_counter() - began - convert
             began = time.perf_counter()
-            running = state if running is None else running + state
-            parts["merge (`state + part`)"] += time.perf_counter() - began
+            if running is None:
+                running = state
+            else:
+                running += state
+            parts["merge (`state += part`, in place)"] += time.perf_counter() - began
     save = _checkpoint_seconds(running, store + "-checkpoint.pkl")
     del running
     per_actor = units / 2 / sample

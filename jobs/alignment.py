@@ -317,12 +317,7 @@ class _Job:
 
     def row_units(self, names, width=None):
         width = width or sum(self.store[name].dim for name in names) or 1
-        rows = max(256, UNIT_BYTES // (4 * width))
-        # Whole blocks of the moment statistic (width + a norm per representation + 1), so
-        # that no unit ends in a short SYRK that still streams the whole D×D state.
-        block = block_rows(width + len(names) + 1)
-        if rows > block:
-            rows -= rows % block
+        rows = unit_rows(width, len(names))
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):
@@ -657,6 +652,15 @@ class _Job:
                 ):
                     rows[column].append(item)
         return pa.table({c: pa.array(rows[c], type=t) for c, t in COLUMNS})
+
+
+def unit_rows(width, representations):
+    """Rows of one unit of work: ``UNIT_BYTES`` of float32 rows of total ``width``, cut down to
+    whole blocks of the moment statistic (``width`` + a norm per representation + 1 columns),
+    so that no unit ends in a short SYRK that still streams the whole D×D state."""
+    rows = max(256, UNIT_BYTES // (4 * width))
+    block = block_rows(width + representations + 1)
+    return rows - rows % block if rows > block else rows
 
 
 def _pilot_mean(representation):

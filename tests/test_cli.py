@@ -18,7 +18,7 @@ def repalign(*args):
 def test_help_lists_the_commands():
     result = repalign("--help")
     assert result.returncode == 0
-    for command in ("demo", "zoo", "ingest", "validate", "ls", "align", "run"):
+    for command in ("demo", "zoo", "ingest", "validate", "ls", "align", "run", "stitch"):
         assert command in result.stdout
 
 
@@ -78,9 +78,37 @@ def test_demo_logs_to_mlflow_and_says_how_to_open_it(demo_output):
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("digits-zoo").experiment_id])
+    experiment = client.get_experiment_by_name("digits-zoo").experiment_id
+    (run,) = client.search_runs([experiment], filter_string="tags.`repalign.kind` = 'alignment'")
     assert run.info.run_id in demo_output
     assert len(run.data.metrics) == 6 * 60 * 61 // 2  # six measures, every pair of 60 layers
+    (stitching,) = client.search_runs(
+        [experiment], filter_string="tags.`repalign.kind` = 'stitching'"
+    )
+    assert stitching.info.run_id in demo_output
+    pairs = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{stitching.info.run_id}'"
+    )
+    assert len(pairs) == 5
+
+
+def test_demo_prints_stitches_with_their_bound(demo_output):
+    rows = {}
+    for line in demo_output.splitlines():
+        if " -> " in line and "source -> target" not in line:
+            cells = line.split()[3:12]  # after "source -> target"
+            rows[line.split("   ")[-1].strip()] = [float(c) for c in cells]
+    assert list(rows) == ["itself", "other seed", "CNN into MLP", "wider MLP into CNN",
+                          "untrained control"]  # fmt: skip
+    for _, residual, kappa, risk2, plugin, _, bound, *_ in rows.values():
+        assert plugin <= bound + 5e-4  # printed to 3 decimals
+        # κ₂ is printed to 2 decimals
+        assert bound == pytest.approx((risk2**0.5 + kappa * residual**0.5) ** 2, rel=0.01)
+    assert rows["itself"][1] == 0.0 and rows["itself"][0] == 1.0
+    # into the same target (mlp-w64-s0.fc3), the control leaves the largest residual and risk
+    for column in (1, 5):
+        others = [rows[name][column] for name in ("itself", "other seed", "CNN into MLP")]
+        assert rows["untrained control"][column] > max(others)
 
 
 def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
