@@ -60,6 +60,7 @@ def add_run(commands):
 def _run(args):
     from jobs.alignment import run_alignment, write_result
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
+    from repalign.tracking import log_alignment_run
 
     if args.spec:
         spec = load_spec(args.spec, kind="alignment")
@@ -90,7 +91,7 @@ def _run(args):
         incremental_from=args.incremental_from,
     )
     path = write_result(result, spec.out)
-    run_id, tracking_uri = _log(result, spec, args.tracking_uri)
+    run_id, tracking_uri = _log(log_alignment_run, result, spec, args.tracking_uri)
     missing = result.summary["missing_values"]
     print(f"wrote {path} ({result.table.num_rows} rows, {missing} missing)")
     print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
@@ -100,12 +101,14 @@ def _run(args):
         )
 
 
-def _log(result, spec, tracking_uri):
-    """Log the run; without a tracking URI, to a SQLite store with its artifacts in OUT."""
-    from repalign.tracking import log_alignment_run
-
-    tracking_uri, artifacts = _tracking(spec.out, tracking_uri)
-    run_id = log_alignment_run(
+def _log(log_run, result, spec, tracking_uri):
+    """Log the job with ``log_run`` (a `repalign.tracking` function); without a tracking URI,
+    to a SQLite store in OUT with its artifacts beside it."""
+    artifacts = None
+    if tracking_uri is None:
+        out = os.path.abspath(spec.out)
+        tracking_uri, artifacts = f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
+    run_id = log_run(
         result.table,
         params=result.params,
         summary=result.summary,
@@ -144,6 +147,7 @@ def add_stitch(commands):
 def _stitch(args):
     from jobs.stitching import run_stitching, write_result
     from repalign.spec import SpecError, load_spec, parse_spec
+    from repalign.tracking import log_stitching_run
 
     content = (
         load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
@@ -164,35 +168,12 @@ def _stitch(args):
     spec = parse_spec(content, kind="stitching")
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)
-    run_id, tracking_uri = _log_stitching(result, spec, args.tracking_uri)
+    run_id, tracking_uri = _log(log_stitching_run, result, spec, args.tracking_uri)
     summary = result.summary
     print(f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed)")
     print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
-
-
-def _log_stitching(result, spec, tracking_uri):
-    from repalign.tracking import log_stitching_run
-
-    tracking_uri, artifacts = _tracking(spec.out, tracking_uri)
-    run_id = log_stitching_run(
-        result.table,
-        params=result.params,
-        summary=result.summary,
-        experiment=spec.experiment,
-        tracking_uri=tracking_uri,
-        artifact_location=artifacts,
-    )
-    return run_id, tracking_uri
-
-
-def _tracking(out, tracking_uri):
-    """The tracking URI, and an artifact folder when it defaults to a SQLite store in OUT."""
-    if tracking_uri is not None:
-        return tracking_uri, None
-    out = os.path.abspath(out)
-    return f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
 
 
 def _add_cluster_flags(parser):
