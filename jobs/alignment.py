@@ -209,7 +209,7 @@ def _previous_state(path, store, names):
     for name in old:
         if name not in names:
             raise RepalignError(f"{name} of the earlier run is not selected in {store.path}.")
-        if _digest(store[name]) != digests.get(name):
+        if representation_digest(store[name]) != digests.get(name):
             raise RepalignError(
                 f"{name} changed since the earlier run ({path}); its pairs must be recomputed: "
                 "run the job in full."
@@ -219,7 +219,8 @@ def _previous_state(path, store, names):
     return {"names": old, "moments": GramState.from_moments(dims, shifts, saved["moments"])}
 
 
-def _digest(representation):
+def representation_digest(representation):
+    """What identifies a representation's content: its ids' sha256 and its shards' sha256s."""
     return {
         "ids_sha256": representation.manifest.get("ids_sha256"),
         "shards": [shard["sha256"] for shard in representation.shards],
@@ -262,7 +263,7 @@ class _Job:
         if self.moments is None:
             return None
         names, state = self.moments
-        digests = {name: _digest(self.store[name]) for name in names}
+        digests = {name: representation_digest(self.store[name]) for name in names}
         return {"names": names, "moments": state, "digests": digests}
 
     def usable(self):
