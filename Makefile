@@ -9,7 +9,9 @@ INSTALLED := $(VENV)/.installed
 demo: $(INSTALLED)
 	$(VENV)/bin/repalign demo
 
+# the service's tests need a PostgreSQL server and a headless Chromium: apt installs them (as root)
 test: $(INSTALLED) lint
+	.ci/system-packages
 	$(VENV)/bin/pytest
 
 lint: $(INSTALLED)

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from tests.servers import MissingSystemPackage, postgres_bindir, postgres_server
+
 
 def paired_data(seed, n, dx, dy, *, dtype=np.float64, offset=3.0):
     """Two related, uncentred representations: Y is a noisy linear map of X plus a shift."""
@@ -26,3 +28,18 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A SQLAlchemy URL to a throwaway PostgreSQL server shared by the whole test session.
+
+    Skipped where PostgreSQL is not installed; `make test` installs it, so CI runs these tests
+    (and tests/test_servers.py fails there if the server does not work).
+    """
+    try:
+        postgres_bindir()
+    except MissingSystemPackage as e:
+        pytest.skip(f"no PostgreSQL server binaries, which .ci/system-packages installs: {e}")
+    with postgres_server() as url:
+        yield url
