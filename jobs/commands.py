@@ -176,6 +176,53 @@ def _stitch(args):
         print(f"failed: {pair}: {reason}", file=sys.stderr)
 
 
+def add_nightly(commands):
+    nightly = commands.add_parser(
+        "nightly",
+        help="one scheduled run of an alignment job: compute what changed since the previous "
+        "run, log a complete matrix and a change report",
+        description="Runs the alignment job of SPEC against the output folder of the "
+        "schedule's previous successful run: incrementally (only the blocks of new "
+        "representations) when no representation of that run changed, else in full. Writes "
+        "what `repalign run` writes, plus OUT/drift/ (each representation's random-feature "
+        "mean embedding, for the next run's drift), OUT/changes.json (pairs that moved by "
+        "more than the threshold, MMD² drift of changed representations) and OUT/nightly.json "
+        "(the MLflow run id, tracking URI and plan); logs one MLflow run with changes.json as "
+        "an artifact.",
+    )
+    nightly.add_argument("spec", help="alignment job spec file (.json, .yaml)")
+    nightly.add_argument("--out", help="output folder (default: the spec's out)")
+    nightly.add_argument(
+        "--previous", metavar="PREVIOUS_OUT", help="output folder of the last successful run"
+    )
+    nightly.add_argument(
+        "--threshold",
+        type=float,
+        help="report pairs whose value changed by more than this (default: 0.05)",
+    )
+    _add_cluster_flags(nightly)
+    nightly.set_defaults(run=_nightly)
+
+
+def _nightly(args):
+    from jobs.nightly import describe, run_nightly, write_run_record
+    from repalign.spec import load_spec, parse_spec
+    from repalign.tracking import log_alignment_run, log_json_artifact
+
+    spec = load_spec(args.spec, kind="alignment")
+    if args.out is not None:
+        spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
+    options = {} if args.threshold is None else {"threshold": args.threshold}
+    nightly = run_nightly(
+        spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
+    )
+    run_id, tracking_uri = _log(log_alignment_run, nightly.alignment, spec, args.tracking_uri)
+    log_json_artifact(run_id, nightly.changes, "changes.json", tracking_uri=tracking_uri)
+    write_run_record(spec.out, run_id, tracking_uri, nightly.plan)
+    print("\n".join(describe(nightly)))
+    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+
+
 def _add_cluster_flags(parser):
     parser.add_argument(
         "--ray-address",

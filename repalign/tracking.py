@@ -9,6 +9,8 @@ The only module of repalign that imports mlflow. A run holds:
     heatmaps/<configuration>.png  one heatmap per measure configuration
     summary.json                  the job's summary
 
+`log_json_artifact` adds a JSON artifact to a run afterwards (the nightly job's changes.json).
+
 A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
 
     parent: params, summary metrics, results/stitching.parquet, plots/bound.png,
@@ -200,6 +202,22 @@ def _log_pair(client, experiment_id, parent, row, timestamp):
         client.set_terminated(child, "FAILED")
         raise
     client.set_terminated(child, "FINISHED")
+
+
+def log_json_artifact(run_id, content, path, *, tracking_uri=None):
+    """Add a JSON artifact to an existing run (finished or not), e.g. a nightly change report.
+
+    Parameters
+    ----------
+    run_id : str
+    content : dict or list
+        Plain Python values (MLflow writes others as ``str(value)``).
+    path : str
+        Artifact path inside the run, ending in ``.json`` (e.g. ``"changes.json"``).
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+    """
+    MlflowClient(tracking_uri).log_dict(run_id, content, path)
 
 
 def metric_key(measure, kernel, estimator, rep_a, rep_b):
