@@ -4,8 +4,10 @@ Each function takes the ``repalign`` subcommand parsers and adds one command; th
 itself is imported only when the command runs.
 """
 
+import json
 import os
 import sys
+from pathlib import Path
 
 
 def add_align(commands):
@@ -103,7 +105,8 @@ def _run(args):
 
 def _log(log_run, result, spec, tracking_uri):
     """Log the job with ``log_run`` (a `repalign.tracking` function); without a tracking URI,
-    to a SQLite store in OUT with its artifacts beside it."""
+    to a SQLite store in OUT with its artifacts beside it. Writes OUT/run.json with the run id
+    and the tracking URI, for callers such as the service."""
     artifacts = None
     if tracking_uri is None:
         out = os.path.abspath(spec.out)
@@ -116,6 +119,8 @@ def _log(log_run, result, spec, tracking_uri):
         tracking_uri=tracking_uri,
         artifact_location=artifacts,
     )
+    record = Path(spec.out) / "run.json"
+    record.write_text(json.dumps({"run_id": run_id, "tracking_uri": tracking_uri}) + "\n")
     return run_id, tracking_uri
 
 

@@ -35,3 +35,10 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
     code = f"import sys, repalign; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_service_submits_jobs_without_importing_them():
+    """design.md §2: services → jobs only by submission (the `repalign` command line)."""
+    for path in (LIBRARY.parent / "services").rglob("*.py"):
+        for module in imported_modules(path):
+            assert module.split(".")[0] != "jobs", (path, module)

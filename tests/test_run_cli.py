@@ -69,6 +69,9 @@ def test_writes_the_table_and_reports_the_run(finished_run):
     assert "wrote" in result.stdout and "MLflow run" in result.stdout
     summary = json.loads((path / "out" / "summary.json").read_text())
     assert summary["representations"] == 3 and summary["missing_values"] == 2
+    record = json.loads((path / "out" / "run.json").read_text())
+    assert f"MLflow run {record['run_id']} " in result.stdout
+    assert record["tracking_uri"] == f"sqlite:///{path / 'out'}/mlflow.db"
 
 
 def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):

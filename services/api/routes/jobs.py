@@ -1,0 +1,74 @@
+"""Jobs: submit, list, look at one, read its log, cancel it, fetch its result table."""
+
+import io
+from typing import Annotated
+
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy import select
+
+from services.api.deps import JobDep, SessionDep, StateDep, require_token
+from services.api.schemas import JobCreated, JobPublic
+from services.db import Job
+from services.specs import checked_spec
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+RESULT_FILES = {"alignment": "alignment.parquet", "stitching": "stitching.parquet",
+                "nightly": "alignment.parquet"}  # fmt: skip
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobCreated)
+def submit(state: StateDep, session: SessionDep, spec: Annotated[dict, Body()]):
+    """Queue a job: the spec of `repalign run` (kind: alignment, the default) or of
+    `repalign stitch` (kind: stitching). Its ``out`` is chosen by the service."""
+    kind, content = checked_spec(spec, state.settings.store_roots)
+    job = Job(kind=kind, spec=content)
+    session.add(job)
+    session.commit()
+    state.runner.wake()
+    return JobCreated(id=job.id)
+
+
+@router.get("", response_model=list[JobPublic])
+def list_jobs(
+    state: StateDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+):
+    jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+    return [state.public(job) for job in jobs]
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(state: StateDep, job: JobDep):
+    return state.public(job)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+def logs(state: StateDep, job: JobDep):
+    return state.runner.log(job.id)
+
+
+@router.delete("/{job_id}", response_model=JobPublic)
+def cancel(state: StateDep, job: JobDep, session: SessionDep):
+    state.runner.cancel(job.id)
+    session.refresh(job)
+    return state.public(job)
+
+
+@router.get("/{job_id}/result")
+def result(
+    state: StateDep, job: JobDep, format: str = Query("json", pattern="^(json|parquet|csv)$")
+):
+    """The job's long result table: JSON records, or the Parquet file, or CSV."""
+    if job.status != "succeeded":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job.id} is {job.status}, no result")
+    path = state.runner.folder(job.id) / "out" / RESULT_FILES[job.kind]
+    if format == "parquet":
+        return Response(path.read_bytes(), media_type="application/vnd.apache.parquet")
+    table = pq.read_table(path)
+    if format == "csv":
+        buffer = io.BytesIO()
+        pa_csv.write_csv(table, buffer)
+        return Response(buffer.getvalue(), media_type="text/csv")
+    return table.to_pylist()

@@ -1,0 +1,72 @@
+"""Matrices from MLflow, and the stores the service may read."""
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from repalign.errors import RepalignError
+from repalign.plots import square_matrix
+from repalign.store import open_store
+from repalign.tracking import latest_run, load_alignment_table
+from services.api.deps import StateDep, require_token
+from services.security import StoreAccessError, resolve_store
+
+router = APIRouter(tags=["results"], dependencies=[Depends(require_token)])
+
+
+@router.get("/matrices")
+def matrix(
+    state: StateDep,
+    experiment: str | None = None,
+    run_id: str | None = None,
+    measure: str = "cka",
+    kernel: str = "linear",
+    estimator: str = Query("biased", description="'' for a measure without estimators"),
+):
+    """The alignment matrix of one measure configuration, as a square table: the latest
+    finished alignment run of ``experiment``, or the run ``run_id``."""
+    uri = state.settings.tracking
+    if run_id is None:
+        if experiment is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give experiment or run_id")
+        run_id = latest_run(experiment, tracking_uri=uri)
+        if run_id is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finished run in {experiment!r}")
+    try:
+        table = load_alignment_table(run_id, tracking_uri=uri)
+        names, values = square_matrix(table, measure=measure, kernel=kernel, estimator=estimator)
+    except RepalignError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except Exception as exc:  # MLflow's own errors for an unknown run id
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r}: {exc}") from None
+    rows = [[None if v != v else float(v) for v in row] for row in values]
+    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
+            "names": names, "values": rows}  # fmt: skip
+
+
+@router.get("/stores")
+def stores(state: StateDep):
+    """The stores under each root (folders holding representations), with their sizes."""
+    found = []
+    for root in state.settings.store_roots:
+        for folder in sorted(p for p in [root, *root.iterdir()] if p.is_dir()):
+            try:
+                store = open_store(folder)
+            except RepalignError:
+                continue
+            if store.representations:
+                name = "." if folder == root else folder.name
+                found.append({"name": name, "root": str(root), "path": str(folder),
+                              "representations": len(store.representations)})  # fmt: skip
+    return found
+
+
+@router.get("/stores/{name:path}/representations")
+def representations(state: StateDep, name: str):
+    try:
+        path = resolve_store(name, state.settings.store_roots)
+    except StoreAccessError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    try:
+        store = open_store(path)
+    except RepalignError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return [{"name": r.name, "dim": r.dim, "rows": r.rows} for r in store.representations.values()]

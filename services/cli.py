@@ -1,0 +1,195 @@
+"""Command-line commands of the service: ``serve``, and the client commands ``submit``,
+``status``, ``query`` and ``schedule``, which talk to a running service over HTTP.
+
+The client reads the service's address from ``--url`` or ``REPALIGN_URL`` (default
+http://127.0.0.1:8000) and its token from ``REPALIGN_TOKEN`` (never from a flag, so that it
+stays out of shell histories and process lists).
+"""
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def add_serve(commands):
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service: submit jobs, query results, schedule comparisons",
+        description="Serve the repalign API (/v1, OpenAPI docs at /docs) and run its jobs and "
+        "schedules. Tokens come from REPALIGN_API_TOKENS (comma-separated) or the config file; "
+        "only stores under the --store-root folders can be read.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--store-root", action="append", metavar="DIR", help="a folder of readable stores (repeat)"
+    )
+    serve.add_argument("--state-dir", help="job folders, logs, default databases")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the state dir)")
+    serve.add_argument("--max-running", type=int, help="jobs run at once (default 2)")
+    serve.add_argument("--ray-address", help="Ray cluster for the jobs (default: a local Ray)")
+    serve.add_argument("--tracking-uri", help="MLflow (default: SQLite in the state dir)")
+    serve.add_argument("--config", help="JSON file of settings (keys as the flags, with _)")
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args):
+    import uvicorn
+
+    from services.main import create_app
+    from services.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            args.config,
+            store_roots=args.store_root,
+            state_dir=args.state_dir,
+            database_url=args.database_url,
+            max_running=args.max_running,
+            ray_address=args.ray_address,
+            tracking_uri=args.tracking_uri,
+        )
+    except SettingsError as exc:
+        raise SystemExit(f"repalign serve: {exc}") from None
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+
+
+def _client_flags(parser):
+    parser.add_argument(
+        "--url", default=os.environ.get("REPALIGN_URL", DEFAULT_URL), help="the service"
+    )
+
+
+def add_submit(commands):
+    submit = commands.add_parser("submit", help="submit a job spec to a running service")
+    submit.add_argument("spec", help="job spec file (.json, .yaml): alignment or stitching")
+    _client_flags(submit)
+    submit.set_defaults(run=_submit)
+
+
+def _submit(args):
+    from repalign.spec import load_spec
+
+    spec = load_spec(args.spec).model_dump(mode="json", exclude_none=True)
+    print(_call(args.url, "POST", "/v1/jobs", spec)["id"])
+
+
+def add_status(commands):
+    status = commands.add_parser("status", help="jobs of a running service, or one job")
+    status.add_argument("id", nargs="?", help="a job id (default: the latest jobs)")
+    _client_flags(status)
+    status.set_defaults(run=_status)
+
+
+def _status(args):
+    if args.id:
+        print(json.dumps(_call(args.url, "GET", f"/v1/jobs/{args.id}"), indent=2))
+        return
+    for job in _call(args.url, "GET", "/v1/jobs?limit=20"):
+        print(f"{job['id']}  {job['kind']:<9} {job['status']:<9} {job['created_at']}")
+
+
+def add_query(commands):
+    query = commands.add_parser(
+        "query",
+        help="the latest alignment matrix of an experiment, from a service or from MLflow",
+    )
+    query.add_argument("--experiment", required=True)
+    query.add_argument("--measure", default="cka")
+    query.add_argument("--kernel", default="linear")
+    query.add_argument("--estimator", default="biased", help="'' for none")
+    query.add_argument("--tracking-uri", help="read MLflow directly instead of a service")
+    _client_flags(query)
+    query.set_defaults(run=_query)
+
+
+def _query(args):
+    if args.tracking_uri:
+        from repalign.plots import square_matrix
+        from repalign.tracking import latest_run, load_alignment_table
+
+        run_id = latest_run(args.experiment, tracking_uri=args.tracking_uri)
+        if run_id is None:
+            raise SystemExit(f"no finished alignment run in experiment {args.experiment!r}")
+        table = load_alignment_table(run_id, tracking_uri=args.tracking_uri)
+        names, values = square_matrix(
+            table, measure=args.measure, kernel=args.kernel, estimator=args.estimator
+        )
+        values = values.tolist()
+    else:
+        path = (
+            f"/v1/matrices?experiment={_quote(args.experiment)}&measure={_quote(args.measure)}"
+            f"&kernel={_quote(args.kernel)}&estimator={_quote(args.estimator)}"
+        )
+        answer = _call(args.url, "GET", path)
+        run_id, names, values = answer["run_id"], answer["names"], answer["values"]
+    print(f"run {run_id}: {args.measure} {args.kernel} {args.estimator}".rstrip())
+    width = max(len(n) for n in names)
+    for name, row in zip(names, values, strict=True):
+        cells = " ".join("  nan" if v is None or v != v else f"{v:5.3f}" for v in row)
+        print(f"{name:<{width}} {cells}")
+
+
+def add_schedule(commands):
+    schedule = commands.add_parser("schedule", help="schedules of a running service")
+    actions = schedule.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="run a spec on a cron expression")
+    add.add_argument("spec", help="job spec file")
+    add.add_argument("--cron", required=True, help="e.g. '0 2 * * *' (nightly at 02:00)")
+    add.add_argument("--timezone", default="UTC")
+    add.add_argument("--threshold", type=float, default=0.05, help="report pairs moving more")
+    _client_flags(add)
+    actions_ls = actions.add_parser("ls", help="list schedules")
+    _client_flags(actions_ls)
+    remove = actions.add_parser("rm", help="delete a schedule")
+    remove.add_argument("id")
+    _client_flags(remove)
+    schedule.set_defaults(run=_schedule)
+
+
+def _schedule(args):
+    from repalign.spec import load_spec
+
+    if args.action == "add":
+        spec = load_spec(args.spec).model_dump(mode="json", exclude_none=True)
+        body = {"cron": args.cron, "timezone": args.timezone, "spec": spec,
+                "threshold": args.threshold}  # fmt: skip
+        created = _call(args.url, "POST", "/v1/schedules", body)
+        print(f"{created['id']}  next run {created['next_run_at']}")
+    elif args.action == "ls":
+        for item in _call(args.url, "GET", "/v1/schedules"):
+            print(f"{item['id']}  {item['cron']!r} {item['timezone']}  next {item['next_run_at']}")
+    else:
+        _call(args.url, "DELETE", f"/v1/schedules/{args.id}")
+        print(f"deleted {args.id}")
+
+
+def _quote(text):
+    return urllib.parse.quote(text, safe="")
+
+
+def _call(url, method, path, body=None):
+    """One request to the service with the token of REPALIGN_TOKEN; exits with its error."""
+    token = os.environ.get("REPALIGN_TOKEN")
+    if not token:
+        raise SystemExit("set REPALIGN_TOKEN to one of the service's API tokens")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            content = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"{method} {path}: HTTP {exc.code}: {detail}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"cannot reach the service at {url}: {exc.reason}") from None
+    return json.loads(content) if content else None

@@ -1,0 +1,112 @@
+"""The service's FastAPI application: `create_app(settings)`; `repalign serve` runs it."""
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+import repalign
+from services.api.deps import require_token
+from services.api.routes import jobs, results, schedules
+from services.api.schemas import JobPublic
+from services.db import STATUSES, Job, Schedule, open_database
+from services.runner import JobRunner
+from services.scheduler import Scheduler
+
+
+class ServiceState:
+    """What the handlers share: settings, the database, the job runner and the scheduler."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.token_hashes = settings.token_hashes
+        self.engine, self.sessions = open_database(settings.database)
+        self.runner = JobRunner(self.sessions, settings)
+        self.scheduler = Scheduler(self.sessions, settings, self.runner)
+        self.metrics = ServiceMetrics(self)
+
+    def public(self, job):
+        record = JobPublic.model_validate(job)
+        if job.mlflow_run_id and self.settings.tracking.startswith("http"):
+            record.mlflow_link = f"{self.settings.tracking.rstrip('/')}/#/runs/{job.mlflow_run_id}"
+        return record
+
+
+def create_app(settings):
+    """The application for ``settings``: starts the job runner and the scheduler with it."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        service = ServiceState(settings)
+        app.state.service = service
+        service.runner.start()
+        service.scheduler.start()
+        yield
+        service.scheduler.stop()
+        service.runner.stop()
+        service.engine.dispose()
+
+    app = FastAPI(
+        title="repalign",
+        version=repalign.__version__,
+        summary="Submit model-zoo alignment and stitching jobs, query results, schedule runs.",
+        lifespan=lifespan,
+    )
+    api = APIRouter(prefix="/v1")
+    for module in (jobs, results, schedules):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        limit = settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return _too_large(limit)
+        if request.method in ("POST", "PUT", "PATCH") and length is None:
+            body = await request.body()  # chunked: count what arrives
+            if len(body) > limit:
+                return _too_large(limit)
+        return await call_next(request)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(request: Request):
+        with request.app.state.service.sessions() as session:
+            session.execute(text("select 1"))
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], dependencies=[Depends(require_token)])
+    def metrics(request: Request):
+        """Prometheus metrics: jobs by status, the most jobs that ran at once, schedules."""
+        return PlainTextResponse(request.app.state.service.metrics.render())
+
+    return app
+
+
+def _too_large(limit):
+    return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+
+
+class ServiceMetrics:
+    """Prometheus gauges of one service, read from the database when scraped."""
+
+    def __init__(self, service):
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.jobs = Gauge("repalign_jobs", "jobs by status", ["status"], registry=self.registry)
+        self.peak = Gauge("repalign_running_peak", "most jobs running at once",
+                          registry=self.registry)  # fmt: skip
+        self.schedules = Gauge("repalign_schedules", "schedules", registry=self.registry)
+
+    def render(self):
+        with self.service.sessions() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+            counts = {status: count for status, count in rows}
+            for status in STATUSES:
+                self.jobs.labels(status).set(counts.get(status, 0))
+            self.schedules.set(session.scalar(select(func.count()).select_from(Schedule)))
+        self.peak.set(self.service.runner.peak_running)
+        return generate_latest(self.registry)

@@ -1,0 +1,343 @@
+"""The HTTP service (`services`) with its real parts: job processes of the `repalign` command
+line, a local Ray for each, a SQLite MLflow store, a SQLite or PostgreSQL database."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from jobs.alignment import run_alignment
+from repalign.spec import parse_spec
+from repalign.store import write_representation
+from services.main import create_app
+from services.settings import Settings
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MEASURES = [{"name": "cka"}, {"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
+
+
+def make_store(path, names=("m0.fc1", "m0.fc2", "m1.fc1"), rows=400, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((rows, 5))
+    for i, name in enumerate(names):
+        values = base @ rng.standard_normal((5, 4 + i)) + 0.3 * rng.standard_normal((rows, 4 + i))
+        write_representation(path, name, np.arange(rows), values.astype(np.float32))
+    return path
+
+
+def settings_for(tmp_path, **overrides):
+    roots = tmp_path / "stores"
+    roots.mkdir(exist_ok=True)
+    content = {
+        "api_tokens": [TOKEN, "second-token"],
+        "store_roots": [roots],
+        "state_dir": tmp_path / "state",
+        "max_running": 2,
+        "scheduler_seconds": 0.2,
+        **overrides,
+    }
+    return Settings(**content)
+
+
+@pytest.fixture
+def service(tmp_path):
+    settings = settings_for(tmp_path)
+    make_store(tmp_path / "stores" / "zoo")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    with TestClient(create_app(settings)) as client:
+        yield client, tmp_path
+
+
+def wait_for(client, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def alignment_spec(store="zoo", **extra):
+    return {"store": store, "measures": MEASURES, "experiment": "service-test", **extra}
+
+
+# -- authentication and input checks ---------------------------------------------------------
+
+
+def test_every_endpoint_but_healthz_needs_a_valid_token(service):
+    client, _ = service
+    assert client.get("/healthz").json() == {"status": "ok"}
+    for method, path in [("get", "/v1/jobs"), ("post", "/v1/jobs"), ("get", "/v1/stores"),
+                         ("get", "/v1/schedules"), ("get", "/metrics"),
+                         ("get", "/v1/matrices?experiment=x")]:  # fmt: skip
+        missing = getattr(client, method)(path)
+        assert missing.status_code == 401, path
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = getattr(client, method)(path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, path
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer second-token"}).json() == []
+
+
+def test_bad_specs_and_stores_are_refused(service):
+    client, tmp_path = service
+    bad = client.post("/v1/jobs", json=alignment_spec(measures=[{"name": "ckaa"}]), headers=AUTH)
+    assert bad.status_code == 422 and "measures.0.name" in bad.json()["detail"]
+    unknown = client.post("/v1/jobs", json=alignment_spec(colour="red"), headers=AUTH)
+    assert unknown.status_code == 422 and "colour" in unknown.json()["detail"]
+    kind = client.post("/v1/jobs", json={"kind": "sorting", "store": "zoo"}, headers=AUTH)
+    assert kind.status_code == 422 and "kind" in kind.json()["detail"]
+    outside = tmp_path / "elsewhere"
+    make_store(outside)
+    (tmp_path / "stores" / "sneaky").symlink_to(outside)
+    for store in ("../elsewhere", str(outside), "sneaky", "zoo/../../elsewhere"):
+        refused = client.post("/v1/jobs", json=alignment_spec(store=store), headers=AUTH)
+        assert refused.status_code == 403, store
+        assert "store" in refused.json()["detail"]
+    against = alignment_spec(measures=[{"name": "mmd2", "against": str(outside)}])
+    assert client.post("/v1/jobs", json=against, headers=AUTH).status_code == 403
+    huge = {"store": "zoo", "measures": MEASURES, "representations": ["x" * 100] * 20_000}
+    assert client.post("/v1/jobs", json=huge, headers=AUTH).status_code == 413
+    assert client.get("/v1/jobs", headers=AUTH).json() == []  # nothing was queued
+    response = client.get("/v1/stores/../elsewhere/representations", headers=AUTH)
+    assert response.status_code in (403, 404)
+    assert client.get("/v1/stores/sneaky/representations", headers=AUTH).status_code == 403
+
+
+def test_no_token_appears_in_responses_or_logs(service):
+    client, tmp_path = service
+    job = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()
+    wait_for(client, job["id"])
+    paths = ("/v1/jobs", f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/logs", "/metrics")
+    seen = [client.get(p, headers=AUTH).text for p in paths]
+    files = (tmp_path / "state").rglob("*")
+    seen += [p.read_text(errors="replace") for p in files if p.suffix in (".txt", ".json")]
+    assert not any(TOKEN in text or "second-token" in text for text in seen)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+
+def test_a_job_submitted_over_http_equals_repalign_run(service, ray_session):
+    client, tmp_path = service
+    created = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
+    assert created.status_code == 201
+    job = wait_for(client, created.json()["id"])
+    assert job["status"] == "succeeded", client.get(f"/v1/jobs/{job['id']}/logs", headers=AUTH).text
+    assert job["mlflow_run_id"] and job["attempts"] == 1 and job["finished_at"]
+    records = client.get(f"/v1/jobs/{job['id']}/result", headers=AUTH).json()
+    spec = parse_spec({**alignment_spec(), "store": str(tmp_path / "stores" / "zoo"),
+                       "out": str(tmp_path / "direct")})  # fmt: skip
+    expected = run_alignment(spec, quiet=True).table.to_pylist()
+    assert len(records) == len(expected) == 3 * 6
+    for got, want in zip(records, expected, strict=True):
+        assert {k: got[k] for k in ("rep_a", "rep_b", "measure", "estimator", "n", "status")} == {
+            k: want[k] for k in ("rep_a", "rep_b", "measure", "estimator", "n", "status")
+        }
+        assert got["value"] == pytest.approx(want["value"], rel=1e-12)
+    parquet = client.get(f"/v1/jobs/{job['id']}/result?format=parquet", headers=AUTH)
+    assert pq.read_table(pa.BufferReader(parquet.content)).to_pylist() == records
+    csv = client.get(f"/v1/jobs/{job['id']}/result?format=csv", headers=AUTH).text
+    assert csv.splitlines()[0].startswith('"rep_a","rep_b","measure"')
+    assert len(csv.splitlines()) == 1 + len(records)
+    logs = client.get(f"/v1/jobs/{job['id']}/logs", headers=AUTH).text
+    assert "attempt started" in logs and job["mlflow_run_id"] in logs
+    matrix = client.get(
+        "/v1/matrices?experiment=service-test&measure=cka&kernel=linear&estimator=song",
+        headers=AUTH,
+    ).json()
+    assert matrix["run_id"] == job["mlflow_run_id"]
+    assert matrix["names"] == ["m0.fc1", "m0.fc2", "m1.fc1"]
+    song = {(r["rep_a"], r["rep_b"]): r["value"] for r in records if r["estimator"] == "song"}
+    assert matrix["values"][0][2] == pytest.approx(song[("m0.fc1", "m1.fc1")])
+    stores = client.get("/v1/stores", headers=AUTH).json()
+    assert [s["name"] for s in stores] == ["zoo"] and stores[0]["representations"] == 3
+    reps = client.get("/v1/stores/zoo/representations", headers=AUTH).json()
+    assert {r["name"]: r["dim"] for r in reps} == {"m0.fc1": 4, "m0.fc2": 5, "m1.fc1": 6}
+
+
+def test_a_failing_job_reports_why_and_a_missing_result_is_409(service):
+    client, tmp_path = service
+    (tmp_path / "stores" / "empty").mkdir()
+    job = client.post("/v1/jobs", json=alignment_spec(store="empty"), headers=AUTH).json()
+    done = wait_for(client, job["id"])
+    assert done["status"] == "failed" and "exit status" in done["error"]
+    assert client.get(f"/v1/jobs/{job['id']}/result", headers=AUTH).status_code == 409
+    assert client.get("/v1/jobs/nope", headers=AUTH).status_code == 404
+
+
+def test_cancelling_stops_a_running_job_and_a_queued_one(service):
+    client, tmp_path = service
+    make_store(tmp_path / "stores" / "big", rows=200_000)
+    spec = alignment_spec(store="big", measures=[{"name": "cka", "kernel": "rbf"}])
+    ids = [client.post("/v1/jobs", json=spec, headers=AUTH).json()["id"] for _ in range(3)]
+    running = wait_for(client, ids[0], statuses=("running",))
+    pid = client.app.state.service.runner.processes[ids[0]].pid
+    cancelled = client.delete(f"/v1/jobs/{ids[0]}", headers=AUTH).json()
+    assert cancelled["status"] == "cancelled" and running["status"] == "running"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole process group is gone
+    assert client.delete(f"/v1/jobs/{ids[2]}", headers=AUTH).json()["status"] == "cancelled"
+    client.delete(f"/v1/jobs/{ids[1]}", headers=AUTH)
+    statuses = {j["id"]: j["status"] for j in client.get("/v1/jobs", headers=AUTH).json()}
+    assert all(statuses[i] == "cancelled" for i in ids)
+
+
+def test_twenty_concurrent_submissions_all_finish_within_the_limit(service):
+    client, _ = service
+    ids, errors = [], []
+
+    def submit():
+        response = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
+        (ids if response.status_code == 201 else errors).append(response)
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [r.json()["id"] for r in ids]
+    assert not errors and len(set(ids)) == 20
+    most = 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        jobs = client.get("/v1/jobs", headers=AUTH).json()
+        most = max(most, sum(j["status"] == "running" for j in jobs))
+        if all(j["status"] == "succeeded" for j in jobs):
+            break
+        assert not any(j["status"] in ("failed", "cancelled") for j in jobs)
+        time.sleep(0.2)
+    assert len(jobs) == 20 and all(j["status"] == "succeeded" for j in jobs)
+    assert all(j["attempts"] == 1 for j in jobs)
+    assert 1 <= most <= 2
+    metrics = client.get("/metrics", headers=AUTH).text
+    assert 'repalign_jobs{status="succeeded"} 20.0' in metrics
+    (peak,) = [line for line in metrics.splitlines() if line.startswith("repalign_running_peak ")]
+    peak = float(peak.split()[1])
+    assert 1 <= peak <= 2
+
+
+def test_openapi_documents_the_v1_routes(service):
+    client, _ = service
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/logs",
+                 "/v1/jobs/{job_id}/result", "/v1/matrices", "/v1/stores",
+                 "/v1/stores/{name}/representations", "/v1/schedules",
+                 "/v1/schedules/{schedule_id}", "/healthz", "/metrics"):  # fmt: skip
+        assert path in paths, path
+
+
+def test_schedules_persist_and_bad_cron_is_422(service):
+    client, _ = service
+    body = {"cron": "0 2 * * *", "timezone": "Europe/Rome", "spec": alignment_spec()}
+    created = client.post("/v1/schedules", json=body, headers=AUTH)
+    assert created.status_code == 201
+    schedule = created.json()
+    assert schedule["next_run_at"].endswith(("+00:00", "Z")) or "T" in schedule["next_run_at"]
+    bad = client.post("/v1/schedules", json={**body, "cron": "every night"}, headers=AUTH)
+    assert bad.status_code == 422 and "cron" in bad.json()["detail"]
+    zone = client.post("/v1/schedules", json={**body, "timezone": "Mars/Olympus"}, headers=AUTH)
+    assert zone.status_code == 422 and "timezone" in zone.json()["detail"]
+    listed = client.get("/v1/schedules", headers=AUTH).json()
+    assert [s["id"] for s in listed] == [schedule["id"]]
+    assert client.delete(f"/v1/schedules/{schedule['id']}", headers=AUTH).status_code == 204
+    assert client.get("/v1/schedules", headers=AUTH).json() == []
+    assert json.loads(json.dumps(listed))[0]["spec"]["measures"][0]["name"] == "cka"
+
+
+# -- the service as a process: restart -------------------------------------------------------
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """`repalign serve` as a user runs it, on 127.0.0.1."""
+
+    def __init__(self, tmp_path, port):
+        self.tmp_path, self.port = tmp_path, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = None
+
+    def start(self):
+        env = {**os.environ, "REPALIGN_API_TOKENS": TOKEN, "RAY_AUTH_MODE": "disabled"}
+        env.pop("RAY_ADDRESS", None)
+        command = [sys.executable, "-m", "repalign", "serve", "--port", str(self.port),
+                   "--store-root", str(self.tmp_path / "stores"), "--max-running", "1",
+                   "--state-dir", str(self.tmp_path / "state")]  # fmt: skip
+        log = open(self.tmp_path / "serve.log", "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError((self.tmp_path / "serve.log").read_text())
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+
+    def get(self, path):
+        return httpx.get(self.url + path, headers=AUTH, timeout=30).json()
+
+    def post(self, path, body):
+        return httpx.post(self.url + path, json=body, headers=AUTH, timeout=30)
+
+
+def test_a_restarted_service_keeps_every_job_and_schedule_and_runs_each_once(tmp_path):
+    make_store(tmp_path / "stores" / "zoo")
+    service = ServiceProcess(tmp_path, free_port()).start()
+    try:
+        ids = [service.post("/v1/jobs", alignment_spec()).json()["id"] for _ in range(3)]
+        schedule = service.post(
+            "/v1/schedules", {"cron": "0 2 * * *", "spec": alignment_spec()}
+        ).json()
+        deadline = time.monotonic() + 120
+        while service.get(f"/v1/jobs/{ids[0]}")["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        service.kill()  # mid-queue: job 0 running, jobs 1 and 2 queued
+        service.start()
+        assert [s["id"] for s in service.get("/v1/schedules")] == [schedule["id"]]
+        deadline = time.monotonic() + 300
+        while True:
+            jobs = {job["id"]: job for job in service.get("/v1/jobs")}
+            if all(job["status"] == "succeeded" for job in jobs.values()):
+                break
+            assert not any(j["status"] in ("failed", "cancelled") for j in jobs.values()), jobs
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.3)
+        assert set(jobs) == set(ids)
+        first = jobs[ids[0]]
+        assert first["attempts"] in (1, 2)
+        if first["attempts"] == 2:
+            log = httpx.get(f"{service.url}/v1/jobs/{ids[0]}/logs", headers=AUTH).text
+            assert "queued again: the service stopped while attempt 1 ran" in log
+        assert [jobs[i]["attempts"] for i in ids[1:]] == [1, 1]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("service-test")
+        finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+        assert sorted(r.info.run_id for r in finished) == sorted(
+            j["mlflow_run_id"] for j in jobs.values()
+        )
+    finally:
+        service.kill()
