@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
@@ -330,12 +331,25 @@ def _add_once(entries, key, entry, *, kind):
     entries[key] = entry
 
 
+def prepare_store(tracking_uri):
+    """Create the tables of a database tracking store now, once: jobs that start together
+    would otherwise race to create them (MLflow makes them on first use)."""
+    MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
 def _experiment_id(client, name, artifact_location):
-    """The id of the experiment called ``name``, created if needed."""
+    """The id of the experiment called ``name``, created if needed (another job creating it at
+    the same moment is fine)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is None:
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
         return client.create_experiment(name, artifact_location=artifact_location)
-    return experiment.experiment_id
+    except MlflowException as exc:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise exc from None
+        return experiment.experiment_id
 
 
 def _log_parquet(client, run_id, table, artifact=TABLE_ARTIFACT):

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
 import repalign
+from repalign.tracking import prepare_store
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
 from services.api.schemas import JobPublic
@@ -23,6 +24,7 @@ class ServiceState:
         self.settings = settings
         self.token_hashes = settings.token_hashes
         self.engine, self.sessions = open_database(settings.database)
+        prepare_store(settings.tracking)
         self.runner = JobRunner(self.sessions, settings)
         self.scheduler = Scheduler(self.sessions, settings, self.runner)
         self.metrics = ServiceMetrics(self)

@@ -59,17 +59,27 @@ class Scheduler:
                 self.runner.wake()
 
     def tick(self, moment=None):
-        """Queue the due schedules' jobs; returns how many were queued."""
+        """Queue the due schedules' jobs; returns how many were queued.
+
+        A schedule whose previous job is still queued or running skips this firing: runs of
+        one schedule never overlap or pile up.
+        """
         moment = moment or now()
         queued = 0
         with self.sessions.begin() as session:
             for schedule in session.scalars(select(Schedule)).all():
                 if utc(schedule.next_run_at) > moment:
                     continue
-                session.add(self._job(session, schedule))
-                schedule.last_run_at = moment
                 schedule.next_run_at = next_run(schedule.cron, schedule.timezone, moment)
-                queued += 1
+                busy = session.scalars(
+                    select(Job.id).where(
+                        Job.schedule_id == schedule.id, Job.status.in_(("queued", "running"))
+                    )
+                ).first()
+                if busy is None:
+                    session.add(self._job(session, schedule))
+                    schedule.last_run_at = moment
+                    queued += 1
         return queued
 
     def _job(self, session, schedule):

@@ -341,3 +341,94 @@ def test_a_restarted_service_keeps_every_job_and_schedule_and_runs_each_once(tmp
         )
     finally:
         service.kill()
+
+
+# -- nightly comparisons ---------------------------------------------------------------------
+
+
+def succeeded_jobs_of(client, schedule_id):
+    jobs = client.get("/v1/jobs", headers=AUTH).json()
+    return [j for j in jobs if j["schedule_id"] == schedule_id and j["status"] == "succeeded"]
+
+
+def test_a_schedule_computes_only_new_pairs_and_reports_the_new_representation(service):
+    client, tmp_path = service
+    store = tmp_path / "stores" / "zoo"
+    body = {"cron": "* * * * * *", "spec": alignment_spec(experiment="nightly"), "threshold": 0.01}
+    schedule = client.post("/v1/schedules", json=body, headers=AUTH).json()  # every second
+    deadline = time.monotonic() + 240
+    while not succeeded_jobs_of(client, schedule["id"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    (first,) = succeeded_jobs_of(client, schedule["id"])
+    report = client.get(f"/v1/jobs/{first['id']}/changes", headers=AUTH).json()
+    assert report["plan"] == "full" and report["moved"] == []
+    rng = np.random.default_rng(9)
+    write_representation(
+        store, "m2.fc1", np.arange(400), rng.standard_normal((400, 3)).astype(np.float32)
+    )
+    while True:
+        later = [
+            j
+            for j in succeeded_jobs_of(client, schedule["id"])
+            if j["created_at"] > first["finished_at"]
+        ]
+        if later:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    job = later[-1]
+    report = client.get(f"/v1/jobs/{job['id']}/changes", headers=AUTH).json()
+    assert report["plan"] == "incremental" and report["new"] == ["m2.fc1"]
+    assert report["changed"] == [] and report["removed"] == []
+    out = tmp_path / "state" / "jobs" / job["id"] / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["blocks_computed"] == 4  # m2.fc1 with each of the 3 others, and itself
+    table = client.get(f"/v1/jobs/{job['id']}/result", headers=AUTH).json()
+    assert len(table) == len(MEASURES) * 4 * 5 // 2  # a complete matrix of 4 representations
+    matrix = client.get("/v1/matrices?experiment=nightly&estimator=biased", headers=AUTH).json()
+    assert matrix["run_id"] == job["mlflow_run_id"] and "m2.fc1" in matrix["names"]
+    jobs = [j for j in client.get("/v1/jobs", headers=AUTH).json() if j["schedule_id"]]
+    assert sum(j["status"] in ("queued", "running") for j in jobs) <= 1  # runs never pile up
+    client.delete(f"/v1/schedules/{schedule['id']}", headers=AUTH)
+
+
+# -- the same API on PostgreSQL --------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_service(tmp_path, postgres_url):
+    """The service on a fresh database of the session's PostgreSQL server."""
+    import sqlalchemy
+
+    name = f"service_{tmp_path.name.lower().replace('-', '_')}"[:60]
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    make_store(tmp_path / "stores" / "zoo")
+    with TestClient(create_app(settings_for(tmp_path, database_url=url))) as client:
+        yield client, tmp_path
+
+
+def test_postgresql_end_to_end_and_checks(postgres_service):
+    client, _ = postgres_service
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    bad = client.post("/v1/jobs", json=alignment_spec(measures=[{"name": "ckaa"}]), headers=AUTH)
+    assert bad.status_code == 422 and "measures.0.name" in bad.json()["detail"]
+    assert (
+        client.post("/v1/jobs", json=alignment_spec(store="../x"), headers=AUTH).status_code == 403
+    )
+    ids = [
+        client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()["id"] for _ in range(3)
+    ]
+    for job_id in ids:
+        assert wait_for(client, job_id)["status"] == "succeeded"
+    records = client.get(f"/v1/jobs/{ids[0]}/result", headers=AUTH).json()
+    assert len(records) == 3 * 6
+    body = {"cron": "0 2 * * *", "timezone": "Asia/Tokyo", "spec": alignment_spec()}
+    schedule = client.post("/v1/schedules", json=body, headers=AUTH).json()
+    assert [s["id"] for s in client.get("/v1/schedules", headers=AUTH).json()] == [schedule["id"]]
+    engine = client.app.state.service.engine
+    assert engine.dialect.name == "postgresql"

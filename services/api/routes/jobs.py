@@ -1,6 +1,7 @@
 """Jobs: submit, list, look at one, read its log, cancel it, fetch its result table."""
 
 import io
+import json
 from typing import Annotated
 
 import pyarrow.csv as pa_csv
@@ -54,6 +55,17 @@ def cancel(state: StateDep, job: JobDep, session: SessionDep):
     state.runner.cancel(job.id)
     session.refresh(job)
     return state.public(job)
+
+
+@router.get("/{job_id}/changes")
+def changes(state: StateDep, job: JobDep):
+    """The change report of a scheduled (nightly) alignment job: new, changed and removed
+    representations, the pairs that moved by more than the schedule's threshold, and the MMD²
+    drift of each changed representation."""
+    path = state.runner.folder(job.id) / "out" / "changes.json"
+    if job.kind != "nightly" or job.status != "succeeded" or not path.exists():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has no change report")
+    return json.loads(path.read_text())
 
 
 @router.get("/{job_id}/result")
