@@ -32,8 +32,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from repalign.errors import RepalignError
