@@ -18,7 +18,8 @@ import time
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from tqdm import tqdm
+
+from jobs.progress import Progress
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 MAX_REPLAYS = 3
@@ -107,7 +108,7 @@ def run_units(
     if checkpoints is not None:
         os.makedirs(checkpoints, exist_ok=True)
     resumed = 0
-    with tqdm(
+    with Progress(
         total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
     ) as bar:
         results = [None] * actors

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from torch import nn
-from tqdm import tqdm
 
 from jobs.engine import start_ray
+from jobs.progress import Progress
 from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.kernel_products import FeatureProducts
@@ -121,7 +121,7 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
     settings = spec.stitcher.model_dump()
     rows = [None] * len(pairs)
     pending = {}
-    with tqdm(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
+    with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
         queue = list(enumerate(pairs))
         while queue or pending:
             while queue and len(pending) < workers:

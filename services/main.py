@@ -11,7 +11,7 @@ import repalign
 from repalign.tracking import prepare_store
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
-from services.api.schemas import JobPublic
+from services.api.schemas import JobPublic, Progress
 from services.db import STATUSES, Job, Schedule, open_database
 from services.runner import JobRunner
 from services.scheduler import Scheduler
@@ -31,6 +31,13 @@ class ServiceState:
 
     def public(self, job):
         record = JobPublic.model_validate(job)
+        if job.status == "running":
+            report = self.runner.progress(job.id)
+            if report is not None:
+                total = report.get("total")
+                record.progress = Progress(
+                    **report, fraction=report["done"] / total if total else None
+                )
         if job.mlflow_run_id and self.settings.tracking.startswith("http"):
             record.mlflow_link = f"{self.settings.tracking.rstrip('/')}/#/runs/{job.mlflow_run_id}"
         return record

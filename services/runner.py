@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -27,6 +28,7 @@ LOG_TAIL_BYTES = 4000
 POLL_SECONDS = 0.2
 STOP_SECONDS = 10.0  # a cancelled job's processes get this long to end before SIGKILL
 COMMANDS = {"alignment": "run", "stitching": "stitch", "nightly": "nightly"}
+PROGRESS_ENV = "REPALIGN_PROGRESS_FILE"  # where a job's command reports its progress
 
 
 class JobRunner:
@@ -84,15 +86,17 @@ class JobRunner:
             if job.status in ("queued", "running"):
                 process = self.processes.pop(job_id, None)
                 if process is not None:
-                    _stop_group(process.pid)
-                    try:
-                        process.wait(timeout=STOP_SECONDS)
-                    except subprocess.TimeoutExpired:
-                        _stop_group(process.pid, signal.SIGKILL)
-                        process.wait()
+                    _end_group(process)
                 job.status, job.finished_at, job.pid = "cancelled", now(), None
                 self._append_log(job_id, "[service] cancelled\n")
             return job.status
+
+    def progress(self, job_id):
+        """The running job's last progress report: ``{"stage", "done", "total"}`` or None."""
+        try:
+            return json.loads((self.folder(job_id) / "progress.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
     def log(self, job_id):
         path = self.folder(job_id) / "log.txt"
@@ -140,7 +144,7 @@ class JobRunner:
             command += ["--out", str(folder / "out"), "--threshold", str(threshold)]
             if previous:
                 command += ["--previous", str(self.folder(previous) / "out")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: str(folder / "progress.json")}
         env.pop("RAY_ADDRESS", None)
         with open(folder / "log.txt", "ab") as log:
             log.write(f"[service] attempt started: {' '.join(command)}\n".encode())
@@ -193,6 +197,22 @@ def _is_job_process(pid):
         return b"repalign" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def _end_group(process):
+    """Stop a job's whole process group (its command and the Ray processes it started):
+    SIGTERM, then SIGKILL for whatever is left after `STOP_SECONDS`."""
+    _stop_group(process.pid)
+    deadline = time.monotonic() + STOP_SECONDS
+    try:
+        process.wait(timeout=STOP_SECONDS)
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)  # raises once every member has exited
+            time.sleep(0.05)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+        pass
+    _stop_group(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _stop_group(pid, sig=signal.SIGTERM):

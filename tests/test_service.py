@@ -183,6 +183,14 @@ def test_cancelling_stops_a_running_job_and_a_queued_one(service):
     spec = alignment_spec(store="big", measures=[{"name": "cka", "kernel": "rbf"}])
     ids = [client.post("/v1/jobs", json=spec, headers=AUTH).json()["id"] for _ in range(3)]
     running = wait_for(client, ids[0], statuses=("running",))
+    deadline = time.monotonic() + 120
+    while running["progress"] is None or running["progress"]["stage"] != "rbf tiles":
+        assert time.monotonic() < deadline, running
+        time.sleep(0.3)
+        running = client.get(f"/v1/jobs/{ids[0]}", headers=AUTH).json()
+    progress = running["progress"]
+    assert progress["total"] > 0 and 0 <= progress["done"] <= progress["total"]
+    assert progress["fraction"] == pytest.approx(progress["done"] / progress["total"])
     pid = client.app.state.service.runner.processes[ids[0]].pid
     cancelled = client.delete(f"/v1/jobs/{ids[0]}", headers=AUTH).json()
     assert cancelled["status"] == "cancelled" and running["status"] == "running"

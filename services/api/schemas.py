@@ -10,6 +10,15 @@ class JobCreated(BaseModel):
     id: str
 
 
+class Progress(BaseModel):
+    stage: str | None = Field(
+        description="the pass or step under way, e.g. 'moments (4 representations)'"
+    )
+    done: int
+    total: int | None
+    fraction: float | None = Field(description="done / total of this stage")
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -25,6 +34,7 @@ class JobPublic(BaseModel):
     mlflow_run_id: str | None
     mlflow_link: str | None = None
     schedule_id: str | None
+    progress: Progress | None = None
 
 
 class ScheduleCreate(BaseModel):
