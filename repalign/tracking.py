@@ -10,6 +10,7 @@ The only module of repalign that imports mlflow. A run holds:
     summary.json                  the job's summary
 
 `log_json_artifact` adds a JSON artifact to a run afterwards (the nightly job's changes.json).
+`latest_heatmaps` and `heatmap_png` read the heatmaps back (the service's status page).
 
 A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
 
@@ -44,6 +45,7 @@ TABLE_ARTIFACT = "results/alignment.parquet"
 STITCHING_ARTIFACT = "results/stitching.parquet"
 MISSING_ARTIFACT = "results/missing.json"
 SUMMARY_ARTIFACT = "summary.json"
+HEATMAP_FOLDER = "heatmaps"
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
 _NOT_IN_NAME_PART = re.compile(r"[^A-Za-z0-9_\-. ]")
@@ -125,7 +127,7 @@ def log_alignment_run(
                     table, measure=measure, kernel=kernel, estimator=estimator, cluster=cluster
                 )
                 name = "-".join(part for part in (measure, kernel, estimator) if part)
-                client.log_figure(run_id, figure, f"heatmaps/{name}.png")
+                client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -280,6 +282,76 @@ def latest_run(experiment, *, tracking_uri=None):
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def latest_heatmaps(*, tracking_uri=None):
+    """The latest finished alignment run (`latest_run`) of every experiment that has one, with
+    the names of its heatmaps.
+
+    Parameters
+    ----------
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    list of (str, str, list of str)
+        ``(experiment, run id, heatmap names)`` by experiment name; a name is the artifact's
+        file name without ``.png`` (``cka-linear-biased``), in MLflow's listing order. Only
+        the first page of experiments MLflow returns (1,000) is looked at.
+    """
+    client = MlflowClient(tracking_uri)
+    found = []
+    for experiment in sorted(client.search_experiments(), key=lambda e: e.name):
+        run_id = latest_run(experiment.name, tracking_uri=tracking_uri)
+        if run_id is not None:
+            found.append((experiment.name, run_id, _heatmap_names(client, run_id)))
+    return found
+
+
+def heatmap_png(run_id, name, *, tracking_uri=None):
+    """The PNG bytes of the heatmap ``heatmaps/<name>.png`` of run ``run_id``.
+
+    Parameters
+    ----------
+    run_id : str
+    name : str
+        One of the names `latest_heatmaps` lists for the run (the file name without ``.png``).
+        It is checked against the run's listing, so no other artifact can be read.
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    RepalignError
+        If the run does not exist or has no heatmap called ``name``.
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        names = _heatmap_names(client, run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise RepalignError(
+            f"run_id must name a run of the tracking store; got {run_id!r}."
+        ) from None
+    if name not in names:
+        raise RepalignError(
+            f"name must be one of the heatmaps of run {run_id} ({', '.join(names) or 'none'}); "
+            f"got {name!r}."
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(run_id, f"{HEATMAP_FOLDER}/{name}.png", folder)
+        return Path(path).read_bytes()
+
+
+def _heatmap_names(client, run_id):
+    files = client.list_artifacts(run_id, HEATMAP_FOLDER)
+    return [Path(f.path).stem for f in files if not f.is_dir and f.path.endswith(".png")]
 
 
 def _pair_metrics(table):

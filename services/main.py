@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 
 import repalign
 from repalign.tracking import prepare_store
+from services import page
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
 from services.api.schemas import JobPublic, Progress
@@ -68,6 +69,7 @@ def create_app(settings):
     for module in (jobs, results, schedules):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(page.router)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):

@@ -1,18 +1,25 @@
 """Real servers for tests: a throwaway PostgreSQL and a headless Chromium.
 
+`chromium_dump_dom` loads one page; `chromium_page` drives a page over the DevTools protocol
+(navigate, type, click, evaluate script), as a user would, without a WebDriver.
+
 Both come from system packages (Debian's ``postgresql`` and ``chromium``), which
 ``make test`` installs through ``.ci/system-packages``. A missing binary raises
 `MissingSystemPackage`, whose message says so.
 """
 
+import fcntl
 import glob
+import json
 import os
 import pwd
+import queue
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -87,6 +94,152 @@ def chromium_dump_dom(url, *, timeout=60):
             f"stderr:\n{completed.stderr[-4000:]}"
         )
     return completed.stdout
+
+
+@contextmanager
+def chromium_page(*, timeout=60):
+    """Start headless Chromium with one blank page; yield it as a `ChromiumPage`; close it.
+
+    The browser is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    it reads commands on its file descriptor 3 and answers on 4, as NUL-terminated JSON), so
+    neither a WebDriver nor a debugging port is needed. Flags as in `chromium_dump_dom`, and
+    ``--no-proxy-server`` so that local addresses are reached directly.
+    """
+    with tempfile.TemporaryDirectory(prefix="repalign-chromium-") as profile:
+        log = Path(profile) / "stderr.txt"
+        commands_read, commands_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        # copies above 4, so that putting them on 3 and 4 in the child overwrites neither
+        child_in = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10)
+        child_out = fcntl.fcntl(answers_write, fcntl.F_DUPFD, 10)
+        os.close(commands_read)
+        os.close(answers_write)
+
+        def onto_3_and_4():
+            os.dup2(child_in, 3)
+            os.dup2(child_out, 4)
+
+        with open(log, "wb") as stderr:
+            process = subprocess.Popen(
+                [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--no-proxy-server", "--no-first-run",
+                 f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                preexec_fn=onto_3_and_4, pass_fds=(3, 4),
+            )  # fmt: skip
+        os.close(child_in)
+        os.close(child_out)
+        browser = _DevToolsPipe(process, commands_write, answers_read, log, timeout)
+        try:
+            target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+            session = browser.call("Target.attachToTarget", targetId=target, flatten=True)
+            page = ChromiumPage(browser, session["sessionId"])
+            page.call("Page.enable")
+            yield page
+        finally:
+            browser.close()
+
+
+class ChromiumPage:
+    """One page of a browser started by `chromium_page`."""
+
+    def __init__(self, browser, session):
+        self.browser, self.session = browser, session
+
+    def call(self, method, **params):
+        """Send a DevTools command to the page; its result."""
+        return self.browser.call(method, session=self.session, **params)
+
+    def goto(self, url):
+        """Load ``url`` and wait for its load event (images included)."""
+        self.call("Page.navigate", url=url)
+        self.wait_for_load()
+
+    def wait_for_load(self):
+        """Wait for the next load event of the page, e.g. after a click that submits a form."""
+        self.browser.event("Page.loadEventFired", self.session)
+
+    def type(self, text):
+        """Type ``text`` into the focused element, as the keyboard would insert it."""
+        self.call("Input.insertText", text=text)
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression (a promise is awaited), as JSON gives it."""
+        answer = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in answer:
+            raise RuntimeError(f"{expression!r} raised: {answer['exceptionDetails']}")
+        return answer["result"].get("value")
+
+
+class _DevToolsPipe:
+    """Commands to a browser and its answers and events, over the pipe of `chromium_page`."""
+
+    def __init__(self, process, commands, answers, log, timeout):
+        self.process, self.commands, self.log, self.timeout = process, commands, log, timeout
+        self.last_id = 0
+        self.pending = []  # messages read but not yet asked for
+        self.messages = queue.Queue()
+        threading.Thread(target=self._read, args=(answers,), daemon=True).start()
+
+    def _read(self, answers):
+        buffer = b""
+        with open(answers, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 16):
+                *complete, buffer = (buffer + chunk).split(b"\0")
+                for message in complete:
+                    self.messages.put(json.loads(message))
+        self.messages.put(None)  # the browser closed its end
+
+    def call(self, method, session=None, **params):
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        number = self.last_id
+        answer = self._next(lambda m: m.get("id") == number, method)
+        if "error" in answer:
+            raise RuntimeError(f"DevTools {method} failed: {answer['error']}")
+        return answer["result"]
+
+    def event(self, method, session):
+        return self._next(lambda m: m.get("method") == method and m.get("sessionId") == session,
+                          method)  # fmt: skip
+
+    def _next(self, wanted, what):
+        for i, message in enumerate(self.pending):
+            if wanted(message):
+                return self.pending.pop(i)
+        try:
+            while True:
+                message = self.messages.get(timeout=self.timeout)
+                if message is None:
+                    raise RuntimeError(f"chromium exited while waiting for {what}{self._stderr()}")
+                if wanted(message):
+                    return message
+                self.pending.append(message)
+        except queue.Empty:
+            raise TimeoutError(
+                f"no {what} from chromium in {self.timeout} s{self._stderr()}"
+            ) from None
+
+    def _stderr(self):
+        return f"; its stderr:\n{self.log.read_text(errors='replace')[-4000:]}"
+
+    def close(self):
+        try:
+            self.call("Browser.close")
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        finally:
+            os.close(self.commands)
+            try:
+                self.process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @contextmanager
