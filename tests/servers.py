@@ -16,10 +16,14 @@ import pwd
 import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -352,3 +356,290 @@ def _run(command, *, timeout, cwd=None, log=None):
             + (f"\nserver log:\n{server_log}" if server_log else "")
         )
     return completed
+
+
+class MlflowServer:
+    """An ``mlflow server`` subprocess on 127.0.0.1 that can be stopped and started again on
+    the same port with the same stores (see `mlflow_server`)."""
+
+    def __init__(self, backend_url, artifact_root, log, *, timeout):
+        self.backend_url, self.artifact_root = backend_url, str(artifact_root)
+        self.log, self.timeout = Path(log), timeout
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self):
+        """Start the server and wait until ``/health`` answers."""
+        if self.process is not None:
+            raise RuntimeError(f"the MLflow server at {self.url} is already running")
+        # the server's background job runner (huey consumers) is not needed for tracking
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1",
+                 "--backend-store-uri", self.backend_url,
+                 "--artifacts-destination", self.artifact_root, "--serve-artifacts"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"mlflow server exited at start; its log:\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(
+            f"mlflow server not healthy in {self.timeout} s; its log:\n{self._log_tail()}"
+        )
+
+    def stop(self):
+        """Stop the server and its worker processes (its whole process group)."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            self.process.wait()
+        finally:
+            self.process = None
+
+    def _log_tail(self):
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextmanager
+def mlflow_server(backend_url, artifact_root, *, timeout=60):
+    """Start ``mlflow server`` on 127.0.0.1 with a SQL backend store; yield it; stop it.
+
+    Artifacts are proxied (``--serve-artifacts --artifacts-destination artifact_root``): new
+    experiments get the artifact root ``mlflow-artifacts:/``, so clients upload and download
+    over HTTP and need no access to ``artifact_root``. One worker; the server's job runner is
+    off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``).
+
+    Parameters
+    ----------
+    backend_url : str
+        SQLAlchemy URL of the backend store, e.g. ``sqlite:////tmp/x/mlflow.db`` or
+        `postgres_server`'s URL.
+    artifact_root : path-like
+        Folder the server keeps artifacts in.
+    timeout : int, default=60
+        Seconds a start (until ``/health`` answers) or a stop may take.
+
+    Yields
+    ------
+    MlflowServer
+        ``url`` (``http://127.0.0.1:PORT``), ``stop()``, and ``start()`` to start it again on
+        the same port with the same stores. The server's output goes to ``mlflow-server.log``
+        beside ``artifact_root``.
+    """
+    server = MlflowServer(
+        backend_url,
+        artifact_root,
+        Path(artifact_root).parent / "mlflow-server.log",
+        timeout=timeout,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- a Ray cluster of two nodes -----------------------------------------------------------------
+
+RAY_CLUSTER_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    # the GCS declares a killed node dead within ~2 s, not the default ~30 s
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+class RayCluster:
+    """A head node and a worker node started by `ray_cluster`, each its own ``ray start``.
+
+    Attributes
+    ----------
+    gcs_address : str
+        ``127.0.0.1:PORT``, for ``ray.init(address=...)`` and ``ray start --address``.
+    dashboard_url : str
+        ``http://127.0.0.1:PORT``, for `ray.job_submission.JobSubmissionClient`.
+    head_node_id, worker_node_id : str
+        Ray node ids; the worker's changes when it is restarted.
+    """
+
+    def __init__(self, root, ray, env, timeout):
+        self.root, self._ray, self._env, self._timeout = root, ray, env, timeout
+        self.gcs_address = f"127.0.0.1:{_free_port()}"
+        self.dashboard_url = f"http://127.0.0.1:{_free_port()}"
+        self.head_node_id = self.worker_node_id = None
+        self._head = self._worker = None
+        self._workers_started = 0
+
+    def start_head(self):
+        self._head = self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_address.split(':')[1]}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_url.rsplit(':', 1)[1]}",
+                f"--ray-client-server-port={_free_port()}",
+                '--resources={"head": 1}',
+            ],
+        )
+        self.head_node_id = self._wait_for_node("head")
+
+    def restart_worker(self):
+        """Start the worker node (again, after `kill_worker`); returns its new node id."""
+        if self._worker is not None:
+            raise RuntimeError("the worker node is running; kill_worker() first")
+        self._workers_started += 1
+        self._worker = self._start(
+            f"worker-{self._workers_started}",
+            [f"--address={self.gcs_address}", '--resources={"worker": 1}'],
+        )
+        self.worker_node_id = self._wait_for_node("worker")
+        return self.worker_node_id
+
+    def kill_worker(self):
+        """SIGKILL every process of the worker node (its raylet, object store, workers), as
+        when a machine is lost; returns once the cluster has declared the node dead."""
+        dead = self.worker_node_id
+        _kill_group(self._worker)
+        self._worker = None
+        deadline = time.monotonic() + self._timeout
+        while dead in self._alive_nodes():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {dead} still alive {self._timeout} s after its kill")
+            time.sleep(0.2)
+
+    def stop(self):
+        for process in (self._worker, self._head):
+            if process is not None:
+                _kill_group(process, signal_number=signal.SIGTERM)
+        # whatever left its process group (Ray's workers do) still names our folder
+        _kill_processes_naming(str(self.root))
+
+    def _start(self, name, options):
+        log = open(self.root / f"{name}.log", "wb")  # the children write it
+        command = [
+            self._ray,
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            "--object-store-memory=100000000",
+            f"--temp-dir={self.root / 'ray'}",
+            f"--node-manager-port={_free_port()}",
+            f"--object-manager-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            "--disable-usage-stats",
+            *options,
+        ]
+        with log:
+            return subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            )
+
+    def _alive_nodes(self):
+        """Node id -> custom resources of each alive node, from the dashboard's state API."""
+        from ray.util.state import list_nodes
+
+        try:
+            nodes = list_nodes(address=self.dashboard_url, timeout=5, raise_on_missing_output=False)
+        except Exception:  # the dashboard is starting
+            return {}
+        return {n.node_id: n.resources_total for n in nodes if n.state == "ALIVE"}
+
+    def _wait_for_node(self, resource):
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            for node_id, resources in self._alive_nodes().items():
+                if resource in resources:
+                    return node_id
+            for process in (self._head, self._worker):
+                if process is not None and process.poll() is not None:
+                    break
+            else:
+                time.sleep(0.5)
+                continue
+            break
+        logs = "\n".join(
+            f"{log.name}:\n{log.read_text(errors='replace')[-3000:]}"
+            for log in sorted(self.root.glob("*.log"))
+        )
+        raise RuntimeError(f"no alive Ray node with resource {resource!r}; logs:\n{logs}")
+
+
+@contextmanager
+def ray_cluster(*, timeout=90):
+    """Start a Ray cluster of two nodes on 127.0.0.1; yield it as a `RayCluster`; stop it.
+
+    The head (``ray start --head``, 1 CPU, custom resource ``head``) runs the GCS and the
+    dashboard, hence the Jobs API; the worker (``ray start --address``, 1 CPU, custom
+    resource ``worker``) joins it. Each is ``ray start --block`` in its own process group,
+    so that the worker alone can be killed and started again; every port is chosen free, and
+    the temporary folder is new, so that the cluster clashes with no other Ray on this machine
+    (such as the tests' own local one). On exit the two process groups are stopped and the
+    folder deleted; ``ray stop`` is never used, as it would stop every Ray of the machine.
+    """
+    root = Path(tempfile.mkdtemp(prefix="repalign-ray-"))
+    ray = Path(sys.executable).parent / "ray"
+    env = {**os.environ, **RAY_CLUSTER_ENV}
+    env.pop("RAY_ADDRESS", None)
+    cluster = RayCluster(root, str(ray), env, timeout)
+    try:
+        cluster.start_head()
+        cluster.restart_worker()
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_group(process, signal_number=signal.SIGKILL):
+    """Signal the process group of ``process`` (a ``ray start --block``) and reap it."""
+    try:
+        os.killpg(process.pid, signal_number)
+    except ProcessLookupError:
+        pass
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _kill_processes_naming(text):
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(text in part for part in process.info["cmdline"] or ()):
+                process.kill()
+        except psutil.Error:
+            pass
