@@ -2,8 +2,9 @@
 
 Each job gets a folder ``<state>/jobs/<id>/`` with its spec (``spec.json``, its ``out`` set to
 ``out/`` beside it), its log (``log.txt``: the command's stdout and stderr) and its outputs.
-A job's process is started in a session of its own, so that cancelling it stops the whole
-process group (its Ray workers included).
+Where the command runs is the launcher's business (`services.launchers`): a process of this
+machine by default, or a Ray job submitted through the Ray Jobs API when the service's Ray
+address is a dashboard URL.
 
 Every change of state is committed to the database before it takes effect: a job is marked
 running before its process starts, so a service that dies leaves it "running". On the next
@@ -13,20 +14,17 @@ is forgotten, and none finishes twice.
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from services.db import Job, now
+from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
 
 LOG_TAIL_BYTES = 4000
 POLL_SECONDS = 0.2
-STOP_SECONDS = 10.0  # a cancelled job's processes get this long to end before SIGKILL
 COMMANDS = {"alignment": "run", "stitching": "stitch", "nightly": "nightly"}
 PROGRESS_ENV = "REPALIGN_PROGRESS_FILE"  # where a job's command reports its progress
 
@@ -36,7 +34,10 @@ class JobRunner:
 
     def __init__(self, sessions, settings):
         self.sessions, self.settings = sessions, settings
-        self.processes = {}  # job id -> subprocess.Popen
+        self.handles = {}  # job id -> the launcher's handle of its running command
+        address = settings.ray_address or ""
+        jobs_api = address.startswith(("http://", "https://"))
+        self.launcher = RayJobsLauncher(address) if jobs_api else LocalLauncher()
         self.peak_running = 0
         self._lock = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -58,10 +59,16 @@ class JobRunner:
         self._thread.join()
 
     def recover(self):
-        """Settle the jobs a previous service left running: a job whose command had finished
-        (its run record is written last) succeeded; any other is stopped and queued again."""
+        """Settle the jobs a previous service left running. A Ray job that the cluster still
+        runs is followed again; a job whose command had finished (its run record is written
+        last) succeeded; any other is stopped and queued again."""
         with self.sessions.begin() as session:
             for job in session.scalars(select(Job).where(Job.status == "running")):
+                handle = self.launcher.find(_submission_id(job), job.pid)
+                if handle is not None:
+                    self.handles[job.id] = handle
+                    self._append_log(job.id, "[service] followed again after a restart\n")
+                    continue
                 alive = job.pid is not None and _is_job_process(job.pid)
                 run_id = _run_id(self.folder(job.id) / "out")
                 if not alive and run_id is not None:
@@ -69,7 +76,7 @@ class JobRunner:
                     job.pid = None
                     continue
                 if alive:
-                    _stop_group(job.pid)
+                    stop_group(job.pid)
                 job.status, job.pid, job.started_at = "queued", None, None
                 job.error = f"queued again: the service stopped while attempt {job.attempts} ran"
                 self._append_log(job.id, f"[service] {job.error}\n")
@@ -84,9 +91,9 @@ class JobRunner:
         with self._lock, self.sessions.begin() as session:
             job = session.get(Job, job_id)
             if job.status in ("queued", "running"):
-                process = self.processes.pop(job_id, None)
-                if process is not None:
-                    _end_group(process)
+                handle = self.handles.pop(job_id, None)
+                if handle is not None:
+                    handle.stop()
                 job.status, job.finished_at, job.pid = "cancelled", now(), None
                 self._append_log(job_id, "[service] cancelled\n")
             return job.status
@@ -124,24 +131,24 @@ class JobRunner:
             for job in queued:
                 job.status, job.started_at, job.error = "running", now(), None
                 job.attempts += 1
-            started = [(job.id, job.kind, job.spec, job) for job in queued]
-        for job_id, kind, spec, job in started:
-            process = self._spawn(job_id, kind, spec, job.previous_job_id, job.threshold)
-            self.processes[job_id] = process
+        for job in queued:
+            handle = self._spawn(job)
+            self.handles[job.id] = handle
             with self.sessions.begin() as session:
-                session.get(Job, job_id).pid = process.pid
-        self.peak_running = max(self.peak_running, len(self.processes))
+                session.get(Job, job.id).pid = handle.pid
+        self.peak_running = max(self.peak_running, len(self.handles))
 
-    def _spawn(self, job_id, kind, spec, previous, threshold):
+    def _spawn(self, job):
+        job_id, kind, spec, previous = job.id, job.kind, job.spec, job.previous_job_id
         folder = self.folder(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(json.dumps({**spec, "out": str(folder / "out")}))
         command = [sys.executable, "-m", "repalign", COMMANDS[kind], str(folder / "spec.json")]
         command += ["--tracking-uri", self.settings.tracking, "--quiet"]
-        if self.settings.ray_address:
+        if self.settings.ray_address and isinstance(self.launcher, LocalLauncher):
             command += ["--ray-address", self.settings.ray_address]
         if kind == "nightly":
-            command += ["--out", str(folder / "out"), "--threshold", str(threshold)]
+            command += ["--out", str(folder / "out"), "--threshold", str(job.threshold)]
             if previous:
                 command += ["--previous", str(self.folder(previous) / "out")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: str(folder / "progress.json")}
@@ -149,16 +156,17 @@ class JobRunner:
         with open(folder / "log.txt", "ab") as log:
             log.write(f"[service] attempt started: {' '.join(command)}\n".encode())
             log.flush()
-            return subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+            return self.launcher.start(_submission_id(job), command, env, log)
 
     def _reap(self):
-        for job_id, process in list(self.processes.items()):
-            code = process.poll()
+        for job_id, handle in list(self.handles.items()):
+            code = handle.poll()
             if code is None:
                 continue
-            del self.processes[job_id]
+            del self.handles[job_id]
+            logs = handle.logs()
+            if logs:
+                self._append_log(job_id, logs)
             with self.sessions.begin() as session:
                 job = session.get(Job, job_id)
                 if job.status != "running":
@@ -182,6 +190,10 @@ class JobRunner:
             log.write(line)
 
 
+def _submission_id(job):
+    return f"repalign-{job.id}-{job.attempts}"
+
+
 def _run_id(out):
     """The MLflow run id a finished command wrote into OUT/run.json (or nightly.json)."""
     for name in ("run.json", "nightly.json"):
@@ -197,27 +209,3 @@ def _is_job_process(pid):
         return b"repalign" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-
-
-def _end_group(process):
-    """Stop a job's whole process group (its command and the Ray processes it started):
-    SIGTERM, then SIGKILL for whatever is left after `STOP_SECONDS`."""
-    _stop_group(process.pid)
-    deadline = time.monotonic() + STOP_SECONDS
-    try:
-        process.wait(timeout=STOP_SECONDS)
-        while time.monotonic() < deadline:
-            os.killpg(process.pid, 0)  # raises once every member has exited
-            time.sleep(0.05)
-    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
-        pass
-    _stop_group(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _stop_group(pid, sig=signal.SIGTERM):
-    """Signal a job's process group; a group that is already gone is fine."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -191,7 +191,7 @@ def test_cancelling_stops_a_running_job_and_a_queued_one(service):
     progress = running["progress"]
     assert progress["total"] > 0 and 0 <= progress["done"] <= progress["total"]
     assert progress["fraction"] == pytest.approx(progress["done"] / progress["total"])
-    pid = client.app.state.service.runner.processes[ids[0]].pid
+    pid = client.app.state.service.runner.handles[ids[0]].pid
     cancelled = client.delete(f"/v1/jobs/{ids[0]}", headers=AUTH).json()
     assert cancelled["status"] == "cancelled" and running["status"] == "running"
     with pytest.raises(ProcessLookupError):
