@@ -106,8 +106,11 @@ class JobRunner:
             return None
 
     def log(self, job_id):
+        """The job's log: its file, and for a running Ray job what the cluster has so far."""
         path = self.folder(job_id) / "log.txt"
-        return path.read_text(errors="replace") if path.exists() else ""
+        text = path.read_text(errors="replace") if path.exists() else ""
+        handle = self.handles.get(job_id)
+        return text + ((handle.logs() or "") if handle is not None else "")
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -51,12 +51,34 @@ def settings_for(tmp_path, **overrides):
 
 
 @pytest.fixture
-def service(tmp_path):
-    settings = settings_for(tmp_path)
+def service(request, tmp_path):
+    """The service in-process, on SQLite, or (parametrized "postgresql") on a fresh database
+    of the session's PostgreSQL server."""
+    overrides = {}
+    if getattr(request, "param", "sqlite") == "postgresql":
+        overrides["database_url"] = fresh_database(
+            request.getfixturevalue("postgres_url"), tmp_path
+        )
+    settings = settings_for(tmp_path, **overrides)
     make_store(tmp_path / "stores" / "zoo")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     with TestClient(create_app(settings)) as client:
+        assert client.app.state.service.engine.dialect.name == getattr(request, "param", "sqlite")
         yield client, tmp_path
+
+
+def fresh_database(server_url, tmp_path):
+    import sqlalchemy
+
+    name = f"service_{tmp_path.name.lower().replace('-', '_')}"[:60]
+    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+both_databases = pytest.mark.parametrize("service", ["sqlite", "postgresql"], indirect=True)
 
 
 def wait_for(client, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=240):
@@ -76,6 +98,7 @@ def alignment_spec(store="zoo", **extra):
 # -- authentication and input checks ---------------------------------------------------------
 
 
+@both_databases
 def test_every_endpoint_but_healthz_needs_a_valid_token(service):
     client, _ = service
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -90,6 +113,7 @@ def test_every_endpoint_but_healthz_needs_a_valid_token(service):
     assert client.get("/v1/jobs", headers={"Authorization": "Bearer second-token"}).json() == []
 
 
+@both_databases
 def test_bad_specs_and_stores_are_refused(service):
     client, tmp_path = service
     bad = client.post("/v1/jobs", json=alignment_spec(measures=[{"name": "ckaa"}]), headers=AUTH)
@@ -129,6 +153,7 @@ def test_no_token_appears_in_responses_or_logs(service):
 # -- jobs --------------------------------------------------------------------------------------
 
 
+@both_databases
 def test_a_job_submitted_over_http_equals_repalign_run(service, ray_session):
     client, tmp_path = service
     created = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
@@ -167,6 +192,7 @@ def test_a_job_submitted_over_http_equals_repalign_run(service, ray_session):
     assert {r["name"]: r["dim"] for r in reps} == {"m0.fc1": 4, "m0.fc2": 5, "m1.fc1": 6}
 
 
+@both_databases
 def test_a_failing_job_reports_why_and_a_missing_result_is_409(service):
     client, tmp_path = service
     (tmp_path / "stores" / "empty").mkdir()
@@ -246,6 +272,7 @@ def test_openapi_documents_the_v1_routes(service):
         assert path in paths, path
 
 
+@both_databases
 def test_schedules_persist_and_bad_cron_is_422(service):
     client, _ = service
     body = {"cron": "0 2 * * *", "timezone": "Europe/Rome", "spec": alignment_spec()}
@@ -399,44 +426,3 @@ def test_a_schedule_computes_only_new_pairs_and_reports_the_new_representation(s
     jobs = [j for j in client.get("/v1/jobs", headers=AUTH).json() if j["schedule_id"]]
     assert sum(j["status"] in ("queued", "running") for j in jobs) <= 1  # runs never pile up
     client.delete(f"/v1/schedules/{schedule['id']}", headers=AUTH)
-
-
-# -- the same API on PostgreSQL --------------------------------------------------------------
-
-
-@pytest.fixture
-def postgres_service(tmp_path, postgres_url):
-    """The service on a fresh database of the session's PostgreSQL server."""
-    import sqlalchemy
-
-    name = f"service_{tmp_path.name.lower().replace('-', '_')}"[:60]
-    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    make_store(tmp_path / "stores" / "zoo")
-    with TestClient(create_app(settings_for(tmp_path, database_url=url))) as client:
-        yield client, tmp_path
-
-
-def test_postgresql_end_to_end_and_checks(postgres_service):
-    client, _ = postgres_service
-    assert client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
-    bad = client.post("/v1/jobs", json=alignment_spec(measures=[{"name": "ckaa"}]), headers=AUTH)
-    assert bad.status_code == 422 and "measures.0.name" in bad.json()["detail"]
-    assert (
-        client.post("/v1/jobs", json=alignment_spec(store="../x"), headers=AUTH).status_code == 403
-    )
-    ids = [
-        client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()["id"] for _ in range(3)
-    ]
-    for job_id in ids:
-        assert wait_for(client, job_id)["status"] == "succeeded"
-    records = client.get(f"/v1/jobs/{ids[0]}/result", headers=AUTH).json()
-    assert len(records) == 3 * 6
-    body = {"cron": "0 2 * * *", "timezone": "Asia/Tokyo", "spec": alignment_spec()}
-    schedule = client.post("/v1/schedules", json=body, headers=AUTH).json()
-    assert [s["id"] for s in client.get("/v1/schedules", headers=AUTH).json()] == [schedule["id"]]
-    engine = client.app.state.service.engine
-    assert engine.dialect.name == "postgresql"
