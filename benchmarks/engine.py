@@ -44,7 +44,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
-import importlib.metadata
 import math
 import multiprocessing
 import os
@@ -52,7 +51,6 @@ import pickle
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -64,7 +62,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import numpy as np
 import psutil
 import ray
-from machine import cpu_model
+from machine import cpu_model, git_state, package_version
 from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -202,7 +200,7 @@ def print_machine(args, root):
         if lib["user_api"] == "blas"
     ]
     versions = ", ".join(
-        f"{name} {_version(name)}"
+        f"{name} {package_version(name)}"
         for name in ("numpy", "scipy", "pyarrow", "ray", "torch", *sorted(PEERS))
     )
     free = shutil.disk_usage(root).free / 1e9
@@ -258,36 +256,6 @@ def actor_threads():
         found[cpus] = ray.get(probe.threads.remote())
         ray.kill(probe)
     return found
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
-def git_state():
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--", "repalign", "jobs"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    dirty = [line for line in dirty if line.strip()]
-    return f"HEAD {head}" + (
-        f", {len(dirty)} files of repalign/ and jobs/ changed" if dirty else ""
-    )
 
 
 # -- jobs, stores, timers and monitors ---------------------------------------------------------

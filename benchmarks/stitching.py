@@ -46,12 +46,10 @@ Run from the repository root (a few minutes; ``--smoke`` checks the script in se
 import argparse
 import contextlib
 import datetime
-import importlib.metadata
 import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +60,7 @@ import numpy as np
 import psutil
 import ray
 import scipy.linalg
-from machine import cpu_model, total_memory_gib
+from machine import cpu_model, git_state, package_version, total_memory_gib
 from threadpoolctl import threadpool_info
 
 import repalign
@@ -153,7 +151,7 @@ def print_machine(args):
         if lib["user_api"] == "blas"
     ]
     versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("numpy", "scipy", "torch", "ray", "pyarrow")
+        f"{name} {package_version(name)}" for name in ("numpy", "scipy", "torch", "ray", "pyarrow")
     )
     print("### Machine\n")
     print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
@@ -177,36 +175,6 @@ def print_machine(args):
         f"part 2 seed {SEED}, n = {args.rows:,}, d₁ = d₂ ∈ {{{', '.join(map(str, args.widths))}}}, "
         f"float32, Z2 = Z1 M/√d + {NOISE}·noise; best of {REPEATS} interleaved rounds\n",
         flush=True,
-    )
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
-def git_state():
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--", "repalign", "jobs"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    dirty = [line for line in dirty if line.strip()]
-    return f"HEAD {head}" + (
-        f", {len(dirty)} files of repalign/ and jobs/ changed or new" if dirty else ""
     )
 
 
