@@ -4,10 +4,8 @@ Each function takes the ``repalign`` subcommand parsers and adds one command; th
 itself is imported only when the command runs.
 """
 
-import json
 import os
 import sys
-from pathlib import Path
 
 
 def add_align(commands):
@@ -40,7 +38,9 @@ def add_run(commands):
         description="Run an alignment job from a spec file (JSON or YAML), or from flags: "
         "--store, --out and one --measure per configuration, written name[:kernel[:estimator]]"
         "[,key=value...], e.g. --measure cka:linear:song --measure cka:rbf:biased,approx=rff. "
-        "Writes OUT/alignment.parquet and OUT/summary.json and logs one MLflow run.",
+        "Writes OUT/alignment.parquet and OUT/summary.json and logs one MLflow run; if the "
+        "tracking server cannot be reached, the run is kept in OUT/pending-upload.json for "
+        "`repalign sync`.",
     )
     run.add_argument("spec", nargs="?", help="job spec file (.json, .yaml)")
     run.add_argument("--store", help="embedding store (instead of a spec file)")
@@ -62,7 +62,6 @@ def add_run(commands):
 def _run(args):
     from jobs.alignment import run_alignment, write_result
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
-    from repalign.tracking import log_alignment_run
 
     if args.spec:
         spec = load_spec(args.spec, kind="alignment")
@@ -93,35 +92,42 @@ def _run(args):
         incremental_from=args.incremental_from,
     )
     path = write_result(result, spec.out)
-    run_id, tracking_uri = _log(log_alignment_run, result, spec, args.tracking_uri)
     missing = result.summary["missing_values"]
     print(f"wrote {path} ({result.table.num_rows} rows, {missing} missing)")
-    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    _log("alignment", spec, args.tracking_uri)
     if missing:
         print(
             f"missing representations: {result.summary['missing_representations']}", file=sys.stderr
         )
 
 
-def _log(log_run, result, spec, tracking_uri):
-    """Log the job with ``log_run`` (a `repalign.tracking` function); without a tracking URI,
-    to a SQLite store in OUT with its artifacts beside it. Writes OUT/run.json with the run id
-    and the tracking URI, for callers such as the service."""
+def _log(job, spec, tracking_uri, plan=None):
+    """Log the job whose results are in OUT (`jobs.sync`); without a tracking URI, to a SQLite
+    store in OUT with its artifacts beside it. Writes OUT/run.json with the run id and the
+    tracking URI, for callers such as the service. If the tracking server cannot be reached,
+    says so and leaves OUT/pending-upload.json for `repalign sync`."""
+    from jobs.sync import UploadPending, record_pending, upload, use_short_retries
+
     artifacts = None
     if tracking_uri is None:
         out = os.path.abspath(spec.out)
         tracking_uri, artifacts = f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
-    run_id = log_run(
-        result.table,
-        params=result.params,
-        summary=result.summary,
-        experiment=spec.experiment,
+    use_short_retries()
+    record_pending(
+        spec.out,
+        job,
         tracking_uri=tracking_uri,
+        experiment=spec.experiment,
         artifact_location=artifacts,
+        plan=plan,
     )
-    record = Path(spec.out) / "run.json"
-    record.write_text(json.dumps({"run_id": run_id, "tracking_uri": tracking_uri}) + "\n")
-    return run_id, tracking_uri
+    try:
+        run_id, tracking_uri = upload(spec.out)
+    except UploadPending as exc:
+        print(f"MLflow run pending upload: {exc}")
+        return None
+    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    return run_id
 
 
 def add_stitch(commands):
@@ -152,7 +158,6 @@ def add_stitch(commands):
 def _stitch(args):
     from jobs.stitching import run_stitching, write_result
     from repalign.spec import SpecError, load_spec, parse_spec
-    from repalign.tracking import log_stitching_run
 
     content = (
         load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
@@ -173,10 +178,9 @@ def _stitch(args):
     spec = parse_spec(content, kind="stitching")
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)
-    run_id, tracking_uri = _log(log_stitching_run, result, spec, args.tracking_uri)
     summary = result.summary
     print(f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed)")
-    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    _log("stitching", spec, args.tracking_uri)
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
 
@@ -210,9 +214,8 @@ def add_nightly(commands):
 
 
 def _nightly(args):
-    from jobs.nightly import describe, run_nightly, write_run_record
+    from jobs.nightly import describe, run_nightly
     from repalign.spec import load_spec, parse_spec
-    from repalign.tracking import log_alignment_run, log_json_artifact
 
     spec = load_spec(args.spec, kind="alignment")
     if args.out is not None:
@@ -221,11 +224,46 @@ def _nightly(args):
     nightly = run_nightly(
         spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
     )
-    run_id, tracking_uri = _log(log_alignment_run, nightly.alignment, spec, args.tracking_uri)
-    log_json_artifact(run_id, nightly.changes, "changes.json", tracking_uri=tracking_uri)
-    write_run_record(spec.out, run_id, tracking_uri, nightly.plan)
     print("\n".join(describe(nightly)))
-    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    _log("nightly", spec, args.tracking_uri, plan=nightly.plan.mode)
+
+
+def add_sync(commands):
+    sync = commands.add_parser(
+        "sync",
+        help="upload the MLflow runs that jobs kept on disk while the tracking server was down",
+        description="For each job output folder OUT with an OUT/pending-upload.json, log the "
+        "job's saved results to MLflow as `repalign run`, `stitch` or `nightly` would have, "
+        "write OUT/run.json and remove the pending record. A folder logged already is left "
+        "as it is. A run that an interrupted upload left unfinished on the server is marked "
+        "FAILED; one it finished is kept, not logged twice. MLflow's HTTP retries are short "
+        "unless MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR or "
+        "MLFLOW_HTTP_REQUEST_TIMEOUT is set (jobs.sync.SHORT_RETRIES).",
+    )
+    sync.add_argument("out", nargs="+", metavar="OUT", help="job output folder")
+    sync.add_argument(
+        "--tracking-uri",
+        help="log there instead of the tracking URI each folder's record names",
+    )
+    sync.set_defaults(run=_sync)
+
+
+def _sync(args):
+    from jobs.sync import sync, use_short_retries
+    from repalign.errors import RepalignError
+
+    use_short_retries()
+    failed = []
+    for out in args.out:
+        try:
+            print(sync(out, tracking_uri=args.tracking_uri))
+        except RepalignError as exc:
+            print(f"{out}: {exc}", file=sys.stderr)
+            failed.append(out)
+    if failed:
+        raise RepalignError(
+            f"{len(failed)} of {len(args.out)} folders not synced: {', '.join(failed)}."
+        )
 
 
 def _add_cluster_flags(parser):

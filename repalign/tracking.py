@@ -11,6 +11,8 @@ The only module of repalign that imports mlflow. A run holds:
 
 `log_json_artifact` adds a JSON artifact to a run afterwards (the nightly job's changes.json).
 `latest_heatmaps` and `heatmap_png` read the heatmaps back (the service's status page).
+`tracking_unreachable` tells a tracking server that could not be reached from other errors, and
+`finished_upload` settles what an interrupted upload left on the server (``repalign sync``).
 
 A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
 
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -47,6 +50,7 @@ MISSING_ARTIFACT = "results/missing.json"
 SUMMARY_ARTIFACT = "summary.json"
 HEATMAP_FOLDER = "heatmaps"
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
+UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
 _NOT_IN_NAME_PART = re.compile(r"[^A-Za-z0-9_\-. ]")
 
@@ -144,6 +148,7 @@ def log_stitching_run(
     experiment,
     tracking_uri=None,
     run_name=None,
+    tags=None,
     artifact_location=None,
 ):
     """Record a stitching job as a finished parent run with one nested run per pair.
@@ -155,6 +160,8 @@ def log_stitching_run(
     params, summary, experiment, tracking_uri, run_name, artifact_location
         As in `log_alignment_run`. Numeric entries of ``summary`` are also the parent's
         metrics.
+    tags : dict, default=None
+        Extra tags of the parent run. The tag ``repalign.kind = "stitching"`` is always set.
 
     Returns
     -------
@@ -165,7 +172,7 @@ def log_stitching_run(
     client = MlflowClient(tracking_uri)
     experiment_id = _experiment_id(client, experiment, artifact_location)
     parent = client.create_run(
-        experiment_id, run_name=run_name, tags={KIND_TAG: "stitching"}
+        experiment_id, run_name=run_name, tags={**(tags or {}), KIND_TAG: "stitching"}
     ).info.run_id
     timestamp = int(time.time() * 1000)
     try:
@@ -221,6 +228,76 @@ def log_json_artifact(run_id, content, path, *, tracking_uri=None):
         None means MLflow's own default.
     """
     MlflowClient(tracking_uri).log_dict(run_id, content, path)
+
+
+def tracking_unreachable(error):
+    """Did ``error`` come from a tracking server that could not be reached?
+
+    True when a connection error or timeout of ``requests`` (which MLflow's REST client uses),
+    or Python's `ConnectionError` or `TimeoutError`, is ``error`` or in its chain of causes
+    and contexts: MLflow turns a failed request into an `MlflowException` raised while
+    handling it, after its retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) are spent. An error
+    that the server answered (an invalid parameter, a missing run) is not one.
+    """
+    unreachable = (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.RetryError,  # retries on 429/5xx answers spent: no usable server
+        ConnectionError,
+        TimeoutError,
+    )
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, unreachable):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def finished_upload(upload, *, experiment, tracking_uri=None):
+    """The finished run of an upload tagged ``repalign.upload = upload``, if one was logged;
+    runs an interrupted attempt left unfinished are marked FAILED.
+
+    An attempt to log a job that the tracking server stopped answering part way leaves a run
+    RUNNING (its own FAILED mark could not reach the server either). Marking it FAILED keeps
+    it from being taken for the job's record (`latest_run` takes FINISHED runs only); nested
+    runs it left RUNNING are marked too. A FINISHED run is complete: `log_alignment_run` and
+    `log_stitching_run` finish a run after everything else is logged.
+
+    Parameters
+    ----------
+    upload : str
+        The value of the tag `UPLOAD_TAG` given to the logging function.
+    experiment : str
+        Experiment name.
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    str or None
+        The id of the FINISHED run (the latest started, if there are several), else None.
+    """
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    ids = [found.experiment_id]
+    runs = client.search_runs(ids, filter_string=f"tags.`{UPLOAD_TAG}` = '{upload}'")
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED")
+        if run.info.status != "FINISHED":
+            children = client.search_runs(
+                ids,
+                filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' "
+                "and attributes.status = 'RUNNING'",
+            )
+            for child in children:
+                client.set_terminated(child.info.run_id, "FAILED")
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    return max(finished, key=lambda run: run.info.start_time).info.run_id if finished else None
 
 
 def metric_key(measure, kernel, estimator, rep_a, rep_b):
