@@ -44,6 +44,29 @@ CORE_MODELS = {
     ("batch/v1", "CronJob"): "V1CronJob",
 }
 RAY_KINDS = {("ray.io/v1", "RayCluster"), ("ray.io/v1", "RayJob")}
+# The fields of KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1/*_types.go): a key outside
+# these is a typo that the CRD's schema would prune or refuse.
+RAY_CLUSTER_FIELDS = {
+    "suspend", "managedBy", "autoscalerOptions", "headServiceAnnotations",
+    "enableInTreeAutoscaling", "gcsFaultToleranceOptions", "headGroupSpec", "rayVersion",
+    "workerGroupSpecs",
+}  # fmt: skip
+HEAD_GROUP_FIELDS = {"template", "headService", "enableIngress", "rayStartParams", "serviceType"}
+WORKER_GROUP_FIELDS = {
+    "suspend", "groupName", "replicas", "minReplicas", "maxReplicas", "idleTimeoutSeconds",
+    "rayStartParams", "template", "scaleStrategy", "numOfHosts",
+}  # fmt: skip
+AUTOSCALER_FIELDS = {
+    "resources", "image", "imagePullPolicy", "securityContext", "idleTimeoutSeconds",
+    "upscalingMode", "env", "envFrom", "volumeMounts",
+}  # fmt: skip
+RAY_JOB_FIELDS = {
+    "activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate",
+    "metadata", "clusterSelector", "submitterConfig", "managedBy", "deletionPolicy",
+    "entrypoint", "runtimeEnvYAML", "jobId", "submissionMode", "entrypointResources",
+    "entrypointNumCpus", "entrypointNumGpus", "ttlSecondsAfterFinished",
+    "shutdownAfterJobFinishes", "suspend",
+}  # fmt: skip
 
 
 # ---- reading the files ----------------------------------------------------------------------
@@ -416,6 +439,32 @@ def test_ray_clusters_have_a_head_and_workers_within_their_bounds(owner, cluster
         assert group["groupName"] and isinstance(group["rayStartParams"], dict)
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group
     assert isinstance(cluster.get("enableInTreeAutoscaling"), bool)
+
+
+@pytest.mark.parametrize(("owner", "cluster"), _ray_clusters(), ids=["RayCluster", "RayJob"])
+def test_ray_clusters_use_only_kuberay_v1_fields(owner, cluster):
+    assert set(cluster) <= RAY_CLUSTER_FIELDS, set(cluster) - RAY_CLUSTER_FIELDS
+    head = cluster["headGroupSpec"]
+    assert {"template", "rayStartParams"} <= set(head) <= HEAD_GROUP_FIELDS, set(head)
+    required = {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"}
+    for group in cluster["workerGroupSpecs"]:
+        assert required <= set(group) <= WORKER_GROUP_FIELDS, set(group)
+    for params in [head["rayStartParams"]] + [
+        g["rayStartParams"] for g in cluster["workerGroupSpecs"]
+    ]:
+        # map[string]string: `num-cpus: 0` unquoted would be refused
+        assert all(isinstance(v, str) for v in params.values()), params
+    options = cluster.get("autoscalerOptions", {})
+    assert set(options) <= AUTOSCALER_FIELDS, set(options) - AUTOSCALER_FIELDS
+    assert options.get("upscalingMode", "Default") in ("Default", "Aggressive", "Conservative")
+    if "resources" in options:
+        _validate_model(options["resources"], "V1ResourceRequirements")
+        assert {"cpu", "memory"} <= set(options["resources"]["requests"])
+
+
+def test_rayjob_uses_only_kuberay_v1_fields():
+    spec = _only("RayJob")["spec"]
+    assert set(spec) <= RAY_JOB_FIELDS, set(spec) - RAY_JOB_FIELDS
 
 
 def test_the_service_cluster_autoscales():
