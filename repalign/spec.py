@@ -202,6 +202,11 @@ def parse_spec(content, *, kind=None):
 
 def load_spec(path, *, kind=None):
     """Read a spec from a .json, .yaml or .yml file (see `parse_spec`)."""
+    return parse_spec(read_spec_file(path), kind=kind)
+
+
+def read_spec_file(path):
+    """The mapping a .json, .yaml or .yml spec file holds, not yet validated."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -215,7 +220,7 @@ def load_spec(path, *, kind=None):
         ) from None
     if not isinstance(content, dict):
         raise SpecError(f"{path} must hold a mapping of keys to values.")
-    return parse_spec(content, kind=kind)
+    return content
 
 
 def parse_measure(text):

@@ -66,17 +66,22 @@ def _client_flags(parser):
 
 
 def add_submit(commands):
-    submit = commands.add_parser("submit", help="submit a job spec to a running service")
+    submit = commands.add_parser(
+        "submit",
+        help="submit a job spec to a running service",
+        description="Send a spec file to the service, which checks it (its store must be under "
+        "the service's store roots; its out is chosen by the service) and queues the job. "
+        "Prints the job id.",
+    )
     submit.add_argument("spec", help="job spec file (.json, .yaml): alignment or stitching")
     _client_flags(submit)
     submit.set_defaults(run=_submit)
 
 
 def _submit(args):
-    from repalign.spec import load_spec
+    from repalign.spec import read_spec_file
 
-    spec = load_spec(args.spec).model_dump(mode="json", exclude_none=True)
-    print(_call(args.url, "POST", "/v1/jobs", spec)["id"])
+    print(_call(args.url, "POST", "/v1/jobs", read_spec_file(args.spec))["id"])
 
 
 def add_status(commands):
@@ -153,10 +158,10 @@ def add_schedule(commands):
 
 
 def _schedule(args):
-    from repalign.spec import load_spec
+    from repalign.spec import read_spec_file
 
     if args.action == "add":
-        spec = load_spec(args.spec).model_dump(mode="json", exclude_none=True)
+        spec = read_spec_file(args.spec)
         body = {"cron": args.cron, "timezone": args.timezone, "spec": spec,
                 "threshold": args.threshold}  # fmt: skip
         created = _call(args.url, "POST", "/v1/schedules", body)

@@ -426,3 +426,53 @@ def test_a_schedule_computes_only_new_pairs_and_reports_the_new_representation(s
     jobs = [j for j in client.get("/v1/jobs", headers=AUTH).json() if j["schedule_id"]]
     assert sum(j["status"] in ("queued", "running") for j in jobs) <= 1  # runs never pile up
     client.delete(f"/v1/schedules/{schedule['id']}", headers=AUTH)
+
+
+def test_the_client_commands_talk_to_a_running_service(tmp_path):
+    make_store(tmp_path / "stores" / "zoo")
+    (tmp_path / "job.yaml").write_text(json.dumps(alignment_spec(experiment="from-cli")))
+    service = ServiceProcess(tmp_path, free_port()).start()
+    env = {**os.environ, "REPALIGN_URL": service.url, "REPALIGN_TOKEN": TOKEN}
+    env.pop("REPALIGN_API_TOKENS", None)
+
+    def repalign(*arguments, token=True):
+        environment = env if token else {k: v for k, v in env.items() if k != "REPALIGN_TOKEN"}
+        command = [sys.executable, "-m", "repalign", *arguments]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=environment, cwd=tmp_path
+        )
+
+    try:
+        submitted = repalign("submit", "job.yaml")
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        deadline = time.monotonic() + 240
+        while json.loads(repalign("status", job_id).stdout)["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        listing = repalign("status").stdout
+        assert job_id in listing and "succeeded" in listing
+        query = repalign("query", "--experiment", "from-cli", "--estimator", "song")
+        assert query.returncode == 0, query.stderr
+        lines = query.stdout.splitlines()
+        assert lines[0].startswith("run ") and [line.split()[0] for line in lines[1:]] == [
+            "m0.fc1", "m0.fc2", "m1.fc1"
+        ]  # fmt: skip
+        uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+        direct = repalign(
+            "query", "--experiment", "from-cli", "--estimator", "song", "--tracking-uri", uri
+        )
+        assert direct.stdout == query.stdout
+        added = repalign("schedule", "add", "job.yaml", "--cron", "0 2 * * *", "--timezone",
+                         "Europe/Rome")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        schedule_id = added.stdout.split()[0]
+        assert schedule_id in repalign("schedule", "ls").stdout
+        assert repalign("schedule", "rm", schedule_id).returncode == 0
+        assert schedule_id not in repalign("schedule", "ls").stdout
+        refused = repalign("status", token=False)
+        assert refused.returncode != 0 and "REPALIGN_TOKEN" in refused.stderr
+        missing = repalign("status", "0" * 32)
+        assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+    finally:
+        service.kill()
