@@ -152,6 +152,7 @@ def run_alignment(
         "blocks_computed": job.blocks_computed,
         "actor_replays": job.replays,
         "units_resumed": job.resumed,
+        "nodes": sorted(job.nodes),
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
         "lemma1": {
@@ -240,13 +241,14 @@ class _Job:
         self.blocks_computed = 0
         self.replays = 0
         self.resumed = 0
+        self.nodes = set()  # Ray node ids of the actors whose states made the statistics
         self.checkpoints = Path(spec.out) / ".checkpoints"
         self.timings = {}
 
     def _units(self, task, units, description):
         """Run ``units`` of ``task`` on the job's actors, counting replays of dead actors."""
         key = hashlib.sha256(pickle.dumps((task, units, self.actors))).hexdigest()[:16]
-        state, replays, resumed = run_units(
+        state, replays, resumed, nodes = run_units(
             task,
             units,
             actors=self.actors,
@@ -257,6 +259,7 @@ class _Job:
         )
         self.replays += replays
         self.resumed += resumed
+        self.nodes.update(nodes)
         return state
 
     def saved_state(self):

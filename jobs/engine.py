@@ -15,15 +15,25 @@ died resumes from there, and the result is still the same bit for bit.
 import os
 import pickle
 import time
+from typing import NamedTuple
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
 
 from jobs.progress import Progress
 
-ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
+"""What a slot's calls raise when its actor, or the actor's whole node, died. Killing the node
+of an actor mid-pass gives `ActorDiedError` with Ray 2.60 (tests/test_multinode.py); a call
+that cannot reach the actor for a while raises `ActorUnavailableError`, and a result that only
+the dead node held, `ObjectLostError`. Each replays the slot on a new actor."""
 MAX_REPLAYS = 3
 """How many times one slot may be replayed after its actor died before the job gives up."""
+WAIT_SECONDS = 10.0
+"""How often the driver looks up from `ray.wait` to check that the job is not stuck."""
+PLACEMENT_SECONDS = 600.0
+"""How long the job waits for the actors of its unfinished slots when no alive node has the
+CPUs they ask (the node they ran on died), before it gives up: time for the node to come back."""
 
 
 def start_ray(address=None):
@@ -45,8 +55,9 @@ class Accumulator:
             with open(checkpoint, "rb") as f:
                 self.done, self.state = pickle.load(f)
 
-    def units_done(self):
-        return self.done
+    def begin(self):
+        """Where this actor runs (its Ray node id), and how many units its checkpoint holds."""
+        return ray.get_runtime_context().get_node_id(), self.done
 
     def add(self, unit):
         part = self.task.compute(unit)
@@ -79,9 +90,7 @@ class Accumulator:
 def run_units(
     task, units, *, actors, description, quiet=False, checkpoints=None, checkpoint_seconds=30.0
 ):
-    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors;
-    the number of slots replayed after their actor died; and the units resumed from
-    checkpoints.
+    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors.
 
     Parameters
     ----------
@@ -96,12 +105,20 @@ def run_units(
     checkpoints : path-like, optional
         Folder of this pass's checkpoints (one file per slot); it must be specific to the task,
         the units and the number of actors, as a saved state is resumed without questions.
+
+    Returns
+    -------
+    UnitsResult
+        The state; the number of slots replayed after their actor (or its node) died; the
+        units resumed from checkpoints; the nodes whose actors' states make up the sum.
+
+    Each slot's actor is killed as soon as its state has arrived, so that its CPU is free for
+    a slot replayed after a node died. While every unfinished slot waits for a CPU, the bar
+    says so; when no alive node has enough CPUs for those actors, the job gives up after
+    `PLACEMENT_SECONDS` with a `TimeoutError`.
     """
     actors = max(1, min(actors, len(units)))
-    # Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
-    # else fractions, so that more actors than CPUs still all start.
-    available = ray.available_resources().get("CPU", actors)
-    cpus = available // actors if available >= actors else available / actors
+    cpus = _cpus_per_actor(actors)
     slots = [units[s::actors] for s in range(actors)]
     total = sum(task.rows(u) for u in units)
     task_ref = ray.put(task)
@@ -115,56 +132,130 @@ def run_units(
         replays = [0] * actors
         done_rows = [0] * actors
         handles = [None] * actors
-        pending = {}
+        nodes = [None] * actors  # None until the slot's actor has started
+        pending = {}  # ref -> (slot, "begin" | "add" | "result")
 
-        def start(slots_to_start):
-            """Start one actor per slot, all at once, then queue each slot's remaining units."""
-            nonlocal resumed
-            for slot in slots_to_start:
-                checkpoint = None
-                if checkpoints is not None:
-                    checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
-                handles[slot] = Accumulator.options(num_cpus=cpus).remote(
-                    task_ref, checkpoint, checkpoint_seconds
-                )
-            done_counts = [0] * len(slots_to_start)
+        def start(slot):
+            """Start the slot's actor; its units are queued once it has started (`begin`)."""
+            checkpoint = None
             if checkpoints is not None:
-                done_counts = ray.get([handles[s].units_done.remote() for s in slots_to_start])
-            for slot, done in zip(slots_to_start, done_counts, strict=True):
-                if done:
-                    resumed += done
-                    rows = sum(task.rows(u) for u in slots[slot][:done])
-                    bar.update(rows)
-                    done_rows[slot] += rows
-                for unit in slots[slot][done:]:
-                    pending[handles[slot].add.remote(unit)] = slot
-                pending[handles[slot].result.remote()] = slot
+                checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
+            handles[slot] = Accumulator.options(num_cpus=cpus).remote(
+                task_ref, checkpoint, checkpoint_seconds
+            )
+            nodes[slot] = None
+            pending[handles[slot].begin.remote()] = (slot, "begin")
 
-        start(range(actors))
-        while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            slot = pending.pop(done)
-            try:
-                value = ray.get(done)
-            except ACTOR_FAILURES:
-                for ref in [r for r, s in pending.items() if s == slot]:
-                    del pending[ref]
-                replays[slot] += 1
-                if replays[slot] > MAX_REPLAYS:
-                    raise
-                bar.write(f"{description}: an actor died; replaying its {len(slots[slot])} units")
-                bar.update(-done_rows[slot])
-                done_rows[slot] = 0
-                start([slot])
-                continue
-            if isinstance(value, int):
-                bar.update(value)
-                done_rows[slot] += value
-            else:
-                results[slot] = value
-        for handle in handles:
-            ray.kill(handle)
+        def begin(slot, node, done):
+            """Queue the units that the slot's checkpoint does not hold, then its result."""
+            nonlocal resumed
+            nodes[slot] = node
+            if done:
+                resumed += done
+                rows = sum(task.rows(u) for u in slots[slot][:done])
+                bar.update(rows)
+                done_rows[slot] += rows
+            for unit in slots[slot][done:]:
+                pending[handles[slot].add.remote(unit)] = (slot, "add")
+            pending[handles[slot].result.remote()] = (slot, "result")
+
+        waiting = _PlacementWait(description, cpus)
+        try:
+            for slot in range(actors):
+                start(slot)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+                if not ready:
+                    unplaced = sorted({s for s, _ in pending.values() if nodes[s] is None})
+                    working = any(nodes[s] is not None for s, _ in pending.values())
+                    waiting.check(unplaced if not working else [], bar)
+                    continue
+                waiting.check([], bar)
+                slot, call = pending.pop(ready[0])
+                try:
+                    value = ray.get(ready[0])
+                except ACTOR_FAILURES as failure:
+                    for ref in [r for r, (s, _) in pending.items() if s == slot]:
+                        del pending[ref]
+                    ray.kill(handles[slot])
+                    replays[slot] += 1
+                    if replays[slot] > MAX_REPLAYS:
+                        raise
+                    bar.write(
+                        f"{description}: an actor died ({type(failure).__name__}); replaying "
+                        f"its {len(slots[slot])} units"
+                    )
+                    bar.update(-done_rows[slot])
+                    done_rows[slot] = 0
+                    start(slot)
+                    continue
+                if call == "begin":
+                    begin(slot, *value)
+                elif call == "add":
+                    bar.update(value)
+                    done_rows[slot] += value
+                else:
+                    results[slot] = value
+                    ray.kill(handles[slot])  # its CPU is free at once, for a replayed slot
+                    handles[slot] = None
+        finally:
+            for handle in handles:
+                if handle is not None:
+                    ray.kill(handle)
     total_state = results[0]
     for state in results[1:]:
         total_state = total_state + state
-    return total_state, sum(replays), resumed
+    return UnitsResult(total_state, sum(replays), resumed, sorted(set(nodes)))
+
+
+class UnitsResult(NamedTuple):
+    """What `run_units` returns."""
+
+    state: object
+    replays: int
+    resumed: int
+    nodes: list
+
+
+def _cpus_per_actor(actors):
+    """Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
+    else fractions, so that more actors than CPUs still all start; never more than the
+    largest alive node has, since an actor runs on one node."""
+    available = ray.available_resources().get("CPU", actors)
+    cpus = available // actors if available >= actors else available / actors
+    return min(cpus, max(_node_cpus(), default=cpus))
+
+
+def _node_cpus():
+    """The CPUs of each alive node of the cluster."""
+    return [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+
+
+class _PlacementWait:
+    """Says when every unfinished slot waits for its actor to be placed, and gives up when
+    that has lasted `PLACEMENT_SECONDS` and no alive node has the CPUs such an actor asks."""
+
+    def __init__(self, description, cpus):
+        self.description, self.cpus = description, cpus
+        self.since = None
+
+    def check(self, unplaced, bar):
+        """``unplaced``: the waiting slots when nothing else runs, else empty."""
+        if not unplaced:
+            self.since = None
+            return
+        nodes = _node_cpus()
+        message = (
+            f"{self.description}: the actors of slots {unplaced} are waiting for a node with "
+            f"{self.cpus:g} free CPUs (alive nodes: {len(nodes)}, with "
+            f"{sum(nodes):g} CPUs in all, {ray.available_resources().get('CPU', 0):g} free)"
+        )
+        if self.since is None:
+            self.since = time.monotonic()
+            bar.write(message)
+        elif max(nodes, default=0) < self.cpus:
+            if time.monotonic() - self.since >= PLACEMENT_SECONDS:
+                raise TimeoutError(
+                    f"{message}; no alive node has {self.cpus:g} CPUs, and none joined in "
+                    f"{PLACEMENT_SECONDS:g} s."
+                )
