@@ -120,6 +120,7 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
     workers = spec.workers or max(1, int(ray.available_resources().get("CPU", 1)))
     settings = spec.stitcher.model_dump()
     rows = [None] * len(pairs)
+    nodes = set()  # Ray node ids of the tasks that gave the rows
     pending = {}
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
         queue = list(enumerate(pairs))
@@ -129,7 +130,8 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
                 ref = _stitch_task.remote(spec.store, pair.source, pair.target, settings)
                 pending[ref] = index
             [done], _ = ray.wait(list(pending), num_returns=1)
-            rows[pending.pop(done)] = ray.get(done)
+            rows[pending.pop(done)], node = ray.get(done)
+            nodes.add(node)
             bar.update(1)
     table = pa.table({name: pa.array([r[name] for r in rows], kind) for name, kind in COLUMNS})
     failed = [r for r in rows if r["status"] != "ok"]
@@ -142,6 +144,7 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
             r["plugin_risk_train"] <= r["bound_train"] * (1 + ROUNDING) for r in ok
         ),
         "workers": workers,
+        "nodes": sorted(nodes),
         "seconds": round(time.perf_counter() - started, 3),
     }
     params = {
@@ -226,7 +229,9 @@ def _hidden_layers(store, model, names):
 
 @ray.remote(num_cpus=1)
 def _stitch_task(store_path, source, target, settings):
-    return stitch_pair(store_path, source, target, settings)
+    """The pair's row, and the Ray node id of the task that computed it."""
+    row = stitch_pair(store_path, source, target, settings)
+    return row, ray.get_runtime_context().get_node_id()
 
 
 def stitch_pair(store_path, source, target, settings):
