@@ -535,7 +535,7 @@ class RayCluster:
     def stop(self):
         for process in (self._worker, self._head):
             if process is not None:
-                _kill_group(process, signal_number=signal.SIGTERM)
+                _kill_group(process)
         # whatever left its process group (Ray's workers do) still names our folder
         _kill_processes_naming(str(self.root))
 
@@ -602,8 +602,11 @@ def ray_cluster(*, timeout=90):
     resource ``worker``) joins it. Each is ``ray start --block`` in its own process group,
     so that the worker alone can be killed and started again; every port is chosen free, and
     the temporary folder is new, so that the cluster clashes with no other Ray on this machine
-    (such as the tests' own local one). On exit the two process groups are stopped and the
-    folder deleted; ``ray stop`` is never used, as it would stop every Ray of the machine.
+    (such as the tests' own local one). Ray still tells a job's driver the GCS address with
+    this machine's own IP in place of 127.0.0.1 (its ``canonicalize_bootstrap_address``). On
+    exit the two process groups are killed, then any process left that names the folder, and
+    the folder is deleted; ``ray stop`` is never used, as it would stop every Ray of the
+    machine.
     """
     root = Path(tempfile.mkdtemp(prefix="repalign-ray-"))
     ray = Path(sys.executable).parent / "ray"
@@ -621,17 +624,13 @@ def ray_cluster(*, timeout=90):
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _kill_group(process, signal_number=signal.SIGKILL):
-    """Signal the process group of ``process`` (a ``ray start --block``) and reap it."""
+def _kill_group(process):
+    """SIGKILL the process group of ``process`` (a ``ray start --block``) and reap it."""
     try:
-        os.killpg(process.pid, signal_number)
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()
 
 
 def _kill_processes_naming(text):
