@@ -36,8 +36,8 @@ Outputs in OUT, besides those of the alignment job:
                                  seed, features, blocks, reused (from the previous run), or
                                  the reason no embedding was computed
     changes.json                 the change report (keys in `change_report`)
-    nightly.json                 {"run_id", "tracking_uri", "plan"}, written by the command
-                                 once the run is logged (`write_run_record`)
+    nightly.json                 {"run_id", "tracking_uri", "plan"}, written once the run is
+                                 logged (`jobs.sync`)
 """
 
 import json
@@ -290,12 +290,6 @@ def describe(nightly):
         f"{len(embedded['reused'])} reused from the previous run"
     )
     return lines
-
-
-def write_run_record(out, run_id, tracking_uri, plan):
-    """Write OUT/nightly.json: where the run was logged, so that a caller need not parse stdout."""
-    record = {"run_id": run_id, "tracking_uri": tracking_uri, "plan": plan.mode}
-    write_json_atomically(Path(out) / RECORD_FILE, record)
 
 
 # -- mean embeddings ----------------------------------------------------------------------------

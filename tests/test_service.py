@@ -476,3 +476,32 @@ def test_the_client_commands_talk_to_a_running_service(tmp_path):
         assert missing.returncode == 1 and "HTTP 404" in missing.stderr
     finally:
         service.kill()
+
+
+# -- on a Ray cluster, through the Ray Jobs API ----------------------------------------------
+
+
+def test_jobs_go_to_a_ray_cluster_through_the_jobs_api(tmp_path, monkeypatch):
+    """With the cluster's dashboard as its Ray address, the service submits each job with the
+    Jobs API; the job runs on the cluster (its summary names the cluster's nodes)."""
+    from tests.servers import ray_cluster
+
+    # the cluster runs `python -m repalign ...`: this environment's python must be `python`
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    make_store(tmp_path / "stores" / "zoo")
+    with ray_cluster() as cluster:
+        settings = settings_for(tmp_path, ray_address=cluster.dashboard_url)
+        with TestClient(create_app(settings)) as client:
+            job_id = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()["id"]
+            job = wait_for(client, job_id)
+            logs = client.get(f"/v1/jobs/{job_id}/logs", headers=AUTH).text
+            assert job["status"] == "succeeded", logs
+            assert f"submitted to the Ray cluster as repalign-{job_id}-1" in logs
+            assert job["mlflow_run_id"] in logs  # the cluster's log of the command
+            records = client.get(f"/v1/jobs/{job_id}/result", headers=AUTH).json()
+            assert len(records) == 3 * 6 and all(r["status"] == "ok" for r in records)
+            summary = json.loads(
+                (tmp_path / "state" / "jobs" / job_id / "out" / "summary.json").read_text()
+            )
+            assert set(summary["nodes"]) <= {cluster.head_node_id, cluster.worker_node_id}
+            assert summary["nodes"]
