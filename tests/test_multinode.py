@@ -209,7 +209,9 @@ def test_an_actor_no_alive_node_can_hold_ends_the_job_with_a_message(
     monkeypatch.setattr(engine, "PLACEMENT_SECONDS", 1.0)
     with pytest.raises(TimeoutError, match=r"slots \[0, 1\] are waiting .* no alive node has 3"):
         engine.run_units(task, units, actors=2, description="ranges", quiet=True)
-    time.sleep(1)  # the killed actors' requests are withdrawn
+    deadline = time.monotonic() + 30  # the killed actors' requests are withdrawn
+    while ray_session.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert ray_session.available_resources().get("CPU") == 2
 
 
