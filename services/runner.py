@@ -13,6 +13,7 @@ is forgotten, and none finishes twice.
 """
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
 
 LOG_TAIL_BYTES = 4000
 POLL_SECONDS = 0.2
+LOG = logging.getLogger(__name__)
 COMMANDS = {"alignment": "run", "stitching": "stitch", "nightly": "nightly"}
 PROGRESS_ENV = "REPALIGN_PROGRESS_FILE"  # where a job's command reports its progress
 
@@ -116,9 +118,12 @@ class JobRunner:
 
     def _loop(self):
         while not self._stop.is_set():
-            with self._lock:
-                self._reap()
-                self._launch()
+            try:
+                with self._lock:
+                    self._reap()
+                    self._launch()
+            except Exception:  # a database or cluster hiccup must not stop the runner for good
+                LOG.exception("job runner: this round failed; trying again")
             self._wake.wait(POLL_SECONDS)
             self._wake.clear()
 
@@ -135,7 +140,14 @@ class JobRunner:
                 job.status, job.started_at, job.error = "running", now(), None
                 job.attempts += 1
         for job in queued:
-            handle = self._spawn(job)
+            try:
+                handle = self._spawn(job)
+            except Exception as exc:  # the job's command could not be started at all
+                with self.sessions.begin() as session:
+                    failed = session.get(Job, job.id)
+                    failed.status, failed.finished_at = "failed", now()
+                    failed.error = f"could not start: {type(exc).__name__}: {exc}"
+                continue
             self.handles[job.id] = handle
             with self.sessions.begin() as session:
                 session.get(Job, job.id).pid = handle.pid

@@ -6,6 +6,7 @@ when nothing else changed, and writes a change report. A stitching spec is queue
 """
 
 import datetime
+import logging
 import threading
 import zoneinfo
 
@@ -13,6 +14,8 @@ from croniter import CroniterBadCronError, croniter
 from sqlalchemy import select
 
 from services.db import Job, Schedule, now
+
+LOG = logging.getLogger(__name__)
 
 
 class ScheduleError(ValueError):
@@ -55,8 +58,11 @@ class Scheduler:
 
     def _loop(self):
         while not self._stop.wait(self.settings.scheduler_seconds):
-            if self.tick():
-                self.runner.wake()
+            try:
+                if self.tick():
+                    self.runner.wake()
+            except Exception:  # a database hiccup must not stop the schedules for good
+                LOG.exception("scheduler: this round failed; trying again")
 
     def tick(self, moment=None):
         """Queue the due schedules' jobs; returns how many were queued.

@@ -505,3 +505,21 @@ def test_jobs_go_to_a_ray_cluster_through_the_jobs_api(tmp_path, monkeypatch):
             )
             assert set(summary["nodes"]) <= {cluster.head_node_id, cluster.worker_node_id}
             assert summary["nodes"]
+
+
+def test_a_job_that_cannot_start_fails_with_the_reason_and_the_runner_goes_on(service):
+    client, _ = service
+    runner = client.app.state.service.runner
+    start = runner.launcher.start
+
+    def broken(*arguments):
+        runner.launcher.start = start  # only the first start fails
+        raise OSError("no space left on device")
+
+    runner.launcher.start = broken
+    first = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()["id"]
+    failed = wait_for(client, first)
+    assert failed["status"] == "failed"
+    assert failed["error"] == "could not start: OSError: no space left on device"
+    second = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH).json()["id"]
+    assert wait_for(client, second)["status"] == "succeeded"
