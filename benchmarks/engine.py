@@ -63,6 +63,7 @@ import numpy as np
 import psutil
 import ray
 from machine import cpu_model, git_state, package_version
+from report import table
 from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -456,27 +457,6 @@ def values_matrix(result, names, measure, estimator, kernel="linear"):
         if m == measure and k == kernel and e == (estimator or "") and value is not None:
             matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
     return matrix
-
-
-def table(headers, rows):
-    """Print a markdown table; columns whose cells are all numbers are right-aligned."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    align = [
-        "---:" if all(_numeric(row[c]) for row in rows) else ":---" for c in range(len(headers))
-    ]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    print("\n".join(lines) + "\n", flush=True)
-
-
-def _numeric(cell):
-    if not cell:
-        return True
-    try:
-        float(cell.replace(",", "").rstrip("×%").replace("—", "nan"))
-    except ValueError:
-        return False
-    return True
 
 
 def mib(nbytes):

@@ -61,6 +61,7 @@ import psutil
 import ray
 import scipy.linalg
 from machine import cpu_model, git_state, package_version, total_memory_gib
+from report import table
 from threadpoolctl import threadpool_info
 
 import repalign
@@ -497,27 +498,6 @@ def _status():
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) * 1024
     return values
-
-
-def table(headers, rows):
-    """Print a markdown table; columns whose cells are all numbers are right-aligned."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    align = [
-        "---:" if all(_numeric(row[c]) for row in rows) else ":---" for c in range(len(headers))
-    ]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    print("\n".join(lines) + "\n", flush=True)
-
-
-def _numeric(cell):
-    if not cell:
-        return True
-    try:
-        float(cell.replace(",", "").rstrip("×%").replace("—", "nan"))
-    except ValueError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

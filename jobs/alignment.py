@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from jobs.engine import run_units, start_ray
+from jobs.outputs import write_table_and_summary
 from jobs.tasks import (
     EmbeddingTask,
     FeatureTask,
@@ -166,17 +166,11 @@ def run_alignment(
 
 def write_result(result, out):
     """Write ``alignment.parquet`` and ``summary.json`` into ``out`` (atomically each)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / ".alignment.parquet.tmp"
-    pq.write_table(result.table, temporary)
-    temporary.replace(out / "alignment.parquet")
-    summary = out / ".summary.json.tmp"
-    summary.write_text(json.dumps({**result.summary, "params": result.params}, indent=2))
-    summary.replace(out / "summary.json")
+    summary = {**result.summary, "params": result.params}
+    path = write_table_and_summary(out, result.table, "alignment.parquet", summary, "summary.json")
     if result.state is not None:
-        _save_state(result.state, out / "state")
-    return out / "alignment.parquet"
+        _save_state(result.state, Path(out) / "state")
+    return path
 
 
 def _save_state(state, folder):

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from torch import nn
 
 from jobs.engine import start_ray
+from jobs.outputs import write_table_and_summary
 from jobs.progress import Progress
 from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.measures.alignment import kernel_measure
@@ -160,15 +160,10 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
 
 def write_result(result, out):
     """Write ``stitching.parquet`` and ``stitching-summary.json`` into ``out`` (atomically)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / ".stitching.parquet.tmp"
-    pq.write_table(result.table, temporary)
-    temporary.replace(out / "stitching.parquet")
-    summary = out / ".stitching-summary.json.tmp"
-    summary.write_text(json.dumps({**result.summary, "params": result.params}, indent=2))
-    summary.replace(out / "stitching-summary.json")
-    return out / "stitching.parquet"
+    summary = {**result.summary, "params": result.params}
+    return write_table_and_summary(
+        out, result.table, "stitching.parquet", summary, "stitching-summary.json"
+    )
 
 
 # -- which pairs --------------------------------------------------------------------------------
