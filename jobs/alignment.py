@@ -50,6 +50,7 @@ from repalign.approx import (
 )
 from repalign.blocks import block_rows
 from repalign.bounds import lemma1_interval
+from repalign.contract import RESULT_FILES, atomic_write
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
@@ -167,7 +168,7 @@ def run_alignment(
 def write_result(result, out):
     """Write ``alignment.parquet`` and ``summary.json`` into ``out`` (atomically each)."""
     summary = {**result.summary, "params": result.params}
-    path = write_table_and_summary(out, result.table, "alignment.parquet", summary, "summary.json")
+    path = write_table_and_summary(out, RESULT_FILES["alignment"], result.table, summary)
     if result.state is not None:
         _save_state(result.state, Path(out) / "state")
     return path
@@ -177,15 +178,14 @@ def _save_state(state, folder):
     """The second moments and the manifests' digests of a run, for incremental runs."""
     folder.mkdir(exist_ok=True)
     moments = state["moments"]
-    temporary = folder / ".moments.npz.tmp.npz"
-    np.savez(
-        temporary,
-        names=np.array(state["names"]),
-        dims=np.array(moments.dims),
-        shifts=np.concatenate(moments.shifts),
-        moments=moments.moments,
-    )
-    temporary.replace(folder / "moments.npz")
+    with atomic_write(folder / "moments.npz") as temporary:
+        np.savez(
+            temporary,
+            names=np.array(state["names"]),
+            dims=np.array(moments.dims),
+            shifts=np.concatenate(moments.shifts),
+            moments=moments.moments,
+        )
     (folder / "representations.json").write_text(json.dumps(state["digests"], indent=2))
 
 

@@ -1,21 +1,23 @@
 """A job's result files in its output folder: the table as Parquet and the summary as JSON,
-each written to a temporary name and renamed, so that a crash leaves no half-written file."""
+each replaced atomically (`repalign.contract.atomic_write`), so that a crash leaves no
+half-written file."""
 
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from repalign.contract import atomic_write
 
-def write_table_and_summary(out, table, table_name, summary, summary_name):
-    """Write ``out/table_name`` (Parquet) and ``out/summary_name`` (JSON); returns the table's
-    path. ``out`` is created if needed."""
+
+def write_table_and_summary(out, files, table, summary):
+    """Write ``out/files.table`` (Parquet) and ``out/files.summary`` (JSON); returns the
+    table's path. ``files`` is a `repalign.contract.ResultFiles`; ``out`` is created if
+    needed."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{table_name}.tmp"
-    pq.write_table(table, temporary)
-    temporary.replace(out / table_name)
-    temporary = out / f".{summary_name}.tmp"
-    temporary.write_text(json.dumps(summary, indent=2))
-    temporary.replace(out / summary_name)
-    return out / table_name
+    with atomic_write(out / files.table) as temporary:
+        pq.write_table(table, temporary)
+    with atomic_write(out / files.summary) as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
+    return out / files.table

@@ -30,6 +30,7 @@ from torch import nn
 from jobs.engine import start_ray
 from jobs.outputs import write_table_and_summary
 from jobs.progress import Progress
+from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.kernel_products import FeatureProducts
@@ -161,9 +162,7 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
 def write_result(result, out):
     """Write ``stitching.parquet`` and ``stitching-summary.json`` into ``out`` (atomically)."""
     summary = {**result.summary, "params": result.params}
-    return write_table_and_summary(
-        out, result.table, "stitching.parquet", summary, "stitching-summary.json"
-    )
+    return write_table_and_summary(out, RESULT_FILES["stitching"], result.table, summary)
 
 
 # -- which pairs --------------------------------------------------------------------------------
