@@ -16,7 +16,10 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
+
+from repalign.contract import PROGRESS_FILE_ENV, job_command
 
 STOP_SECONDS = 10.0  # a cancelled job's processes get this long to end before SIGKILL
 TERMINAL = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
@@ -25,9 +28,15 @@ TERMINAL = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 class LocalLauncher:
     """Jobs as processes of this machine."""
 
-    def start(self, submission_id, command, env, log):
+    def start(self, submission_id, arguments, env, log):
+        """Start ``python -m repalign ARGUMENTS`` (`repalign.contract.job_arguments`) with
+        this service's Python."""
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            job_command(arguments, python=sys.executable),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         return LocalJob(process)
 
@@ -70,12 +79,13 @@ class RayJobsLauncher:
 
         self.client = JobSubmissionClient(address)
 
-    def start(self, submission_id, command, env, log):
-        entrypoint = shlex.join(["python", "-m", "repalign", *command[3:]])
+    def start(self, submission_id, arguments, env, log):
+        """Submit ``python -m repalign ARGUMENTS`` with the cluster's Python; of ``env``, only
+        the progress variable goes with it."""
         self.client.submit_job(
-            entrypoint=entrypoint,
+            entrypoint=shlex.join(job_command(arguments, python="python")),
             submission_id=submission_id,
-            runtime_env={"env_vars": {k: env[k] for k in ("REPALIGN_PROGRESS_FILE",) if k in env}},
+            runtime_env={"env_vars": {k: env[k] for k in (PROGRESS_FILE_ENV,) if k in env}},
         )
         log.write(f"[service] submitted to the Ray cluster as {submission_id}\n".encode())
         return RayJob(self.client, submission_id)

@@ -21,14 +21,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from repalign.contract import PROGRESS_FILE_ENV, job_arguments, job_command, recorded_run_id
 from services.db import Job, now
 from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
 
 LOG_TAIL_BYTES = 4000
 POLL_SECONDS = 0.2
 LOG = logging.getLogger(__name__)
-COMMANDS = {"alignment": "run", "stitching": "stitch", "nightly": "nightly"}
-PROGRESS_ENV = "REPALIGN_PROGRESS_FILE"  # where a job's command reports its progress
 
 
 class JobRunner:
@@ -72,7 +71,7 @@ class JobRunner:
                     self._append_log(job.id, "[service] followed again after a restart\n")
                     continue
                 alive = job.pid is not None and _is_job_process(job.pid)
-                run_id = _run_id(self.folder(job.id) / "out")
+                run_id = recorded_run_id(self.folder(job.id) / "out")
                 if not alive and run_id is not None:
                     job.status, job.finished_at, job.mlflow_run_id = "succeeded", now(), run_id
                     job.pid = None
@@ -158,20 +157,27 @@ class JobRunner:
         folder = self.folder(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(json.dumps({**spec, "out": str(folder / "out")}))
-        command = [sys.executable, "-m", "repalign", COMMANDS[kind], str(folder / "spec.json")]
-        command += ["--tracking-uri", self.settings.tracking, "--quiet"]
-        if self.settings.ray_address and isinstance(self.launcher, LocalLauncher):
-            command += ["--ray-address", self.settings.ray_address]
-        if kind == "nightly":
-            command += ["--out", str(folder / "out"), "--threshold", str(job.threshold)]
-            if previous:
-                command += ["--previous", str(self.folder(previous) / "out")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: str(folder / "progress.json")}
+        joins_cluster = self.settings.ray_address and isinstance(self.launcher, LocalLauncher)
+        arguments = job_arguments(
+            kind,
+            folder / "spec.json",
+            tracking_uri=self.settings.tracking,
+            ray_address=self.settings.ray_address if joins_cluster else None,
+            out=folder / "out",
+            threshold=job.threshold,
+            previous=self.folder(previous) / "out" if previous else None,
+        )
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            PROGRESS_FILE_ENV: str(folder / "progress.json"),
+        }
         env.pop("RAY_ADDRESS", None)
         with open(folder / "log.txt", "ab") as log:
-            log.write(f"[service] attempt started: {' '.join(command)}\n".encode())
+            command = " ".join(job_command(arguments, python=sys.executable))
+            log.write(f"[service] attempt started: {command}\n".encode())
             log.flush()
-            return self.launcher.start(_submission_id(job), command, env, log)
+            return self.launcher.start(_submission_id(job), arguments, env, log)
 
     def _reap(self):
         for job_id, handle in list(self.handles.items()):
@@ -189,7 +195,7 @@ class JobRunner:
                 job.finished_at, job.pid = now(), None
                 if code == 0:
                     job.status = "succeeded"
-                    job.mlflow_run_id = _run_id(self.folder(job_id) / "out")
+                    job.mlflow_run_id = recorded_run_id(self.folder(job_id) / "out")
                 else:
                     job.status = "failed"
                     job.error = f"exit status {code}: {self._log_tail(job_id)}"
@@ -207,15 +213,6 @@ class JobRunner:
 
 def _submission_id(job):
     return f"repalign-{job.id}-{job.attempts}"
-
-
-def _run_id(out):
-    """The MLflow run id a finished command wrote into OUT/run.json (or nightly.json)."""
-    for name in ("run.json", "nightly.json"):
-        path = Path(out) / name
-        if path.exists():
-            return json.loads(path.read_text()).get("run_id")
-    return None
 
 
 def _is_job_process(pid):

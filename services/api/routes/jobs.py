@@ -10,14 +10,13 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import select
 
+from repalign.contract import CHANGES_FILE, RESULT_FILES
 from services.api.deps import JobDep, SessionDep, StateDep, require_token
 from services.api.schemas import JobCreated, JobPublic
 from services.db import Job
 from services.specs import checked_spec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
-RESULT_FILES = {"alignment": "alignment.parquet", "stitching": "stitching.parquet",
-                "nightly": "alignment.parquet"}  # fmt: skip
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobCreated)
@@ -62,7 +61,7 @@ def changes(state: StateDep, job: JobDep):
     """The change report of a scheduled (nightly) alignment job: new, changed and removed
     representations, the pairs that moved by more than the schedule's threshold, and the MMD²
     drift of each changed representation."""
-    path = state.runner.folder(job.id) / "out" / "changes.json"
+    path = state.runner.folder(job.id) / "out" / CHANGES_FILE
     if job.kind != "nightly" or job.status != "succeeded" or not path.exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has no change report")
     return json.loads(path.read_text())
@@ -75,7 +74,7 @@ def result(
     """The job's long result table: JSON records, or the Parquet file, or CSV."""
     if job.status != "succeeded":
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job.id} is {job.status}, no result")
-    path = state.runner.folder(job.id) / "out" / RESULT_FILES[job.kind]
+    path = state.runner.folder(job.id) / "out" / RESULT_FILES[job.kind].table
     if format == "parquet":
         return Response(path.read_bytes(), media_type="application/vnd.apache.parquet")
     table = pq.read_table(path)
