@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
 
 from jobs.progress import Progress
+from repalign.contract import atomic_write
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
 """What a slot's calls raise when its actor, or the actor's whole node, died. Killing the node
@@ -72,12 +73,8 @@ class Accumulator:
         return self.task.rows(unit)
 
     def _save(self):
-        temporary = f"{self.checkpoint}.tmp"
-        with open(temporary, "wb") as f:
+        with atomic_write(self.checkpoint) as temporary, open(temporary, "wb") as f:
             pickle.dump((self.done, self.state), f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.checkpoint)
         self.saved_at = time.monotonic()
 
     def result(self):
