@@ -1,14 +1,8 @@
 """The alignment matrix of an all-pairs job, as a square array and as a heatmap.
 
-An all-pairs job returns a long table, one row per unordered pair of representations
-(diagonal included) and per measure configuration ``(measure, kernel, estimator)``:
-
-    rep_a, rep_b : string      representation names ``<model>.<layer>``
-    measure, kernel, estimator : string   estimator is "" for a measure that has none
-    value : float64            null when the pair is missing
-    n : int                    rows the pair was computed on
-    std_err : float            null when the value is exact
-    status, reason : string    "ok" and "", or "missing" and why
+An all-pairs job returns a long table (`repalign.registry.RESULT_SCHEMA`), one row per
+unordered pair of representations (diagonal included) and per measure configuration
+``(measure, kernel, estimator)``; a missing pair has a null value.
 
 `square_matrix` cuts one configuration out of it; `alignment_heatmap` draws it. Figures are
 built on matplotlib's non-interactive Agg canvas, without pyplot: nothing is displayed and
@@ -28,19 +22,10 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
 from repalign.errors import RepalignError
+from repalign.registry import INTERVAL_COLUMNS, RESULT_SCHEMA
 
-ALIGNMENT_COLUMNS = (
-    "rep_a",
-    "rep_b",
-    "measure",
-    "kernel",
-    "estimator",
-    "value",
-    "n",
-    "std_err",
-    "status",
-    "reason",
-)
+ALIGNMENT_COLUMNS = tuple(n for n in RESULT_SCHEMA.names if n not in INTERVAL_COLUMNS)
+"""The columns a table must have; tables written before the Lemma 1 interval lack it."""
 MISSING_COLOR = "lightgrey"
 
 

@@ -34,74 +34,86 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from repalign.errors import RepalignError
-
-ESTIMATORS = {
-    "ka": (None,),
-    "cka": ("biased", "song", "lange"),
-    "hsic": ("biased", "unbiased"),
-    "mmd2": ("unbiased", "biased", "linear"),
-    "procrustes": (None,),
-    "cca": (None,),
-    "svcca": (None,),
-    "mutual_knn": (None,),
-    "cknna": (None,),
-}
-KERNEL_MEASURES = ("ka", "cka", "hsic", "mmd2")
-APPROXIMABLE = {
-    ("ka", None),
-    ("cka", "biased"),
-    ("hsic", "biased"),
-    ("mmd2", "biased"),
-    ("mmd2", "unbiased"),
-}
+from repalign.registry import APPROXIMATIONS, KERNELS, MEASURES, PARAMETERS
 
 
 class SpecError(RepalignError):
     """A job spec is malformed: the message names each offending key and its problem."""
 
 
+def _approximable():
+    """``ka, cka (biased), hsic (biased) and mmd2 (biased, unbiased)``: what may be approximated."""
+    parts = []
+    for name, definition in MEASURES.items():
+        estimators = dict.fromkeys(e for es in definition.approximations.values() for e in es)
+        if estimators:
+            given = ", ".join(e for e in estimators if e)
+            parts.append(f"{name} ({given})" if given else name)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _choices(options):
+    """Each measure's kernels or estimators (``options`` of a definition), for the schema."""
+    listed = {name: [o for o in options(d) if o] for name, d in MEASURES.items()}
+    return "; ".join(f"{name}: {', '.join(given)}" for name, given in listed.items() if given)
+
+
 class Measure(BaseModel):
-    """One measure configuration of a job."""
+    """One measure configuration of a job; names, kernels, estimators, approximations and
+    defaults come from `repalign.registry`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["ka", "cka", "hsic", "mmd2", "procrustes", "cca", "svcca", "mutual_knn", "cknna"]
-    kernel: Literal["linear", "rbf"] | None = None
-    estimator: str | None = None
-    sigma: float | Literal["median"] = "median"
-    approx: Literal["none", "rff", "nystrom"] = "none"
-    features: int = Field(default=1024, ge=8)
-    seed: int = 0
-    k: int = Field(default=10, ge=1)
-    variance: float = Field(default=0.99, gt=0, le=1)
-    squared: bool = False
-    against: str | None = None
+    name: Literal[tuple(MEASURES)]
+    kernel: Literal[KERNELS] | None = Field(
+        default=None,
+        description="the measure's first by default: " + _choices(lambda d: d.kernels),
+    )
+    estimator: str | None = Field(
+        default=None,
+        description="the measure's first by default, none for the others: "
+        + _choices(lambda d: d.estimators),
+    )
+    sigma: float | Literal["median"] = PARAMETERS["sigma"]
+    approx: Literal[("none", *APPROXIMATIONS)] = PARAMETERS["approx"]
+    features: int = Field(default=PARAMETERS["features"], ge=8)
+    seed: int = PARAMETERS["seed"]
+    k: int = Field(default=PARAMETERS["k"], ge=1)
+    variance: float = Field(default=PARAMETERS["variance"], gt=0, le=1)
+    squared: bool = PARAMETERS["squared"]
+    against: str | None = PARAMETERS["against"]
 
     @model_validator(mode="after")
     def _consistent(self):
-        allowed = ESTIMATORS[self.name]
+        definition = MEASURES[self.name]
+        allowed = definition.estimators
         if self.estimator is None and allowed[0] is not None:
             object.__setattr__(self, "estimator", allowed[0])
         if self.estimator not in allowed:
             choices = ", ".join(repr(a) for a in allowed if a) or "none"
             raise ValueError(f"estimator {self.estimator!r} is not one of {self.name}'s: {choices}")
         if self.kernel is None:
-            object.__setattr__(self, "kernel", "rbf" if self.name == "mmd2" else "linear")
-        if self.kernel == "rbf" and self.name not in KERNEL_MEASURES:
+            object.__setattr__(self, "kernel", definition.kernels[0])
+        if self.kernel not in definition.kernels:
             raise ValueError(f"{self.name} has no kernel choice: it is linear")
         if isinstance(self.sigma, float) and self.sigma <= 0:
             raise ValueError(f"sigma must be positive or 'median'; got {self.sigma}")
         if self.approx != "none":
-            if self.kernel != "rbf" or (self.name, self.estimator) not in APPROXIMABLE:
+            approximated = {e for es in definition.approximations.values() for e in es}
+            if self.kernel != "rbf" or self.estimator not in approximated:
                 raise ValueError(
-                    f"approx={self.approx!r} applies to the rbf kernel of ka, cka (biased), "
-                    f"hsic (biased) and mmd2 (biased, unbiased); got {self.name} "
-                    f"({self.kernel}, {self.estimator})"
+                    f"approx={self.approx!r} applies to the rbf kernel of {_approximable()}; "
+                    f"got {self.name} ({self.kernel}, {self.estimator})"
                 )
-            if self.approx == "nystrom" and self.name == "mmd2":
-                raise ValueError("mmd2 is approximated by random Fourier features only (rff)")
-        if self.against is not None and self.name != "mmd2":
-            raise ValueError("'against' (another store) applies to mmd2 only")
+            if self.approx not in definition.approximations:
+                methods = definition.approximations
+                raise ValueError(
+                    f"{self.name} is approximated by "
+                    f"{' or '.join(APPROXIMATIONS[m] for m in methods)} only ({', '.join(methods)})"
+                )
+        if self.against is not None and "against" not in definition.parameters:
+            takers = [name for name, d in MEASURES.items() if "against" in d.parameters]
+            raise ValueError(f"'against' (another store) applies to {', '.join(takers)} only")
         return self
 
     @property

@@ -9,11 +9,12 @@ import numpy as np
 
 from repalign.errors import ZeroVarianceError
 from repalign.measures.kernel_products import kernel_products
+from repalign.registry import MEASURES
 from repalign.validation import check_option, check_pair, check_sigma
 
-KERNELS = ("linear", "rbf")
-CKA_ESTIMATORS = ("biased", "song", "lange")
-HSIC_ESTIMATORS = ("biased", "unbiased")
+KERNELS = MEASURES["ka"].kernels  # those of cka and hsic as well
+CKA_ESTIMATORS = MEASURES["cka"].estimators
+HSIC_ESTIMATORS = MEASURES["hsic"].estimators
 
 
 def kernel_alignment(X, Y, *, kernel="linear", sigma="median"):

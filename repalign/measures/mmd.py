@@ -5,10 +5,11 @@ import numpy as np
 from repalign.blocks import row_slices
 from repalign.errors import RowMismatchError
 from repalign.measures.kernels import _rbf_gram, resolve_sigma
+from repalign.registry import MEASURES
 from repalign.validation import check_option, check_sigma, check_two_samples
 
-MMD_KERNELS = ("rbf", "linear")
-MMD_ESTIMATORS = ("unbiased", "biased", "linear")
+MMD_KERNELS = MEASURES["mmd2"].kernels
+MMD_ESTIMATORS = MEASURES["mmd2"].estimators
 
 
 def mmd2(X, Y, *, kernel="rbf", sigma="median", estimator="unbiased"):
