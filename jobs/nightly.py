@@ -58,6 +58,7 @@ from jobs.alignment import (
     write_result,
 )
 from repalign.approx import RFF_BLOCKS, MeanEmbedding, RandomFourierFeatures, approximate_mmd2
+from repalign.contract import ALIGNMENT_TABLE_FILE, CHANGES_FILE, atomic_write
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
 from repalign.store import open_store
@@ -77,8 +78,6 @@ EMBEDDING_BLOCK_BYTES = 64 * 2**20
 DRIFT_FOLDER = "drift"
 EMBEDDINGS_FILE = "mean_embeddings.npz"
 MAPS_FILE = "representations.json"
-CHANGES_FILE = "changes.json"
-RECORD_FILE = "nightly.json"
 
 
 @dataclass(frozen=True)
@@ -336,9 +335,8 @@ def save_mean_embeddings(out, embeddings, maps):
     for i, name in enumerate(names):
         arrays[f"sums_{i}"] = embeddings[name].sums
         arrays[f"squared_norms_{i}"] = embeddings[name].squared_norms
-    temporary = folder / f".{EMBEDDINGS_FILE}.tmp.npz"
-    np.savez(temporary, **arrays)
-    temporary.replace(folder / EMBEDDINGS_FILE)
+    with atomic_write(folder / EMBEDDINGS_FILE) as temporary:
+        np.savez(temporary, **arrays)
     write_json_atomically(folder / MAPS_FILE, maps)
 
 
@@ -465,9 +463,9 @@ def _saved_moment_digests(previous):
 
 
 def _previous_table(previous):
-    if previous is None or not (Path(previous) / "alignment.parquet").exists():
+    if previous is None or not (Path(previous) / ALIGNMENT_TABLE_FILE).exists():
         return None
-    return pq.read_table(Path(previous) / "alignment.parquet")
+    return pq.read_table(Path(previous) / ALIGNMENT_TABLE_FILE)
 
 
 def _ok_rows(table):

@@ -1,5 +1,6 @@
 """How far a job has got: a tqdm bar on a terminal, and a small JSON file for a caller that
-asks for one through ``REPALIGN_PROGRESS_FILE`` (the service does, for each job it runs).
+asks for one through ``REPALIGN_PROGRESS_FILE`` (`repalign.contract.PROGRESS_FILE_ENV`; the
+service asks, for each job it runs).
 
 The file holds ``{"stage": ..., "done": ..., "total": ...}`` for the bar that is running (rows of
 a pass, or pairs), rewritten atomically at most once a second and when the bar closes.
@@ -11,7 +12,8 @@ import time
 
 from tqdm import tqdm
 
-PROGRESS_FILE_ENV = "REPALIGN_PROGRESS_FILE"
+from repalign.contract import PROGRESS_FILE_ENV, atomic_write
+
 WRITE_SECONDS = 1.0
 
 
@@ -39,8 +41,7 @@ class Progress(tqdm):
     def _report(self, force=False):
         if not self._path or (not force and time.monotonic() - self._written < WRITE_SECONDS):
             return
-        temporary = f"{self._path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump({"stage": self.stage, "done": self.done, "total": self.total}, f)
-        os.replace(temporary, self._path)
+        with atomic_write(self._path) as temporary:
+            progress = {"stage": self.stage, "done": self.done, "total": self.total}
+            temporary.write_text(json.dumps(progress))
         self._written = time.monotonic()

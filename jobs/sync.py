@@ -1,4 +1,4 @@
-"""A job's MLflow upload, kept on disk until the tracking server takes it (design.md §6).
+"""A job's MLflow upload, kept on disk until the tracking server takes it (docs/design.md §6).
 
 A job command writes its results into OUT first, then the record of what to log,
 OUT/pending-upload.json, and only then logs (`upload`). Once the run is FINISHED, `upload`
@@ -34,6 +34,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from repalign.contract import (
+    CHANGES_FILE,
+    NIGHTLY_FILE,
+    PENDING_UPLOAD_FILE,
+    RESULT_FILES,
+    RUN_FILE,
+)
 from repalign.errors import RepalignError
 from repalign.store.format import write_json_atomically
 from repalign.tracking import (
@@ -45,13 +52,6 @@ from repalign.tracking import (
     tracking_unreachable,
 )
 
-PENDING_FILE = "pending-upload.json"
-RUN_FILE = "run.json"
-JOBS = {
-    "alignment": ("alignment.parquet", "summary.json"),
-    "stitching": ("stitching.parquet", "stitching-summary.json"),
-    "nightly": ("alignment.parquet", "summary.json"),
-}
 LOG_FUNCTIONS = {
     "alignment": log_alignment_run,
     "stitching": log_stitching_run,
@@ -91,19 +91,19 @@ def record_pending(out, job, *, tracking_uri, experiment, artifact_location=None
     plan : str, default=None
         Nightly only: the plan's mode ("full" or "incremental").
     """
-    table, summary = JOBS[job]
+    files = RESULT_FILES[job]
     record = {
         "job": job,
         "tracking_uri": tracking_uri,
         "artifact_location": artifact_location,
         "experiment": experiment,
         "upload": uuid.uuid4().hex,
-        "table": table,
-        "summary": summary,
+        "table": files.table,
+        "summary": files.summary,
     }
     if job == "nightly":
-        record.update(changes="changes.json", plan=plan)
-    write_json_atomically(Path(out) / PENDING_FILE, record)
+        record.update(changes=CHANGES_FILE, plan=plan)
+    write_json_atomically(Path(out) / PENDING_UPLOAD_FILE, record)
 
 
 def upload(out, *, tracking_uri=None):
@@ -128,7 +128,7 @@ def upload(out, *, tracking_uri=None):
         If the tracking server could not be reached; the record stays, with the error.
     """
     out = Path(out)
-    record = json.loads((out / PENDING_FILE).read_text())
+    record = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     artifact_location = record["artifact_location"] if tracking_uri is None else None
     tracking_uri = tracking_uri or record["tracking_uri"]
     try:
@@ -149,23 +149,22 @@ def upload(out, *, tracking_uri=None):
             )
         if record["job"] == "nightly":
             changes = json.loads((out / record["changes"]).read_text())
-            log_json_artifact(run_id, changes, "changes.json", tracking_uri=tracking_uri)
+            log_json_artifact(run_id, changes, CHANGES_FILE, tracking_uri=tracking_uri)
     except Exception as exc:
         if not tracking_unreachable(exc):
             raise
-        write_json_atomically(out / PENDING_FILE, {**record, "error": str(exc)})
+        write_json_atomically(out / PENDING_UPLOAD_FILE, {**record, "error": str(exc)})
         raise UploadPending(
             f"the tracking server at {tracking_uri} could not be reached, so the MLflow run of "
-            f"{out} is pending upload: its results stay in {out}, and {out / PENDING_FILE} says "
-            f"what to log; run `repalign sync {out}` when the server is back ({exc})."
+            f"{out} is pending upload: its results stay in {out}, and "
+            f"{out / PENDING_UPLOAD_FILE} says what to log; run `repalign sync {out}` when the "
+            f"server is back ({exc})."
         ) from exc
     logged = {"run_id": run_id, "tracking_uri": tracking_uri}
     if record["job"] == "nightly":
-        from jobs.nightly import RECORD_FILE  # imported here: it brings Ray with it
-
-        write_json_atomically(out / RECORD_FILE, {**logged, "plan": record["plan"]})
-    (out / RUN_FILE).write_text(json.dumps(logged) + "\n")
-    (out / PENDING_FILE).unlink()
+        write_json_atomically(out / NIGHTLY_FILE, {**logged, "plan": record["plan"]})
+    write_json_atomically(out / RUN_FILE, logged)
+    (out / PENDING_UPLOAD_FILE).unlink()
     return run_id, tracking_uri
 
 
@@ -193,7 +192,7 @@ def sync(out, *, tracking_uri=None):
     out = Path(out)
     if not out.is_dir():
         raise RepalignError(f"OUT must be a job's output folder; {out} is not a folder.")
-    if (out / PENDING_FILE).exists():
+    if (out / PENDING_UPLOAD_FILE).exists():
         run_id, tracking_uri = upload(out, tracking_uri=tracking_uri)
         return f"{out}: logged as MLflow run {run_id} at {tracking_uri}"
     if (out / RUN_FILE).exists():
@@ -203,6 +202,6 @@ def sync(out, *, tracking_uri=None):
             f"{logged['tracking_uri']}"
         )
     raise RepalignError(
-        f"OUT must be a job's output folder with an upload pending ({PENDING_FILE}) or done "
+        f"OUT must be a job's output folder with an upload pending ({PENDING_UPLOAD_FILE}) or done "
         f"({RUN_FILE}); {out} holds neither."
     )

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from jobs.sync import PENDING_FILE, record_pending
+from jobs.sync import record_pending
+from repalign.contract import PENDING_UPLOAD_FILE
 from repalign.store import write_representation
 from repalign.tracking import UPLOAD_TAG, latest_run, load_alignment_table, metric_key
 from repalign.zoo import build_zoo
@@ -100,7 +101,7 @@ def test_a_job_logs_params_metrics_and_its_table_over_http(server, logged_job):
     record = json.loads((out / "run.json").read_text())
     assert record["tracking_uri"] == server.url
     assert f"MLflow run {record['run_id']} in experiment 'http' at {server.url}" in result.stdout
-    assert not (out / PENDING_FILE).exists() and not (out / "mlflow.db").exists()
+    assert not (out / PENDING_UPLOAD_FILE).exists() and not (out / "mlflow.db").exists()
     assert_run_holds(MlflowClient(server.url), record["run_id"], out, server.url)
 
 
@@ -124,7 +125,7 @@ def test_server_down_mid_job_keeps_the_results_and_sync_uploads_them(server, sto
     out = tmp_path / "out"
     assert job.returncode == 0, stderr
     assert "MLflow run pending upload" in stdout and "run `repalign sync out`" in stdout
-    pending = json.loads((out / PENDING_FILE).read_text())
+    pending = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     assert pending["job"] == "alignment" and pending["tracking_uri"] == server.url
     assert pending["experiment"] == "outage" and "error" in pending
     assert (pending["table"], pending["summary"]) == ("alignment.parquet", "summary.json")
@@ -136,7 +137,7 @@ def test_server_down_mid_job_keeps_the_results_and_sync_uploads_them(server, sto
     assert synced.returncode == 0, synced.stderr
     record = json.loads((out / "run.json").read_text())
     assert f"logged as MLflow run {record['run_id']} at {server.url}" in synced.stdout
-    assert not (out / PENDING_FILE).exists()
+    assert not (out / PENDING_UPLOAD_FILE).exists()
     assert_run_holds(client, record["run_id"], out, server.url)
     assert latest_run("outage", tracking_uri=server.url) == record["run_id"]
 
@@ -152,7 +153,7 @@ def pending_copy(logged_out, folder, tracking_uri, experiment):
     for name in ("alignment.parquet", "summary.json"):
         shutil.copy(logged_out / name, folder / name)
     record_pending(folder, "alignment", tracking_uri=tracking_uri, experiment=experiment)
-    return folder, json.loads((folder / PENDING_FILE).read_text())["upload"]
+    return folder, json.loads((folder / PENDING_UPLOAD_FILE).read_text())["upload"]
 
 
 def test_sync_marks_an_interrupted_upload_failed_and_logs_a_fresh_run(server, logged_job, tmp_path):
@@ -192,7 +193,7 @@ def test_sync_with_the_server_still_down_keeps_the_upload_pending(logged_job, tm
     assert synced.returncode == 2
     assert f"the tracking server at {down} could not be reached" in synced.stderr
     assert "1 of 1 folders not synced" in synced.stderr
-    pending = json.loads((out / PENDING_FILE).read_text())
+    pending = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     assert "error" in pending and not (out / "run.json").exists()
 
 
@@ -217,7 +218,7 @@ def test_a_stitching_job_kept_pending_is_synced_with_its_nested_runs(server, tmp
     assert job.returncode == 0, job.stderr
     out = tmp_path / "out"
     assert "MLflow run pending upload" in job.stdout
-    pending = json.loads((out / PENDING_FILE).read_text())
+    pending = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     assert (pending["job"], pending["table"]) == ("stitching", "stitching.parquet")
 
     synced = repalign_cli("sync", "out", "--tracking-uri", server.url, cwd=tmp_path)
@@ -261,7 +262,7 @@ def test_a_nightly_run_kept_pending_is_synced_with_its_change_report(server, tmp
     assert job.returncode == 0, job.stderr
     out = tmp_path / "out"
     assert "MLflow run pending upload" in job.stdout and not (out / "nightly.json").exists()
-    pending = json.loads((out / PENDING_FILE).read_text())
+    pending = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     assert (pending["job"], pending["changes"], pending["plan"]) == (
         "nightly",
         "changes.json",

@@ -21,9 +21,9 @@ import pytest
 
 from jobs import engine
 from jobs.alignment import run_alignment
-from jobs.progress import PROGRESS_FILE_ENV
 from jobs.stitching import run_stitching
 from jobs.tasks import RangeTask
+from repalign.contract import PROGRESS_FILE_ENV
 from repalign.spec import parse_spec
 from repalign.zoo import build_zoo
 from tests.servers import ray_cluster

@@ -11,13 +11,13 @@ rename it into place, so a crash never leaves one that looks complete.
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from repalign.contract import atomic_write
 from repalign.errors import StoreError
 
 FORMAT = "repalign-store/1"
@@ -106,14 +106,9 @@ def read_manifest(folder):
 
 
 def write_json_atomically(path, content):
-    """Write JSON to a temporary file beside ``path``, flush it to disk, then rename it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    """Write JSON to ``path`` atomically (`repalign.contract.atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
 
 
 def embedding_matrix(column, dim):

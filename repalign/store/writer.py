@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repalign.blocks import RowQueue
+from repalign.contract import atomic_write
 from repalign.errors import RowMismatchError, ShapeError, StoreError
 from repalign.store.format import (
     DTYPE,
@@ -179,12 +180,8 @@ class RepresentationWriter:
         )
         content = encoded.getvalue()
         file = SHARD_PATTERN.format(len(self._shards))
-        temporary = self.partial / f".{file}.tmp"
-        with open(temporary, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.partial / file)
+        with atomic_write(self.partial / file) as temporary:
+            temporary.write_bytes(content)
         digest = hashlib.sha256(content).hexdigest()
         self._shards.append({"file": file, "rows": rows, "sha256": digest})
         self._rows += rows

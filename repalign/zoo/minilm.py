@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from repalign.contract import atomic_write
 from repalign.errors import InvalidParameterError, MissingExtraError
 from repalign.store import RepresentationWriter
 from repalign.validation import check_int_in_range
@@ -184,6 +185,5 @@ def _save_sentences(store_path, record):
     """Write ``record`` to ``<store>/_models/minilm.json`` (replacing it), atomically."""
     path = Path(store_path) / MODELS_FOLDER / f"{MODEL}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
+    with atomic_write(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")

@@ -7,7 +7,6 @@ can be run on any such vector (`LayeredNetwork.forward_from`), which is what sti
 """
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from repalign.contract import atomic_write
 from repalign.errors import StoreError
 from repalign.validation import check_option
 
@@ -164,12 +164,10 @@ def save_model(store_path, model_name, network, record):
     folder = Path(store_path) / MODELS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     weights, description = folder / f"{model_name}.pt", folder / f"{model_name}.json"
-    temporary = folder / f".{model_name}.pt.tmp"
-    torch.save(network.state_dict(), temporary)
-    os.replace(temporary, weights)
-    temporary = folder / f".{model_name}.json.tmp"
-    temporary.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(temporary, description)
+    with atomic_write(weights) as temporary:
+        torch.save(network.state_dict(), temporary)
+    with atomic_write(description) as temporary:
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def load_model(store_path, model_name):
@@ -228,9 +226,8 @@ def save_targets(store_path, targets):
             "split": pa.array(targets.splits.tolist(), pa.string()),
         }
     )
-    temporary = folder / f".{TARGETS_FILE}.tmp"
-    pq.write_table(table, temporary)
-    os.replace(temporary, folder / TARGETS_FILE)
+    with atomic_write(folder / TARGETS_FILE) as temporary:
+        pq.write_table(table, temporary)
 
 
 def load_targets(store_path):
