@@ -61,8 +61,10 @@ def add_run(commands):
 
 def _run(args):
     from jobs.alignment import run_alignment, write_result
+    from jobs.outputs import log_libraries_to
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
+    _check_tracking_uri(args.tracking_uri)
     if args.spec:
         spec = load_spec(args.spec, kind="alignment")
         overrides = {
@@ -85,6 +87,7 @@ def _run(args):
             if getattr(args, key) is not None:
                 content[key] = getattr(args, key)
         spec = parse_spec(content)
+    log_libraries_to(spec.out)
     result = run_alignment(
         spec,
         ray_address=args.ray_address,
@@ -156,9 +159,11 @@ def add_stitch(commands):
 
 
 def _stitch(args):
+    from jobs.outputs import log_libraries_to
     from jobs.stitching import run_stitching, write_result
     from repalign.spec import SpecError, load_spec, parse_spec
 
+    _check_tracking_uri(args.tracking_uri)
     content = (
         load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
     )
@@ -176,6 +181,7 @@ def _stitch(args):
     if "store" not in content or "out" not in content:
         raise SpecError("give a spec file, or --store and --out.")
     spec = parse_spec(content, kind="stitching")
+    log_libraries_to(spec.out)
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)
     summary = result.summary
@@ -215,11 +221,14 @@ def add_nightly(commands):
 
 def _nightly(args):
     from jobs.nightly import describe, run_nightly
+    from jobs.outputs import log_libraries_to
     from repalign.spec import load_spec, parse_spec
 
+    _check_tracking_uri(args.tracking_uri)
     spec = load_spec(args.spec, kind="alignment")
     if args.out is not None:
         spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
+    log_libraries_to(spec.out)
     options = {} if args.threshold is None else {"threshold": args.threshold}
     nightly = run_nightly(
         spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
@@ -252,6 +261,7 @@ def _sync(args):
     from jobs.sync import sync, use_short_retries
     from repalign.errors import RepalignError
 
+    _check_tracking_uri(args.tracking_uri)
     use_short_retries()
     failed = []
     for out in args.out:
@@ -264,6 +274,15 @@ def _sync(args):
         raise RepalignError(
             f"{len(failed)} of {len(args.out)} folders not synced: {', '.join(failed)}."
         )
+
+
+def _check_tracking_uri(tracking_uri):
+    """Refuse a tracking URI no run can be logged to before the job starts (None: the job's
+    own SQLite store)."""
+    from repalign.tracking import check_tracking_uri
+
+    if tracking_uri is not None:
+        check_tracking_uri(tracking_uri)
 
 
 def _add_cluster_flags(parser):

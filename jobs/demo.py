@@ -15,6 +15,8 @@ from pathlib import Path
 
 from jobs import stitching
 from jobs.alignment import run_alignment, write_result
+from jobs.outputs import log_libraries_to
+from repalign.contract import ALIGNMENT_TABLE_FILE, STITCHING_TABLE_FILE
 from repalign.spec import parse_spec
 from repalign.store import open_store
 from repalign.tracking import log_alignment_run, log_stitching_run
@@ -162,6 +164,7 @@ def run(store_path=None, out=None, quiet=False):
     spec = parse_spec(
         {"store": str(store_path), "out": str(out), "experiment": EXPERIMENT, "measures": MEASURES}
     )
+    log_libraries_to(out)
     result = run_alignment(spec, quiet=quiet)
     write_result(result, out)
     tracking_uri = f"sqlite:///{out.resolve()}/mlflow.db"
@@ -196,7 +199,7 @@ def run(store_path=None, out=None, quiet=False):
     print(format_pairs(values))
     stitch_run = run_stitches(store_path, out, tracking_uri, quiet)
     print(
-        f"\nThe whole tables: {out / 'alignment.parquet'}, {out / 'stitching.parquet'}; MLflow "
+        f"\nThe whole tables: {out / ALIGNMENT_TABLE_FILE}, {out / STITCHING_TABLE_FILE}; MLflow "
         f"runs {run_id} (alignment) and {stitch_run} (stitching). To browse them:"
     )
     print(f"  {Path(os.sys.executable).parent / 'mlflow'} ui --backend-store-uri {tracking_uri}")

@@ -1,13 +1,14 @@
-"""A job's result files in its output folder: the table as Parquet and the summary as JSON,
-each replaced atomically (`repalign.contract.atomic_write`), so that a crash leaves no
-half-written file."""
+"""A job's files in its output folder: the table as Parquet and the summary as JSON, each
+replaced atomically (`repalign.contract.atomic_write`), so that a crash leaves no half-written
+file; and the log of its libraries, kept off the terminal."""
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from repalign.contract import atomic_write
+from repalign.contract import LIBRARY_LOG_FILE, atomic_write
 
 
 def write_table_and_summary(out, files, table, summary):
@@ -21,3 +22,22 @@ def write_table_and_summary(out, files, table, summary):
     with atomic_write(out / files.summary) as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
     return out / files.table
+
+
+def log_libraries_to(out):
+    """Send what Ray and MLflow log (Ray's token-authentication notice and start-up lines,
+    MLflow's database migrations) to OUT/libraries.log instead of the terminal, so that a job's
+    output is its own lines. Both are imported first: each sets its loggers' handlers when
+    imported, which would undo this."""
+    import ray  # noqa: F401
+
+    import repalign.tracking  # noqa: F401  (imports MLflow)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / LIBRARY_LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "mlflow", "alembic"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False

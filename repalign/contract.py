@@ -13,6 +13,7 @@ file breaks at import, not in production (docs/design.md §7). A job's output fo
     pending-upload.json       the MLflow upload still to be done (``repalign sync``)
     run.json                  {"run_id", "tracking_uri"} once the run is logged
     nightly.json              nightly job: {"run_id", "tracking_uri", "plan"} once logged
+    libraries.log             what Ray and MLflow log while the job runs (kept off the terminal)
 """
 
 import json
@@ -30,6 +31,7 @@ CHANGES_FILE = "changes.json"
 PENDING_UPLOAD_FILE = "pending-upload.json"
 RUN_FILE = "run.json"
 NIGHTLY_FILE = "nightly.json"
+LIBRARY_LOG_FILE = "libraries.log"
 
 PROGRESS_FILE_ENV = "REPALIGN_PROGRESS_FILE"
 """Environment variable naming the file where a job reports ``{"stage", "done", "total"}``."""

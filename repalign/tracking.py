@@ -13,6 +13,7 @@ The only module of repalign that imports mlflow. A run holds:
 `latest_heatmaps` and `heatmap_png` read the heatmaps back (the service's status page).
 `tracking_unreachable` tells a tracking server that could not be reached from other errors, and
 `finished_upload` settles what an interrupted upload left on the server (``repalign sync``).
+`check_tracking_uri` refuses, before a job starts, a tracking URI that no run can be logged to.
 
 A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
 
@@ -20,16 +21,18 @@ A stitching job (`log_stitching_run`) is one parent run with a nested run per pa
             plots/penalty.png, summary.json
     nested: params source, target, control; one metric per numeric column of its row
 
-Runs are opened and closed explicitly through an ``MlflowClient`` bound to the tracking URI
-given; MLflow's fluent API and its process-wide state (active run, tracking URI) are neither
-used nor changed.
+Runs are opened and closed explicitly (`open_run`) through an ``MlflowClient`` bound to the
+tracking URI given; MLflow's fluent API and its process-wide state (active run, tracking URI)
+are neither used nor changed.
 """
 
 import json
 import re
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -38,9 +41,10 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
-from repalign.errors import RepalignError
+from repalign.errors import InvalidParameterError, RepalignError
 from repalign.plots import alignment_heatmap, as_alignment_table, configurations
 from repalign.stitching_plots import bound_plot, penalty_plot
 
@@ -53,6 +57,40 @@ KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips a
 UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
 _NOT_IN_NAME_PART = re.compile(r"[^A-Za-z0-9_\-. ]")
+
+
+TRACKING_SCHEMES = ("http", "https", *DATABASE_ENGINES)
+"""URI schemes of the tracking stores runs are logged to: an MLflow tracking server, or one of
+the databases MLflow supports (``postgresql+psycopg2://`` names the database and its driver)."""
+
+
+def check_tracking_uri(tracking_uri):
+    """Refuse a tracking URI whose store cannot take a run: MLflow's file store (``file:DIR``,
+    or a plain folder) is in maintenance mode and refuses to open.
+
+    Parameters
+    ----------
+    tracking_uri : str
+
+    Raises
+    ------
+    InvalidParameterError
+        If the URI's scheme (before any ``+driver``) is not one of `TRACKING_SCHEMES`; the
+        message says what to use instead.
+    """
+    scheme = urllib.parse.urlsplit(tracking_uri).scheme.partition("+")[0]
+    if scheme in TRACKING_SCHEMES:
+        return
+    message = (
+        "tracking_uri must be a database (sqlite:///PATH/mlflow.db, postgresql://...) or an "
+        f"MLflow tracking server (http://HOST:5000); got {tracking_uri!r}."
+    )
+    if scheme in ("", "file"):
+        folder = tracking_uri.removeprefix("file://").removeprefix("file:").rstrip("/") or "DIR"
+        message += (
+            f" MLflow's file store is not supported: use sqlite:///{folder}/mlflow.db instead."
+        )
+    raise InvalidParameterError(message)
 
 
 def log_alignment_run(
@@ -117,9 +155,7 @@ def log_alignment_run(
     client = MlflowClient(tracking_uri)
     run_tags = {**(tags or {}), KIND_TAG: "alignment"}
     experiment_id = _experiment_id(client, experiment, artifact_location)
-    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
-    run_id = run.info.run_id
-    try:
+    with open_run(client, experiment_id, run_name=run_name, tags=run_tags) as run_id:
         # MlflowClient.log_batch splits into requests within MLflow's limits
         # (1,000 metrics, 100 params).
         client.log_batch(run_id, metrics=metrics, params=run_params)
@@ -133,10 +169,6 @@ def log_alignment_run(
                 name = "-".join(part for part in (measure, kernel, estimator) if part)
                 client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
@@ -171,11 +203,9 @@ def log_stitching_run(
     """
     client = MlflowClient(tracking_uri)
     experiment_id = _experiment_id(client, experiment, artifact_location)
-    parent = client.create_run(
-        experiment_id, run_name=run_name, tags={**(tags or {}), KIND_TAG: "stitching"}
-    ).info.run_id
     timestamp = int(time.time() * 1000)
-    try:
+    parent_tags = {**(tags or {}), KIND_TAG: "stitching"}
+    with open_run(client, experiment_id, run_name=run_name, tags=parent_tags) as parent:
         numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in numbers.items()]
         client.log_batch(parent, metrics=metrics, params=_flat_params(params))
@@ -185,21 +215,14 @@ def log_stitching_run(
         client.log_dict(parent, summary, SUMMARY_ARTIFACT)
         for row in table.to_pylist():
             _log_pair(client, experiment_id, parent, row, timestamp)
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
-    client.set_terminated(parent, "FINISHED")
     return parent
 
 
 def _log_pair(client, experiment_id, parent, row, timestamp):
     """One nested run: the pair's names as params, its numbers as metrics."""
-    child = client.create_run(
-        experiment_id,
-        run_name=f"{row['source']} -> {row['target']}",
-        tags={"mlflow.parentRunId": parent, KIND_TAG: "stitching-pair"},
-    ).info.run_id
-    try:
+    run_name = f"{row['source']} -> {row['target']}"
+    tags = {"mlflow.parentRunId": parent, KIND_TAG: "stitching-pair"}
+    with open_run(client, experiment_id, run_name=run_name, tags=tags) as child:
         names = ("source", "target", "control", "status", "reason")
         params = [Param(k, _param_value(row[k])) for k in names]
         metrics = [
@@ -208,10 +231,34 @@ def _log_pair(client, experiment_id, parent, row, timestamp):
             if k not in names and isinstance(v, int | float)
         ]
         client.log_batch(child, metrics=metrics, params=params)
+
+
+@contextmanager
+def open_run(client, experiment_id, *, run_name=None, tags=None):
+    """Open a run, yield its id, and close it: FINISHED when the block ends normally, FAILED
+    when it raises (the error is raised again). The one place where repalign opens runs.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+    experiment_id : str
+    run_name : str, default=None
+        None lets MLflow choose one.
+    tags : dict, default=None
+        The run's tags (``mlflow.parentRunId`` makes it a nested run).
+
+    Yields
+    ------
+    str
+        The run id.
+    """
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        yield run_id
     except BaseException:
-        client.set_terminated(child, "FAILED")
+        client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(child, "FINISHED")
+    client.set_terminated(run_id, "FINISHED")
 
 
 def log_json_artifact(run_id, content, path, *, tracking_uri=None):

@@ -17,14 +17,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import repalign.tracking
-from repalign.errors import RepalignError
+from repalign.errors import InvalidParameterError, RepalignError
 from repalign.plots import alignment_heatmap, square_matrix
 from repalign.tracking import (
     KIND_TAG,
+    check_tracking_uri,
     latest_run,
     load_alignment_table,
     log_alignment_run,
     metric_key,
+    open_run,
 )
 
 # Listed out of order on purpose: the heatmap must put fc2 before fc10, logits last in its
@@ -286,6 +288,48 @@ def test_a_failure_while_logging_marks_the_run_failed(store, table):
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_open_run_finishes_a_run_and_fails_a_nested_run_and_its_parent_on_any_error(store):
+    uri, _ = store
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(new_experiment(store, "open")).experiment_id
+    with open_run(client, experiment_id, run_name="done") as done:
+        assert client.get_run(done).info.status == "RUNNING"
+    # KeyboardInterrupt: a job stopped by the user while logging is not left RUNNING either
+    with pytest.raises(KeyboardInterrupt), open_run(client, experiment_id) as parent:
+        tags = {"mlflow.parentRunId": parent}
+        with open_run(client, experiment_id, tags=tags) as child:
+            raise KeyboardInterrupt
+    status = {run_id: client.get_run(run_id).info.status for run_id in (done, parent, child)}
+    assert status == {done: "FINISHED", parent: "FAILED", child: "FAILED"}
+    assert client.get_run(done).info.run_name == "done"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:////tmp/m.db", "postgresql+psycopg2://u@db/m", "http://mlflow:5000", "HTTPS://m"],
+)
+def test_database_and_server_tracking_uris_are_accepted(uri):
+    check_tracking_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "instead"),
+    [
+        ("file:/data/mlruns", "sqlite:////data/mlruns/mlflow.db"),
+        ("file:///data/mlruns/", "sqlite:////data/mlruns/mlflow.db"),
+        ("mlruns", "sqlite:///mlruns/mlflow.db"),
+    ],
+)
+def test_a_file_store_uri_is_refused_with_what_to_use_instead(uri, instead):
+    with pytest.raises(InvalidParameterError, match=f"got '{uri}'.*use {instead} instead"):
+        check_tracking_uri(uri)
+
+
+def test_another_unsupported_scheme_is_refused():
+    with pytest.raises(InvalidParameterError, match=r"tracking_uri must be .*got 'ftp://h/x'\.$"):
+        check_tracking_uri("ftp://h/x")
 
 
 def test_latest_run_is_the_last_finished_alignment_run(store, table):
