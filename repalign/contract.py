@@ -3,7 +3,7 @@ writes into its output folder, the variable through which it reports progress, i
 line, and the one way every file of the project is replaced atomically.
 
 The jobs write through these names and the service reads through them, so that renaming a
-file breaks at import, not in production (docs/design.md §7). A job's output folder OUT:
+file breaks at import, not in production (docs/design.md §10). A job's output folder OUT:
 
     alignment.parquet         alignment and nightly jobs: the long result table
     summary.json              alignment and nightly jobs: the summary, with the params
