@@ -62,6 +62,7 @@ def add_run(commands):
 def _run(args):
     from jobs.alignment import run_alignment, write_result
     from jobs.outputs import log_libraries_to
+    from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
     _check_tracking_uri(args.tracking_uri)
@@ -87,6 +88,7 @@ def _run(args):
             if getattr(args, key) is not None:
                 content[key] = getattr(args, key)
         spec = parse_spec(content)
+    check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
     log_libraries_to(spec.out)
     result = run_alignment(
         spec,

@@ -7,12 +7,34 @@ restart, `services.runner.JobRunner.recover` re-queues the jobs it had running.
 
 import datetime
 import uuid
+from enum import StrEnum
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-KINDS = ("alignment", "stitching", "nightly")
+
+class JobStatus(StrEnum):
+    """Where a job is: queued → running → succeeded | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobKind(StrEnum):
+    """What a job runs: ``repalign run``, ``repalign stitch``, or ``repalign nightly`` (an
+    alignment spec queued by a schedule)."""
+
+    ALIGNMENT = "alignment"
+    STITCHING = "stitching"
+    NIGHTLY = "nightly"
+
+
+def _enum_column(enum):
+    """A column of an enum's values, stored as VARCHAR(16) (as before the enums existed)."""
+    return Enum(enum, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
 
 
 def now():
@@ -48,9 +70,11 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[JobKind] = mapped_column(_enum_column(JobKind))
     spec: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum_column(JobStatus), default=JobStatus.QUEUED, index=True
+    )
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=now)
     started_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True))

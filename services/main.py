@@ -5,15 +5,16 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 import repalign
 from repalign.tracking import prepare_store
-from services import page
+from services import crud, page
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
 from services.api.schemas import JobPublic, Progress
-from services.db import STATUSES, Job, Schedule, open_database
+from services.db import JobStatus, open_database
+from services.mlflow_links import run_link
 from services.runner import JobRunner
 from services.scheduler import Scheduler
 
@@ -32,15 +33,15 @@ class ServiceState:
 
     def public(self, job):
         record = JobPublic.model_validate(job)
-        if job.status == "running":
+        if job.status == JobStatus.RUNNING:
             report = self.runner.progress(job.id)
             if report is not None:
                 total = report.get("total")
                 record.progress = Progress(
                     **report, fraction=report["done"] / total if total else None
                 )
-        if job.mlflow_run_id and self.settings.tracking.startswith("http"):
-            record.mlflow_link = f"{self.settings.tracking.rstrip('/')}/#/runs/{job.mlflow_run_id}"
+        if job.mlflow_run_id:
+            record.mlflow_link = run_link(self.settings.tracking, job.mlflow_run_id)
         return record
 
 
@@ -114,10 +115,8 @@ class ServiceMetrics:
 
     def render(self):
         with self.service.sessions() as session:
-            rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
-            counts = {status: count for status, count in rows}
-            for status in STATUSES:
-                self.jobs.labels(status).set(counts.get(status, 0))
-            self.schedules.set(session.scalar(select(func.count()).select_from(Schedule)))
+            for status, count in crud.jobs_by_status(session).items():
+                self.jobs.labels(status.value).set(count)
+            self.schedules.set(crud.count_schedules(session))
         self.peak.set(self.service.runner.peak_running)
         return generate_latest(self.registry)

@@ -26,12 +26,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from repalign.errors import RepalignError
 from repalign.tracking import heatmap_png, latest_heatmaps
+from services import crud
 from services.api.deps import BearerDep, SessionDep, StateDep
-from services.db import Job, Schedule
+from services.mlflow_links import public_uri, run_link
 from services.scheduler import utc
 from services.security import token_is_valid
 from services.settings import token_hash
@@ -123,8 +123,8 @@ def status_page(viewer: SignedInDep, state: StateDep, session: SessionDep):
     """The status page, or the sign-in form."""
     if not viewer:
         return _page("Sign in", _login_form())
-    jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(JOBS_SHOWN)).all()
-    schedules = session.scalars(select(Schedule).order_by(Schedule.created_at)).all()
+    jobs = crud.latest_jobs(session, JOBS_SHOWN)
+    schedules = crud.schedules(session)
     tracking = state.settings.tracking
     body = (
         _jobs_section(jobs, tracking) + _schedules_section(schedules) + _heatmaps_section(tracking)
@@ -216,16 +216,14 @@ def _table(headings, rows, empty):
 
 
 def _jobs_section(jobs, tracking):
-    base = _public_uri(tracking)
-    linked = base.startswith(("http://", "https://"))
     rows = []
     for job in jobs:
         error = (job.error or "").strip().splitlines()[:1]
         run = ""
         if job.mlflow_run_id:
             run = f"<code>{_e(job.mlflow_run_id)}</code>"
-            if linked:
-                link = f"{base.rstrip('/')}/#/runs/{urllib.parse.quote(job.mlflow_run_id)}"
+            link = run_link(tracking, job.mlflow_run_id)
+            if link is not None:
                 run = f'<a href="{_e(link)}" rel="noreferrer">{run}</a>'
         rows.append(
             f'<tr id="job-{_e(job.id)}"><td><code>{_e(job.id)}</code></td><td>{_e(job.kind)}</td>'
@@ -236,8 +234,8 @@ def _jobs_section(jobs, tracking):
     headings = ("Job", "Kind", "Status", "Created", "Finished", "Error", "MLflow run")
     table = _table(headings, rows, "No jobs yet.")
     note = ""
-    if rows and not linked:
-        command = f"mlflow ui --backend-store-uri {shlex.quote(base)}"
+    if rows and not tracking.startswith(("http://", "https://")):
+        command = f"mlflow ui --backend-store-uri {shlex.quote(public_uri(tracking))}"
         note = f'<p class="note">To look at the runs: <code>{_e(command)}</code></p>'
     return f'<section id="jobs"><h2>Jobs</h2>{table}{note}</section>'
 
@@ -286,13 +284,3 @@ def _heatmap_figure(experiment, run_id, names):
 def _time_cell(moment):
     text = "" if moment is None else utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f'<td class="when">{_e(text)}</td>'
-
-
-def _public_uri(uri):
-    """``uri`` without the password it may hold (``postgresql://user:secret@host/db``)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}@" if parts.username else ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))

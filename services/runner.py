@@ -19,13 +19,11 @@ import sys
 import threading
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from repalign.contract import PROGRESS_FILE_ENV, job_arguments, job_command, recorded_run_id
-from services.db import Job, now
+from services import crud
+from services.db import Job, JobStatus, now
 from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
 
-LOG_TAIL_BYTES = 4000
 POLL_SECONDS = 0.2
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +45,10 @@ class JobRunner:
     def folder(self, job_id):
         return self.settings.state_dir.resolve() / "jobs" / job_id
 
+    def out(self, job_id):
+        """The output folder the job's command writes to: its spec's ``out``."""
+        return self.folder(job_id) / "out"
+
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self):
@@ -64,21 +66,21 @@ class JobRunner:
         runs is followed again; a job whose command had finished (its run record is written
         last) succeeded; any other is stopped and queued again."""
         with self.sessions.begin() as session:
-            for job in session.scalars(select(Job).where(Job.status == "running")):
+            for job in crud.jobs_with_status(session, JobStatus.RUNNING):
                 handle = self.launcher.find(_submission_id(job), job.pid)
                 if handle is not None:
                     self.handles[job.id] = handle
                     self._append_log(job.id, "[service] followed again after a restart\n")
                     continue
                 alive = job.pid is not None and _is_job_process(job.pid)
-                run_id = recorded_run_id(self.folder(job.id) / "out")
+                run_id = recorded_run_id(self.out(job.id))
                 if not alive and run_id is not None:
-                    job.status, job.finished_at, job.mlflow_run_id = "succeeded", now(), run_id
-                    job.pid = None
+                    job.status, job.finished_at, job.pid = JobStatus.SUCCEEDED, now(), None
+                    job.mlflow_run_id = run_id
                     continue
                 if alive:
                     stop_group(job.pid)
-                job.status, job.pid, job.started_at = "queued", None, None
+                job.status, job.pid, job.started_at = JobStatus.QUEUED, None, None
                 job.error = f"queued again: the service stopped while attempt {job.attempts} ran"
                 self._append_log(job.id, f"[service] {job.error}\n")
 
@@ -91,11 +93,11 @@ class JobRunner:
         """Cancel a queued or running job; returns its status afterwards."""
         with self._lock, self.sessions.begin() as session:
             job = session.get(Job, job_id)
-            if job.status in ("queued", "running"):
+            if job.status in crud.ACTIVE:
                 handle = self.handles.pop(job_id, None)
                 if handle is not None:
                     handle.stop()
-                job.status, job.finished_at, job.pid = "cancelled", now(), None
+                job.status, job.finished_at, job.pid = JobStatus.CANCELLED, now(), None
                 self._append_log(job_id, "[service] cancelled\n")
             return job.status
 
@@ -128,15 +130,12 @@ class JobRunner:
 
     def _launch(self):
         with self.sessions.begin() as session:
-            running = session.scalar(select(func.count()).where(Job.status == "running"))
-            free = self.settings.max_running - running
+            free = self.settings.max_running - crud.count_running(session)
             if free <= 0:
                 return
-            queued = session.scalars(
-                select(Job).where(Job.status == "queued").order_by(Job.created_at).limit(free)
-            ).all()
+            queued = crud.next_queued(session, free)
             for job in queued:
-                job.status, job.started_at, job.error = "running", now(), None
+                job.status, job.started_at, job.error = JobStatus.RUNNING, now(), None
                 job.attempts += 1
         for job in queued:
             try:
@@ -144,8 +143,8 @@ class JobRunner:
             except Exception as exc:  # the job's command could not be started at all
                 with self.sessions.begin() as session:
                     failed = session.get(Job, job.id)
-                    failed.status, failed.finished_at = "failed", now()
-                    failed.error = f"could not start: {type(exc).__name__}: {exc}"
+                    failed.status, failed.finished_at = JobStatus.FAILED, now()
+                    failed.error = self._public(f"could not start: {type(exc).__name__}: {exc}")
                 continue
             self.handles[job.id] = handle
             with self.sessions.begin() as session:
@@ -156,16 +155,16 @@ class JobRunner:
         job_id, kind, spec, previous = job.id, job.kind, job.spec, job.previous_job_id
         folder = self.folder(job_id)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps({**spec, "out": str(folder / "out")}))
+        (folder / "spec.json").write_text(json.dumps({**spec, "out": str(self.out(job_id))}))
         joins_cluster = self.settings.ray_address and isinstance(self.launcher, LocalLauncher)
         arguments = job_arguments(
             kind,
             folder / "spec.json",
             tracking_uri=self.settings.tracking,
             ray_address=self.settings.ray_address if joins_cluster else None,
-            out=folder / "out",
+            out=self.out(job_id),
             threshold=job.threshold,
-            previous=self.folder(previous) / "out" if previous else None,
+            previous=self.out(previous) if previous else None,
         )
         env = {
             **os.environ,
@@ -190,19 +189,35 @@ class JobRunner:
                 self._append_log(job_id, logs)
             with self.sessions.begin() as session:
                 job = session.get(Job, job_id)
-                if job.status != "running":
+                if job.status != JobStatus.RUNNING:
                     continue
                 job.finished_at, job.pid = now(), None
                 if code == 0:
-                    job.status = "succeeded"
-                    job.mlflow_run_id = recorded_run_id(self.folder(job_id) / "out")
+                    job.status = JobStatus.SUCCEEDED
+                    job.mlflow_run_id = recorded_run_id(self.out(job_id))
                 else:
-                    job.status = "failed"
-                    job.error = f"exit status {code}: {self._log_tail(job_id)}"
+                    job.status = JobStatus.FAILED
+                    job.error = f"exit status {code}: {self._last_words(job_id)}"
 
-    def _log_tail(self, job_id):
-        text = self.log(job_id)
-        return text[-LOG_TAIL_BYTES:].strip()
+    def _last_words(self, job_id):
+        """The last line the job's command wrote (its error message, or a traceback's last
+        line), as `_public` shows it; the log at ``/v1/jobs/{id}/logs`` has the rest."""
+        lines = [
+            line.strip()
+            for line in self.log(job_id).splitlines()
+            if line.strip() and not line.startswith("[service]")
+        ]
+        return self._public(lines[-1] if lines else "the command wrote nothing")
+
+    def _public(self, text):
+        """``text`` with the server's folders named rather than spelled out: the store roots
+        as ``<store root>``, the state folder as ``<state>``, the Python as ``python``."""
+        folders = {str(root): "<store root>" for root in self.settings.store_roots}
+        folders[str(self.settings.state_dir.resolve())] = "<state>"
+        folders[sys.executable] = "python"
+        for folder in sorted(folders, key=len, reverse=True):
+            text = text.replace(folder, folders[folder])
+        return text
 
     def _append_log(self, job_id, line):
         folder = self.folder(job_id)

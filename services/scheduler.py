@@ -11,9 +11,9 @@ import threading
 import zoneinfo
 
 from croniter import CroniterBadCronError, croniter
-from sqlalchemy import select
 
-from services.db import Job, Schedule, now
+from services import crud
+from services.db import JobKind, now
 
 LOG = logging.getLogger(__name__)
 
@@ -73,29 +73,26 @@ class Scheduler:
         moment = moment or now()
         queued = 0
         with self.sessions.begin() as session:
-            for schedule in session.scalars(select(Schedule)).all():
+            for schedule in crud.schedules(session):
                 if utc(schedule.next_run_at) > moment:
                     continue
                 schedule.next_run_at = next_run(schedule.cron, schedule.timezone, moment)
-                busy = session.scalars(
-                    select(Job.id).where(
-                        Job.schedule_id == schedule.id, Job.status.in_(("queued", "running"))
-                    )
-                ).first()
-                if busy is None:
-                    session.add(self._job(session, schedule))
+                if not crud.schedule_is_busy(session, schedule.id):
+                    self._queue(session, schedule)
                     schedule.last_run_at = moment
                     queued += 1
         return queued
 
-    def _job(self, session, schedule):
-        last = session.scalars(
-            select(Job)
-            .where(Job.schedule_id == schedule.id, Job.status == "succeeded")
-            .order_by(Job.finished_at.desc())
-            .limit(1)
-        ).first()
-        kind = "nightly" if schedule.spec.get("kind", "alignment") == "alignment" else "stitching"
-        spec = {**schedule.spec, "kind": schedule.spec.get("kind", "alignment")}
-        return Job(kind=kind, spec=spec, schedule_id=schedule.id, threshold=schedule.threshold,
-                   previous_job_id=last.id if last and kind == "nightly" else None)  # fmt: skip
+    def _queue(self, session, schedule):
+        kind = schedule.spec.get("kind", JobKind.ALIGNMENT)
+        nightly = kind == JobKind.ALIGNMENT
+        last = crud.last_success(session, schedule.id) if nightly else None
+        crud.add_job(
+            session,
+            kind=JobKind.NIGHTLY if nightly else JobKind.STITCHING,
+            spec={**schedule.spec, "kind": kind},
+            out_folder=self.runner.out,
+            schedule_id=schedule.id,
+            threshold=schedule.threshold,
+            previous_job_id=last.id if last else None,
+        )

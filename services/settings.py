@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from repalign.preflight import machine_memory
+
 DEFAULT_BODY_BYTES = 1 << 20
 
 
@@ -17,7 +19,8 @@ class Settings(BaseSettings):
     Environment variables: ``REPALIGN_API_TOKENS`` (comma-separated), ``REPALIGN_STORE_ROOTS``
     (a JSON list), ``REPALIGN_STATE_DIR``, ``REPALIGN_DATABASE_URL``, ``REPALIGN_MAX_RUNNING``,
     ``REPALIGN_RAY_ADDRESS``, ``REPALIGN_TRACKING_URI``, ``REPALIGN_MAX_BODY_BYTES``,
-    ``REPALIGN_SCHEDULER_SECONDS``. `load_settings` also reads a JSON config file.
+    ``REPALIGN_SCHEDULER_SECONDS``, ``REPALIGN_WORKER_MEMORY``. `load_settings` also reads a
+    JSON config file.
     """
 
     model_config = SettingsConfigDict(env_prefix="REPALIGN_", extra="forbid")
@@ -31,6 +34,12 @@ class Settings(BaseSettings):
     tracking_uri: str | None = None
     max_body_bytes: int = Field(default=DEFAULT_BODY_BYTES, ge=1024)
     scheduler_seconds: float = Field(default=30.0, gt=0)
+    worker_memory: int | None = Field(
+        default=None,
+        ge=1,
+        description="bytes of memory of the machine that runs a job (default: this "
+        "machine's); a job planned to need more is refused at submit",
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -61,6 +70,12 @@ class Settings(BaseSettings):
     def tracking(self):
         """The MLflow tracking URI jobs log to: the given one, else SQLite in the state folder."""
         return self.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def job_memory(self):
+        """Bytes a job may plan to hold in one process: ``worker_memory``, else this
+        machine's memory (`repalign.preflight.machine_memory`)."""
+        return self.worker_memory or machine_memory()
 
     @property
     def token_hashes(self):

@@ -1,31 +1,47 @@
 """Job specs as the service takes them: validated by `repalign.spec`, stores checked against
-the configured roots, ``out`` chosen by the service."""
+the configured roots, checked against their stores by `repalign.preflight` (so that a job that
+cannot run is refused at submit, and nothing is started), ``out`` chosen by the service."""
 
 from fastapi import HTTPException, status
 
+from repalign.preflight import JobCheckError, MissingStoreError, check_job
 from repalign.spec import SpecError, parse_spec
 from services.security import StoreAccessError, resolve_store
 
 SERVICE_OUT = "(set by the service)"
 
 
-def checked_spec(content, roots):
-    """``(kind, spec as a dict)`` of a submitted spec: 422 if it is malformed, 403 if it reads
-    a store outside the roots. Store paths come back resolved."""
+def checked_spec(content, settings):
+    """``(kind, spec as a dict)`` of a submitted spec, with its store paths resolved.
+
+    Refuses, with a message that names the field: 422 a malformed spec or one that cannot run
+    on its store (a glob matching nothing, k ≥ n, more memory than ``settings.job_memory``),
+    403 a store outside the roots, 404 a store that does not exist. Messages name stores as
+    the spec does, never by their folders on the server.
+    """
     if not isinstance(content, dict):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a job spec is a JSON object")
     try:
         spec = parse_spec({**content, "out": content.get("out", SERVICE_OUT)})
     except SpecError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    roots = settings.store_roots
     try:
-        spec.store = str(resolve_store(spec.store, roots))
-        for measure in getattr(spec, "measures", []):
-            if measure.against is not None:
-                against = str(resolve_store(measure.against, roots))
-                spec.measures[spec.measures.index(measure)] = measure.model_copy(
-                    update={"against": against}
-                )
+        update = {"store": str(resolve_store(spec.store, roots))}
+        if spec.kind == "alignment":
+            update["measures"] = [
+                m
+                if m.against is None
+                else m.model_copy(update={"against": str(resolve_store(m.against, roots))})
+                for m in spec.measures
+            ]
+        resolved = spec.model_copy(update=update)
     except StoreAccessError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    return spec.kind, spec.model_dump(mode="json", exclude_none=True)
+    try:
+        check_job(spec, memory_bytes=settings.job_memory, locate=lambda s: resolve_store(s, roots))
+    except MissingStoreError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except JobCheckError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return resolved.kind, resolved.model_dump(mode="json", exclude_none=True)

@@ -195,10 +195,14 @@ def test_a_job_submitted_over_http_equals_repalign_run(service, ray_session):
 @both_databases
 def test_a_failing_job_reports_why_and_a_missing_result_is_409(service):
     client, tmp_path = service
-    (tmp_path / "stores" / "empty").mkdir()
-    job = client.post("/v1/jobs", json=alignment_spec(store="empty"), headers=AUTH).json()
+    store = make_store(tmp_path / "stores" / "damaged")  # its manifests pass the submit checks
+    (store / "m0.fc1" / "part-00000.parquet").write_bytes(b"not parquet")
+    job = client.post("/v1/jobs", json=alignment_spec(store="damaged"), headers=AUTH).json()
     done = wait_for(client, job["id"])
     assert done["status"] == "failed" and "exit status" in done["error"]
+    assert "part-00000.parquet" in done["error"]  # the reason, without the server's folders
+    assert str(tmp_path) not in done["error"] and "--tracking-uri" not in done["error"]
+    assert "--tracking-uri" in client.get(f"/v1/jobs/{job['id']}/logs", headers=AUTH).text
     assert client.get(f"/v1/jobs/{job['id']}/result", headers=AUTH).status_code == 409
     assert client.get("/v1/jobs/nope", headers=AUTH).status_code == 404
 

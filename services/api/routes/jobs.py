@@ -8,12 +8,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy import select
 
 from repalign.contract import CHANGES_FILE, RESULT_FILES
+from services import crud
 from services.api.deps import JobDep, SessionDep, StateDep, require_token
 from services.api.schemas import JobCreated, JobPublic
-from services.db import Job
 from services.specs import checked_spec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
@@ -22,10 +21,14 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobCreated)
 def submit(state: StateDep, session: SessionDep, spec: Annotated[dict, Body()]):
     """Queue a job: the spec of `repalign run` (kind: alignment, the default) or of
-    `repalign stitch` (kind: stitching). Its ``out`` is chosen by the service."""
-    kind, content = checked_spec(spec, state.settings.store_roots)
-    job = Job(kind=kind, spec=content)
-    session.add(job)
+    `repalign stitch` (kind: stitching). Its ``out`` is chosen by the service, and the job's
+    record shows it.
+
+    A spec that cannot run is refused here, with nothing queued: 422 naming the field (a
+    glob that matches no representation, k ≥ n, more memory than the worker has), 404 for a
+    store that does not exist, 403 for one outside the service's store roots."""
+    kind, content = checked_spec(spec, state.settings)
+    job = crud.add_job(session, kind=kind, spec=content, out_folder=state.runner.out)
     session.commit()
     state.runner.wake()
     return JobCreated(id=job.id)
@@ -35,8 +38,7 @@ def submit(state: StateDep, session: SessionDep, spec: Annotated[dict, Body()]):
 def list_jobs(
     state: StateDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ):
-    jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
-    return [state.public(job) for job in jobs]
+    return [state.public(job) for job in crud.latest_jobs(session, limit)]
 
 
 @router.get("/{job_id}", response_model=JobPublic)

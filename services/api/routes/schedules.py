@@ -1,8 +1,8 @@
 """Schedules: a job spec run on a cron expression (nightly comparisons)."""
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy import select
 
+from services import crud
 from services.api.deps import ScheduleDep, SessionDep, StateDep, require_token
 from services.api.schemas import ScheduleCreate, SchedulePublic
 from services.db import Schedule
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/schedules", tags=["schedules"], dependencies=[Depend
 def create(state: StateDep, session: SessionDep, body: ScheduleCreate):
     """Run ``spec`` on ``cron`` in ``timezone``. An alignment spec runs as a nightly
     comparison: only new pairs are computed, and a change report is logged with the matrix."""
-    _, content = checked_spec(body.spec, state.settings.store_roots)
+    _, content = checked_spec(body.spec, state.settings)
     try:
         first = next_run(body.cron, body.timezone)
     except ScheduleError as exc:
@@ -30,7 +30,7 @@ def create(state: StateDep, session: SessionDep, body: ScheduleCreate):
 
 @router.get("", response_model=list[SchedulePublic])
 def list_schedules(session: SessionDep):
-    return session.scalars(select(Schedule).order_by(Schedule.created_at)).all()
+    return crud.schedules(session)
 
 
 @router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
