@@ -9,9 +9,6 @@ stays out of shell histories and process lists).
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -95,7 +92,7 @@ def _status(args):
     if args.id:
         print(json.dumps(_call(args.url, "GET", f"/v1/jobs/{args.id}"), indent=2))
         return
-    for job in _call(args.url, "GET", "/v1/jobs?limit=20"):
+    for job in _call(args.url, "GET", "/v1/jobs", params={"limit": 20}):
         print(f"{job['id']}  {job['kind']:<9} {job['status']:<9} {job['created_at']}")
 
 
@@ -127,11 +124,10 @@ def _query(args):
         )
         values = values.tolist()
     else:
-        path = (
-            f"/v1/matrices?experiment={_quote(args.experiment)}&measure={_quote(args.measure)}"
-            f"&kernel={_quote(args.kernel)}&estimator={_quote(args.estimator)}"
-        )
-        answer = _call(args.url, "GET", path)
+        params = {
+            key: getattr(args, key) for key in ("experiment", "measure", "kernel", "estimator")
+        }
+        answer = _call(args.url, "GET", "/v1/matrices", params=params)
         run_id, names, values = answer["run_id"], answer["names"], answer["values"]
     print(f"run {run_id}: {args.measure} {args.kernel} {args.estimator}".rstrip())
     width = max(len(n) for n in names)
@@ -174,27 +170,20 @@ def _schedule(args):
         print(f"deleted {args.id}")
 
 
-def _quote(text):
-    return urllib.parse.quote(text, safe="")
-
-
-def _call(url, method, path, body=None):
+def _call(url, method, path, body=None, params=None):
     """One request to the service with the token of REPALIGN_TOKEN; exits with its error."""
+    import httpx  # here, not at the top: every `repalign` command loads this module
+
     token = os.environ.get("REPALIGN_TOKEN")
     if not token:
         raise SystemExit("set REPALIGN_TOKEN to one of the service's API tokens")
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            content = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        print(f"{method} {path}: HTTP {exc.code}: {detail}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except urllib.error.URLError as exc:
-        raise SystemExit(f"cannot reach the service at {url}: {exc.reason}") from None
-    return json.loads(content) if content else None
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            response = client.request(method, path, json=body, params=params)
+    except httpx.TransportError as exc:
+        raise SystemExit(f"cannot reach the service at {url}: {exc}") from None
+    if response.is_error:
+        print(f"{method} {path}: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        raise SystemExit(1)
+    return response.json() if response.content else None

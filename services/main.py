@@ -3,6 +3,7 @@
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import text
@@ -12,7 +13,7 @@ from repalign.tracking import prepare_store
 from services import crud, page
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
-from services.api.schemas import JobPublic, Progress
+from services.api.schemas import SPEC_TAGS, JobPublic, Progress
 from services.db import JobStatus, open_database
 from services.mlflow_links import run_link
 from services.runner import JobRunner
@@ -72,6 +73,12 @@ def create_app(settings):
     app.include_router(api)
     app.include_router(page.router)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        """422 with one line naming each field at fault, as the service's other errors."""
+        problems = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         limit = settings.max_body_bytes
@@ -96,6 +103,13 @@ def create_app(settings):
         return PlainTextResponse(request.app.state.service.metrics.render())
 
     return app
+
+
+def _field(location):
+    """A validation error's location as a spec names a field (``measures.0.k``): without the
+    part of the request it is in, nor the tag of the kind of spec."""
+    parts = [str(p) for p in location[1:] if p not in SPEC_TAGS]
+    return ".".join(parts) or str(location[0])
 
 
 def _too_large(limit):

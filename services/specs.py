@@ -1,33 +1,25 @@
-"""Job specs as the service takes them: validated by `repalign.spec`, stores checked against
-the configured roots, checked against their stores by `repalign.preflight` (so that a job that
-cannot run is refused at submit, and nothing is started), ``out`` chosen by the service."""
+"""Job specs as the service takes them: validated by the spec models (`services.api.schemas`),
+stores checked against the configured roots, then checked against their stores by
+`repalign.preflight`, so that a job that cannot run is refused at submit with nothing started.
+The service chooses ``out`` (`services.crud.add_job`)."""
 
 from fastapi import HTTPException, status
 
 from repalign.preflight import JobCheckError, MissingStoreError, check_job
-from repalign.spec import SpecError, parse_spec
 from services.security import StoreAccessError, resolve_store
 
-SERVICE_OUT = "(set by the service)"
 
-
-def checked_spec(content, settings):
+def checked_spec(spec, settings):
     """``(kind, spec as a dict)`` of a submitted spec, with its store paths resolved.
 
-    Refuses, with a message that names the field: 422 a malformed spec or one that cannot run
-    on its store (a glob matching nothing, k ≥ n, more memory than ``settings.job_memory``),
-    403 a store outside the roots, 404 a store that does not exist. Messages name stores as
-    the spec does, never by their folders on the server.
+    Refuses, with a message that names the field: 403 a store outside the roots, 404 a store
+    that does not exist, 422 a spec that cannot run on its store (a glob matching nothing,
+    k ≥ n, more memory than ``settings.job_memory``). Messages name stores as the spec does,
+    never by their folders on the server.
     """
-    if not isinstance(content, dict):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a job spec is a JSON object")
-    try:
-        spec = parse_spec({**content, "out": content.get("out", SERVICE_OUT)})
-    except SpecError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     roots = settings.store_roots
     try:
-        update = {"store": str(resolve_store(spec.store, roots))}
+        update = {"store": str(resolve_store(spec.store, roots)), "out": None}
         if spec.kind == "alignment":
             update["measures"] = [
                 m

@@ -1,9 +1,49 @@
-"""What the API returns (and takes, besides job specs, which `repalign.spec` defines)."""
+"""What the API takes and returns. Job specs are the models of `repalign.spec`, so that the
+OpenAPI schema at ``/docs`` is the spec's own; only ``out`` differs, as the service chooses it."""
 
 import datetime
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from repalign.spec import AlignmentSpec, StitchingSpec
+from services.db import JobKind, JobStatus
+
+SERVICE_OUT = Field(
+    default=None,
+    description="ignored: the service chooses the job's output folder, which its record shows",
+)
+
+
+class AlignmentJob(AlignmentSpec):
+    """An alignment job (``repalign run``), as submitted to the service."""
+
+    out: str | None = SERVICE_OUT
+
+
+class StitchingJob(StitchingSpec):
+    """A stitching job (``repalign stitch``), as submitted to the service."""
+
+    out: str | None = SERVICE_OUT
+
+
+def _kind(content):
+    """The ``kind`` of a submitted spec: ``alignment`` when it names none."""
+    if isinstance(content, dict):
+        return content.get("kind", "alignment")
+    return getattr(content, "kind", "alignment")
+
+
+JobSpec = Annotated[
+    Annotated[AlignmentJob, Tag("alignment")] | Annotated[StitchingJob, Tag("stitching")],
+    Discriminator(
+        _kind,
+        custom_error_type="invalid_kind",
+        custom_error_message="kind must be 'alignment' (the default) or 'stitching'",
+    ),
+]
+SPEC_TAGS = ("alignment", "stitching")
+"""The tags of `JobSpec`'s members, which validation errors put in their locations."""
 
 
 class JobCreated(BaseModel):
@@ -23,9 +63,9 @@ class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    kind: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    spec: dict
+    kind: JobKind
+    status: JobStatus
+    spec: dict = Field(description="the job's spec, its store resolved and its out the real one")
     created_at: datetime.datetime
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None
@@ -42,7 +82,7 @@ class ScheduleCreate(BaseModel):
 
     cron: str = Field(description="cron expression: 5 fields, or 6 with seconds first")
     timezone: str = "UTC"
-    spec: dict
+    spec: JobSpec
     threshold: float = Field(default=0.05, gt=0, description="report pairs that moved more")
 
 

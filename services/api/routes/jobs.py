@@ -12,14 +12,14 @@ from fastapi.responses import PlainTextResponse, Response
 from repalign.contract import CHANGES_FILE, RESULT_FILES
 from services import crud
 from services.api.deps import JobDep, SessionDep, StateDep, require_token
-from services.api.schemas import JobCreated, JobPublic
+from services.api.schemas import JobCreated, JobPublic, JobSpec
 from services.specs import checked_spec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobCreated)
-def submit(state: StateDep, session: SessionDep, spec: Annotated[dict, Body()]):
+def submit(state: StateDep, session: SessionDep, spec: Annotated[JobSpec, Body()]):
     """Queue a job: the spec of `repalign run` (kind: alignment, the default) or of
     `repalign stitch` (kind: stitching). Its ``out`` is chosen by the service, and the job's
     record shows it.
