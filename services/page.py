@@ -1,8 +1,9 @@
 """The status page at ``/``: jobs, schedules and the latest heatmap of each MLflow experiment.
 
-Server-rendered HTML with no script and no external asset; every value is escaped. A browser
-signs in with one of the service's API tokens through the form at ``/`` (``POST /login``) and
-then holds a session cookie; an ``Authorization: Bearer`` header works as well.
+Server-rendered HTML from the Jinja2 templates of ``services/templates/``, with no script and
+no external asset; Jinja2 escapes every value. A browser signs in with one of the service's
+API tokens through the form at ``/`` (``POST /login``) and then holds a session cookie; an
+``Authorization: Bearer`` header works as well.
 
 The cookie never holds the token, nor its SHA-256 digest (a short token could be found again
 from its digest by trying candidates). It holds an expiry time and an HMAC-SHA256, under a
@@ -11,21 +12,30 @@ cookie is valid while it has not expired and its HMAC matches one of the configu
 restarted service, or one whose token was removed, signs everybody out. The cookie is
 HttpOnly and SameSite=Strict (a page of another site can neither read it nor make the browser
 send it), and Secure when the page was requested over HTTPS.
+
+Why not Starlette's ``SessionMiddleware``: its cookie holds a session dictionary signed under
+one secret, valid until it expires whatever happens to the token that opened it, so removing
+a token from the settings would not sign out its browsers; binding the cookie to the token
+would mean keeping a token-derived value in that dictionary and checking it on every request,
+which is what this module does in a few lines. The middleware would also read and rewrite the
+cookie on every API request, and add a dependency (itsdangerous).
 """
 
 import base64
 import hashlib
 import hmac
-import html
 import logging
 import secrets
 import shlex
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from repalign.errors import RepalignError
 from repalign.tracking import heatmap_png, latest_heatmaps
@@ -119,17 +129,22 @@ def require_viewer(viewer: SignedInDep) -> None:
 
 
 @router.get("/", response_class=HTMLResponse)
-def status_page(viewer: SignedInDep, state: StateDep, session: SessionDep):
+def status_page(request: Request, viewer: SignedInDep, state: StateDep, session: SessionDep):
     """The status page, or the sign-in form."""
     if not viewer:
-        return _page("Sign in", _login_form())
-    jobs = crud.latest_jobs(session, JOBS_SHOWN)
-    schedules = crud.schedules(session)
+        return _render(request, "login.html", title="Sign in")
     tracking = state.settings.tracking
-    body = (
-        _jobs_section(jobs, tracking) + _schedules_section(schedules) + _heatmaps_section(tracking)
+    return _render(
+        request,
+        "status.html",
+        title="Status",
+        signed_in=True,
+        jobs=crud.latest_jobs(session, JOBS_SHOWN),
+        schedules=crud.schedules(session),
+        tracking=tracking,
+        mlflow_ui=_mlflow_ui(tracking),
+        heatmaps=_latest_heatmaps(tracking),
     )
-    return _page("Status", body, signed_in=True)
 
 
 @router.post("/login")
@@ -138,8 +153,9 @@ async def login(request: Request):
     form = urllib.parse.parse_qs((await request.body()).decode(errors="replace"))
     token = (form.get("token") or [""])[0]
     if not token or not token_is_valid(token, request.app.state.service.token_hashes):
-        notice = '<p class="error" role="alert">That token is not valid.</p>'
-        return _page("Sign in", notice + _login_form(), status.HTTP_401_UNAUTHORIZED)
+        return _render(
+            request, "login.html", status.HTTP_401_UNAUTHORIZED, title="Sign in", refused=True
+        )
     expires = int(time.time()) + SESSION_SECONDS
     response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
     response.set_cookie(
@@ -176,111 +192,45 @@ def heatmap(state: StateDep, run_id: str, name: str):
 # -- the HTML --------------------------------------------------------------------------------
 
 
-def _e(value):
-    return html.escape(str(value), quote=True)
+def _first_line(text):
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
-def _page(title, body, status_code=status.HTTP_200_OK, *, signed_in=False):
-    logout = (
-        '<form method="post" action="/logout"><button type="submit">Sign out</button></form>'
-        if signed_in
-        else ""
-    )
-    document = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>repalign · {_e(title)}</title><style>{STYLE}</style></head>"
-        f"<body><header><h1>repalign</h1>{logout}</header><main>{body}</main></body></html>"
-    )
+def _utc_time(moment):
+    return "" if moment is None else utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# Jinja2 escapes every value of the .html templates (autoescape).
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters.update(
+    first_line=_first_line,
+    utc_time=_utc_time,
+    urlencode_part=lambda part: urllib.parse.quote(str(part), safe=""),
+)
+templates.env.globals["run_link"] = run_link
+
+
+def _render(request, template, status_code=status.HTTP_200_OK, **context):
     headers = dict(HEADERS)
     if status_code == status.HTTP_401_UNAUTHORIZED:
         headers["WWW-Authenticate"] = "Bearer"
-    return HTMLResponse(document, status_code, headers=headers)
+    context = {"style": Markup(STYLE), "signed_in": False, **context}  # STYLE is ours, as hashed
+    return templates.TemplateResponse(request, template, context, status_code, headers)
 
 
-def _login_form():
-    return (
-        '<form class="login" method="post" action="/login">'
-        '<p><label for="token">API token</label><br>'
-        '<input id="token" name="token" type="password" autocomplete="current-password" '
-        "required autofocus></p>"
-        '<p><button type="submit">Sign in</button></p></form>'
-    )
-
-
-def _table(headings, rows, empty):
-    if not rows:
-        return f'<p class="empty">{_e(empty)}</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headings)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _jobs_section(jobs, tracking):
-    rows = []
-    for job in jobs:
-        error = (job.error or "").strip().splitlines()[:1]
-        run = ""
-        if job.mlflow_run_id:
-            run = f"<code>{_e(job.mlflow_run_id)}</code>"
-            link = run_link(tracking, job.mlflow_run_id)
-            if link is not None:
-                run = f'<a href="{_e(link)}" rel="noreferrer">{run}</a>'
-        rows.append(
-            f'<tr id="job-{_e(job.id)}"><td><code>{_e(job.id)}</code></td><td>{_e(job.kind)}</td>'
-            f'<td class="status status-{_e(job.status)}">{_e(job.status)}</td>'
-            f"{_time_cell(job.created_at)}{_time_cell(job.finished_at)}"
-            f'<td class="error">{_e(error[0]) if error else ""}</td><td>{run}</td></tr>'
-        )
-    headings = ("Job", "Kind", "Status", "Created", "Finished", "Error", "MLflow run")
-    table = _table(headings, rows, "No jobs yet.")
-    note = ""
-    if rows and not tracking.startswith(("http://", "https://")):
-        command = f"mlflow ui --backend-store-uri {shlex.quote(public_uri(tracking))}"
-        note = f'<p class="note">To look at the runs: <code>{_e(command)}</code></p>'
-    return f'<section id="jobs"><h2>Jobs</h2>{table}{note}</section>'
-
-
-def _schedules_section(schedules):
-    rows = [
-        f'<tr id="schedule-{_e(s.id)}"><td><code>{_e(s.id)}</code></td>'
-        f"<td><code>{_e(s.cron)}</code></td><td>{_e(s.timezone)}</td>"
-        f"{_time_cell(s.next_run_at)}{_time_cell(s.last_run_at)}</tr>"
-        for s in schedules
-    ]
-    headings = ("Schedule", "Cron", "Time zone", "Next run", "Last run")
-    table = _table(headings, rows, "No schedules.")
-    return f'<section id="schedules"><h2>Schedules</h2>{table}</section>'
-
-
-def _heatmaps_section(tracking):
+def _latest_heatmaps(tracking):
+    """``[(experiment, run id, heatmap names)]``, or None when MLflow cannot be read (the rest
+    of the page still shows)."""
     try:
-        found = latest_heatmaps(tracking_uri=tracking)
-    except Exception as exc:  # MLflow unreachable: the rest of the page still shows
+        return latest_heatmaps(tracking_uri=tracking)
+    except Exception as exc:  # MLflow unreachable
         logger.warning("status page: MLflow could not be read: %s", type(exc).__name__)
-        found = None
-    if found is None:
-        content = '<p class="empty">MLflow could not be read; see the service log.</p>'
-    elif not found:
-        content = '<p class="empty">No finished alignment run yet.</p>'
-    else:
-        content = "".join(_heatmap_figure(*entry) for entry in found)
-    return f'<section id="heatmaps"><h2>Latest matrix of each experiment</h2>{content}</section>'
+        return None
 
 
-def _heatmap_figure(experiment, run_id, names):
-    caption = f"{_e(experiment)}, run <code>{_e(run_id)}</code>"
-    if not names:
-        return f"<figure><figcaption>{caption}: no heatmap logged</figcaption></figure>"
-    name = names[0]
-    run, file = (urllib.parse.quote(part, safe="") for part in (run_id, name))
-    source = f"/ui/heatmaps/{run}/{file}.png"
-    return (
-        f'<figure><img class="heatmap" src="{_e(source)}" '
-        f'alt="{_e(f"{name} heatmap of experiment {experiment}")}">'
-        f"<figcaption>{caption}: {_e(name)}</figcaption></figure>"
-    )
-
-
-def _time_cell(moment):
-    text = "" if moment is None else utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f'<td class="when">{_e(text)}</td>'
+def _mlflow_ui(tracking):
+    """The command that shows the runs of a tracking store that is not a server, or None."""
+    if tracking.startswith(("http://", "https://")):
+        return None
+    return f"mlflow ui --backend-store-uri {shlex.quote(public_uri(tracking))}"

@@ -35,7 +35,8 @@ HOSTILE_ERROR = 'exit status 1: <script>alert("job")</script>\nsecond line of th
 
 
 def settings_for(folder, **overrides):
-    (folder / "stores" / "zoo").mkdir(parents=True, exist_ok=True)
+    if not (folder / "stores" / "zoo").exists():
+        make_store(folder / "stores" / "zoo")  # a schedule's spec must run on it
     return Settings(api_tokens=[TOKEN], store_roots=[folder / "stores"],
                     state_dir=folder / "state", **overrides)  # fmt: skip
 
@@ -180,9 +181,9 @@ def test_a_session_is_refused_once_expired_or_altered_or_for_another_token():
 def test_every_value_on_the_page_is_escaped(client, service):
     text = client.get("/", headers=AUTH).text
     assert "<script" not in text.lower()
-    assert "exit status 1: &lt;script&gt;alert(&quot;job&quot;)&lt;/script&gt;" in text
+    assert "exit status 1: &lt;script&gt;alert(&#34;job&#34;)&lt;/script&gt;" in text
     assert "second line of the log" not in text  # only the error's first line
-    assert "&lt;script&gt;alert(&quot;experiment&quot;)&lt;/script&gt;" in text
+    assert "&lt;script&gt;alert(&#34;experiment&#34;)&lt;/script&gt;" in text
 
 
 def test_an_unknown_run_or_heatmap_is_404_and_no_other_artifact_is_served(client, service):
