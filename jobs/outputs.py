@@ -28,16 +28,23 @@ def log_libraries_to(out):
     """Send what Ray and MLflow log (Ray's token-authentication notice and start-up lines,
     MLflow's database migrations) to OUT/libraries.log instead of the terminal, so that a job's
     output is its own lines. Both are imported first: each sets its loggers' handlers when
-    imported, which would undo this."""
+    imported, which would undo this. OUT is created with the first line logged, so that a job
+    refused before it starts leaves no folder."""
     import ray  # noqa: F401
 
     import repalign.tracking  # noqa: F401  (imports MLflow)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / LIBRARY_LOG_FILE)
+    handler = _FileInNewFolderHandler(Path(out) / LIBRARY_LOG_FILE, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("ray", "mlflow", "alembic"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
+
+
+class _FileInNewFolderHandler(logging.FileHandler):
+    """A `logging.FileHandler` that creates the file's folder when it opens the file."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
