@@ -61,11 +61,15 @@ class LinearMap:
         Zeros for a linear (intercept-free) map.
     residual : float or None
         For a least-squares map, mean ‖W z₁ + b − z₂‖² on the rows it was fitted on (Ã₂).
+    rounding : float or None
+        For a least-squares map, an upper bound on the absolute float64 rounding error of
+        ``residual`` (`residual_rounding`).
     """
 
     weight: np.ndarray
     bias: np.ndarray
     residual: float | None = None
+    rounding: float | None = None
 
     def __call__(self, Z):
         return np.asarray(Z, dtype=np.float64) @ self.weight.T + self.bias
@@ -123,7 +127,37 @@ def least_squares_map_from_state(state, i, j, *, affine=False):
     residual = max(float(np.trace(moments.cross(1, 1))) - explained, 0.0) / float(n)
     weight = np.ascontiguousarray(coefficients.T)
     bias = state.mean(j) - weight @ state.mean(i) if affine else np.zeros(weight.shape[0])
-    return LinearMap(weight, bias, residual)
+    rounding = residual_rounding(
+        weight, n, _uncentred_moment(state, i), _uncentred_moment(state, j)
+    )
+    return LinearMap(weight, bias, residual, rounding)
+
+
+def residual_rounding(weight, n, source_moment, target_moment):
+    """An upper bound δ on how far the fitted map's residual can be from the computed Ã₂.
+
+        δ = ε · [ (n + d₂)·m₂ + 2n·‖Ŝ‖_F·√(m₁m₂) + (n + d₁)·m₁·‖Ŝ‖²_F ],   ε = 2⁻⁵² (float64)
+
+    with mᵢ = E‖zᵢ‖² (uncentred: centred moments are taken from uncentred sums) and Ŝ the
+    fitted weight (d₂ × d₁). Ã₂ = Tr Σ₂₂ − Tr(Σ₂₁ Σ₁₁⁺ Σ₁₂) is a difference of two terms of
+    size up to m₂, so its error is absolute, not relative to Ã₂. A first-order worst-case
+    analysis, term by term: Tr Σ₂₂, a sum over n rows and d₂ entries, is good to (n + d₂)·ε·m₂;
+    an error F in Σ₁₂ (each entry a sum of n products, so ‖F‖_F ≤ n·ε·√(m₁m₂) by
+    Cauchy–Schwarz) moves the explained part by 2⟨Ŝ, F⟩; an error E in Σ₁₁ (its sums, ≤ n·ε·m₁
+    in norm, plus the eigensolver's backward error, ≤ d₁·ε·λ_max ≤ d₁·ε·m₁) moves it by
+    Tr(Ŝ E Ŝᵀ) ≤ ‖E‖₂·‖Ŝ‖²_F. The last term grows with the conditioning of Σ₁₁, through ‖Ŝ‖.
+
+    Near Ã₂ = 0 (a representation stitched onto itself) the computed Ã₂ may be clipped to 0
+    while the fitted Ŝ is the identity only up to rounding, and √Ã₂ in Theorem 1 magnifies δ
+    to √δ; `rounded_theorem1_bound` widens the bound by δ.
+    """
+    d2, d1 = weight.shape
+    norm = float(np.linalg.norm(weight))
+    return np.finfo(np.float64).eps * (
+        (n + d2) * target_moment
+        + 2.0 * n * norm * math.sqrt(source_moment * target_moment)
+        + (n + d1) * source_moment * norm**2
+    )
 
 
 # -- the bounds ---------------------------------------------------------------------------------
@@ -147,6 +181,21 @@ def theorem1_bound(risk2, residual, kappa2):
     """
     risk2, residual, kappa2 = _non_negative(risk2=risk2, residual=residual, kappa2=kappa2)
     return (math.sqrt(risk2) + kappa2 * math.sqrt(residual)) ** 2
+
+
+def rounded_theorem1_bound(risk2, residual, kappa2, *, rounding, terms):
+    """`theorem1_bound` widened by float64 rounding, to check a computed risk against it.
+
+        (√R₂ + κ₂√(Ã₂ + δ))² · (1 + 2·m·ε)
+
+    A risk computed as the mean of m = ``terms`` squared errors carries a relative rounding
+    error of at most m·ε (recursive summation, first order), and so does R₂; Ã₂ carries the
+    absolute error δ = ``rounding`` (`residual_rounding`, or m·ε·Ã₂ for a residual computed
+    directly as a mean of m squares). A computed risk that obeys Theorem 1 in exact
+    arithmetic is therefore at most this value on any CPU.
+    """
+    widened = theorem1_bound(risk2, residual + rounding, kappa2)
+    return widened * (1.0 + 2.0 * terms * np.finfo(np.float64).eps)
 
 
 def theorem2_gap_bound(risk2, residual, kappa2):
@@ -485,6 +534,11 @@ def _targets(Y, n):
     if not np.isfinite(Y).all():
         raise InvalidParameterError("Y holds NaN or infinite values.")
     return Y
+
+
+def _uncentred_moment(state, i):
+    """E‖zᵢ‖² of representation i of a `GramState`."""
+    return float(np.trace(state.pair(i, i, center=False).cross(0, 0))) / float(state.n)
 
 
 def _non_negative(**values):

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from jobs.stitching import _split, default_pairs, run_stitching, write_result
 from repalign.errors import StoreError
 from repalign.spec import SpecError, parse_spec
+from repalign.stitching import rounded_theorem1_bound
 from repalign.store import open_store
 from repalign.tracking import log_stitching_run
 from repalign.zoo import build_zoo
@@ -61,16 +62,41 @@ def test_default_pairs_match_relative_depth_and_include_controls(zoo):
     assert len(pairs) == 4 * (3 * 3 + 3 * 2)
 
 
-def test_every_trained_pair_keeps_the_plugin_risk_under_the_bound(full_job):
+def test_every_trained_pair_keeps_the_plugin_risk_under_the_bound(full_job, zoo):
     result, _ = full_job
+    store = open_store(zoo)
     rows = result.table.to_pylist()
     assert len(rows) == 60 and all(r["status"] == "ok" for r in rows)
+    eps = np.finfo(np.float64).eps
+    widening = []
     for r in rows:
-        assert r["plugin_risk_train"] <= r["bound_train"] * (1 + 1e-12), r
-        assert r["plugin_risk_test"] <= r["bound_test"] * (1 + 1e-12), r
+        # Ã₂ is good to δ (repalign.stitching.residual_rounding) absolutely, and a
+        # risk that averages m = rows × 10 classes squared errors to m·ε relatively
+        train_terms, test_terms = 10 * r["n_train"], 10 * r["n_test"]
+        widened = rounded_theorem1_bound(
+            r["target_risk_train"],
+            r["residual"],
+            r["kappa"],
+            rounding=r["residual_rounding"],
+            terms=train_terms,
+        )
+        assert r["plugin_risk_train"] <= widened and r["plugin_within_bound"], r
+        widening.append(widened / r["bound_train"] - 1.0)
+        # the test residual is a direct mean of n_test × d₂ squares
+        test_rounding = r["n_test"] * store[r["target"]].dim * eps * r["residual_test"]
+        assert r["plugin_risk_test"] <= rounded_theorem1_bound(
+            r["target_risk_test"],
+            r["residual_test"],
+            r["kappa"],
+            rounding=test_rounding,
+            terms=test_terms,
+        ), r
         # started at S*, L-BFGS only lowers the training risk
-        assert r["stitched_risk_train"] <= r["plugin_risk_train"] * (1 + 1e-12), r
+        assert r["stitched_risk_train"] <= r["plugin_risk_train"] * (1 + 2 * train_terms * eps), r
     assert result.summary["plugin_within_bound"] == 60
+    # the allowance is a worst-case one, yet still small beside the bound: the check has teeth
+    # (measured: a median of 1e-7; at most 2%, where Ŝ is large or R₂ small: √δ/√R₂ counts)
+    assert np.median(widening) <= 1e-5 and max(widening) <= 0.05, sorted(widening)
 
 
 def test_self_stitching_is_the_target_itself(full_job):
