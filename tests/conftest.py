@@ -31,6 +31,24 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
+def ray_address(ray_session):
+    """The address of the session's Ray, for job processes to join (``--ray-address``) rather
+    than each starting a Ray of its own, which takes seconds."""
+    return ray_session.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory):
+    """An MLflow SQLite store whose tables are made, to copy where a test needs a fresh one:
+    MLflow takes seconds to make them (its schema migrations), copying the file does not."""
+    from repalign.tracking import prepare_store
+
+    path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    prepare_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def postgres_url():
     """A SQLAlchemy URL to a throwaway PostgreSQL server shared by the whole test session.
 
