@@ -100,15 +100,18 @@ def assert_matches_library(table, arrays):
 
 def test_every_measure_equals_the_library(ray_session, store):
     path, arrays = store
-    result = run_alignment(spec(path, EVERY_MEASURE, actors=2), quiet=True)
+    # four of the six (one shard, uneven shards, two of equal width), to keep the library's
+    # n×n references few
+    names = ["m0.a", "m1.a", "m2.a", "m3.a"]
+    result = run_alignment(spec(path, EVERY_MEASURE, actors=2, representations=names), quiet=True)
     rows = result.table.to_pylist()
-    assert len(rows) == len(EVERY_MEASURE) * 21  # 6 representations: 21 pairs with diagonal
+    assert len(rows) == len(EVERY_MEASURE) * 10  # 4 representations: 10 pairs with diagonal
     checked = assert_matches_library(result.table, arrays)
     missing = [r for r in rows if r["status"] != "ok"]
     # MMD² compares samples of one space: only the pairs of equal widths have a value
     assert all(r["measure"] == "mmd2" and "different widths" in r["reason"] for r in missing)
     assert checked == len(rows) - len(missing)
-    assert checked > 330
+    assert checked > 170
 
 
 @pytest.mark.parametrize("actors", [1, 3])
