@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from repalign.preflight import machine_memory
+from repalign.tracking import check_tracking_uri
 
 DEFAULT_BODY_BYTES = 1 << 20
 
@@ -50,6 +51,13 @@ class Settings(BaseSettings):
         if not tokens:
             raise ValueError("at least one API token is needed (REPALIGN_API_TOKENS)")
         return tokens
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _supported_tracking_uri(cls, uri):
+        if uri is not None:
+            check_tracking_uri(uri)  # refused at start, not by every job it launches
+        return uri
 
     @field_validator("store_roots")
     @classmethod
