@@ -11,6 +11,21 @@ import numpy as np
 from scipy.linalg import orthogonal_procrustes, subspace_angles
 from scipy.spatial.distance import cdist, pdist
 
+EPS = np.finfo(np.float64).eps
+"""Machine epsilon of float64, 2⁻⁵²: one rounding moves a value by at most ε/2 of it."""
+
+
+def rounding(terms, scale=1.0):
+    """An upper bound on the float64 rounding error of a sum of ``terms`` values whose
+    absolute values add up to ``scale``: terms·ε·scale.
+
+    First-order worst case of recursive summation (Higham, Accuracy and Stability of Numerical
+    Algorithms, §4.2), so it holds for any summation order, BLAS kernel, thread count or CPU;
+    pairwise and blocked sums do better. ``scale`` is Σ|terms|, not |Σ terms|: cancellation is
+    where the relative error grows.
+    """
+    return terms * EPS * scale
+
 
 def centering(n):
     return np.eye(n) - np.ones((n, n)) / n

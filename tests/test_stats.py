@@ -5,6 +5,7 @@ import pytest
 
 from repalign.stats import GramState
 from tests.conftest import paired_data
+from tests.reference import rounding
 
 
 def direct_blocks(X, Y):
@@ -20,11 +21,17 @@ def direct_blocks(X, Y):
     }
 
 
-def assert_moments_equal(moments, expected):
+def assert_moments_equal(moments, expected, magnitudes):
+    """``magnitudes``: the same blocks of the raw data's absolute values, Σ|terms| of each sum.
+
+    The state sums raw (uncentred) products over n rows and centres afterwards, a few such
+    sums combined: each block is good to 2n·ε·Σ|terms| (`reference.rounding`), an absolute
+    error that centring, which cancels most of the sum, does not shrink.
+    """
     for method, values in expected.items():
         for args, value in values.items():
-            scale = max(np.abs(value).max(), 1.0)
-            np.testing.assert_allclose(getattr(moments, method)(*args), value, atol=1e-10 * scale)
+            tolerance = rounding(2 * moments.n, np.abs(magnitudes[method][args]).max())
+            np.testing.assert_allclose(getattr(moments, method)(*args), value, atol=tolerance)
 
 
 @pytest.mark.parametrize("center", [True, False])
@@ -32,10 +39,11 @@ def assert_moments_equal(moments, expected):
 def test_pair_moments_match_numpy(seed, center):
     X, Y = paired_data(seed, 300, 6, 4)
     moments = GramState.from_arrays([X, Y]).pair(0, 1, center=center)
+    magnitudes = direct_blocks(np.abs(X), np.abs(Y))
     if center:
         X, Y = X - X.mean(0), Y - Y.mean(0)
     assert moments.n == 300
-    assert_moments_equal(moments, direct_blocks(X, Y))
+    assert_moments_equal(moments, direct_blocks(X, Y), magnitudes)
 
 
 @pytest.mark.parametrize("center", [True, False])
@@ -68,8 +76,11 @@ def test_blocks_and_merged_states_equal_one_pass():
     right.add_block([X[300:], Y[300:]])
     merged = left + right
     assert merged.n == 500
-    np.testing.assert_allclose(merged.moments, whole.moments, rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(merged.mean(1), Y.mean(0), rtol=1e-12)
+    # both sum the same 500 products zzᵀ in another grouping: each within n·ε·Σ|zzᵀ|
+    magnitude = GramState([4, 7], [np.zeros(4), np.zeros(7)])
+    magnitude.add_block([np.abs(X - shifts[0]), np.abs(Y - shifts[1])])
+    assert np.all(np.abs(merged.moments - whole.moments) <= rounding(2 * 500, magnitude.moments))
+    np.testing.assert_allclose(merged.mean(1), Y.mean(0), atol=rounding(2 * 500, np.abs(Y).mean()))
 
 
 def test_many_representations_in_one_state():
@@ -78,7 +89,9 @@ def test_many_representations_in_one_state():
     state = GramState.from_arrays(arrays)
     for i, j in ((0, 1), (0, 2), (1, 2)):
         moments = state.pair(i, j, center=False)
-        np.testing.assert_allclose(moments.cross(0, 1), arrays[i].T @ arrays[j], rtol=1e-12)
+        expected, magnitude = arrays[i].T @ arrays[j], np.abs(arrays[i]).T @ np.abs(arrays[j])
+        # sums of 120 products, moved from the state's centred sums: 2n·ε·Σ|terms|
+        assert np.all(np.abs(moments.cross(0, 1) - expected) <= rounding(240, magnitude))
 
 
 def test_states_with_other_shifts_do_not_add():
