@@ -46,8 +46,6 @@ SYMMETRY_RTOL = 1e-10
 PSD_RTOL = 1e-10
 """A symmetric matrix counts as positive semi-definite when its smallest eigenvalue is at
 least −PSD_RTOL times its largest absolute eigenvalue (rounding leaves tiny negative ones)."""
-BOUND_RTOL = 1e-12
-"""Relative slack for a V-statistic over its bound (a sum of n² values ≤ C rounds up)."""
 
 
 # -- Lemma 1 ----------------------------------------------------------------------------------
@@ -131,7 +129,8 @@ def lemma1_interval(a, b, c, n, *, delta=0.05, bounds=(1.0, 1.0)):
     ----------
     a, b, c : float
         (1/n²)⟨K₁, K₂⟩_F, (1/n²)‖K₁‖²_F and (1/n²)‖K₂‖²_F of positive semi-definite kernels:
-        0 ≤ a ≤ C₁C₂, 0 < b ≤ C₁², 0 < c ≤ C₂² (up to a relative `BOUND_RTOL`).
+        0 ≤ a ≤ C₁C₂, 0 < b ≤ C₁², 0 < c ≤ C₂², up to float64 rounding: a mean of n² values
+        ≤ C, summed in any order, exceeds C by at most n²·ε relatively (first order).
     n : int
         Number of paired samples the statistics were computed on, n ≥ 1.
     delta : float, default=0.05
@@ -165,12 +164,13 @@ def lemma1_interval(a, b, c, n, *, delta=0.05, bounds=(1.0, 1.0)):
     a = _check_real(a, name="a")
     b = _check_real(b, name="b")
     c = _check_real(c, name="c")
+    rounding = float(n) * float(n) * np.finfo(np.float64).eps
     for value, name, bound, what in (
         (a, "a", c1 * c2, "C₁C₂"),
         (b, "b", c1 * c1, "C₁²"),
         (c, "c", c2 * c2, "C₂²"),
     ):
-        if value > bound * (1.0 + BOUND_RTOL):
+        if value > bound * (1.0 + rounding):
             raise InvalidParameterError(
                 f"{name}={value!r} exceeds its bound {what} = {bound!r}: the kernels are not "
                 f"bounded by bounds={bounds!r}, so Lemma 1 does not apply."

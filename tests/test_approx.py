@@ -122,6 +122,7 @@ def test_tiled_reference_equals_explicit_gram_matrices():
 # --- accuracy against exact values -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rff_cka_at_20000_rows_is_within_its_error(large_pair):
     X, Y, exact = large_pair
     result = cka_rff(X, Y, n_features=1024, seed=0)
@@ -129,6 +130,7 @@ def test_rff_cka_at_20000_rows_is_within_its_error(large_pair):
     assert abs(result.value - exact) <= 3 * result.std_err + RFF_BIAS
 
 
+@pytest.mark.slow
 def test_nystrom_cka_at_20000_rows_is_within_its_error(large_pair):
     X, Y, exact = large_pair
     result = cka_nystrom(X, Y, n_landmarks=1024, seed=0)
@@ -288,11 +290,15 @@ def test_merged_halves_equal_one_pass(kind):
     left = feature_state(maps, (X[:700], Y[:700]), splits=(333,))
     right = feature_state(maps, (X[700:], Y[700:]))
     merged = approximate_products(left + right, 0, 1, *maps)
+    # the two differ in summation order only: each value contracts sums over n = 1500 rows with
+    # D ≤ 512 features, so its worst-case rounding is n·D·ε (1.7e-10) of its absolute terms;
+    # a wrong merge (a dropped or doubled block) moves every value by ~1e-3 or more
+    tolerance = 1500 * 512 * np.finfo(np.float64).eps
     for name in ("raw_kl", "centered_kk", "ka", "cka", "hsic"):
         for field in ("value", "std_err"):
             expected = getattr(getattr(whole, name), field)
             got = getattr(getattr(merged, name), field)
-            assert got == pytest.approx(expected, rel=1e-10), (name, field)
+            assert got == pytest.approx(expected, rel=tolerance), (name, field)
 
 
 def test_pairs_of_a_state_with_many_representations():

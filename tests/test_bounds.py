@@ -147,6 +147,16 @@ def test_lemma1_interval_scales_with_the_kernel_bounds():
         lemma1_interval(6 * a, 4 * b, 9 * c, n)
 
 
+def test_lemma1_statistics_over_their_bound_by_rounding_only_are_accepted():
+    """A mean of n² kernel values ≤ 1 may round to n²·ε above 1 (any summation order); a
+    value further above is a kernel that is not bounded by C and is refused."""
+    n = 1000
+    rounding = n * n * np.finfo(np.float64).eps  # 2.2e-10
+    assert lemma1_interval(1.0 + 0.5 * rounding, 1.0, 1.0, n).upper == 1.0
+    with pytest.raises(errors.InvalidParameterError, match="exceeds its bound"):
+        lemma1_interval(1.0 + 2.0 * rounding, 1.0, 1.0, n)
+
+
 def test_lemma1_interval_is_vacuous_for_small_n():
     # r = sqrt(32 ln(6/δ)/n) ≥ 1 for n ≤ 153 at δ = 0.05: the interval is [0, 1]
     for a, b, c in [(0.9, 0.95, 0.95), (1.0, 1.0, 1.0), (0.1, 0.2, 0.3)]:
