@@ -1,4 +1,4 @@
-"""Capacity model of the all-pairs moments job (`jobs.alignment`, design.md §4).
+"""Capacity model of the all-pairs moments job (`jobs.alignment`, docs/design.md §4).
 
 Predicts the wall time, memory and communication of the linear-kernel pass of an all-pairs job
 (one `repalign.stats.GramState` over every representation, or its tiles) from the job's shape

@@ -1,4 +1,4 @@
-"""Aligning representations on sample_id: an out-of-core inner join with Dask (design.md §5).
+"""Aligning representations on sample_id: an out-of-core inner join with Dask (docs/design.md §5).
 
 Representations written by different tools list their samples in different orders, or cover
 different samples, and `Store.blocks` refuses to read them together. `align_representations`

@@ -1,5 +1,5 @@
 """The stitching job: train a stitcher for every pair of a zoo, in parallel on Ray, with the
-paper's Theorem 1 bound beside each (paper-spec §4.5).
+paper's Theorem 1 bound beside each (docs/theory.md §4.5).
 
 A pair maps the representation ``source`` (``model.layer``) into the layer ``target`` of a
 trained model, whose remaining layers and a softmax are the frozen head g₂. The risk is the

@@ -1,4 +1,4 @@
-"""RBF kernel measures at scale from random features, as mergeable statistics (design.md §4).
+"""RBF kernel measures at scale from random features, as mergeable statistics (docs/design.md §4).
 
 An exact RBF CKA needs n×n Gram matrices. Here each representation is mapped to a few thousand
 columns whose linear kernel approximates its RBF kernel k(x, y) = exp(−‖x − y‖²/(2σ²)):
@@ -346,10 +346,10 @@ def approximate_products(state, x, y, map_x, map_y):
 
     each term the product of two independent unbiased estimates of the kernels, so each sum is
     unbiased. The plain ‖ΦᵀΦ‖²_F/B² also has the terms k = l, whose expectation exceeds ⟨K, K⟩ by
-    the variance of the features: the self products come out too large and CKA too low (design.md
-    §4 measures −0.117 at 256 features). The sum over k ≠ l is the cross-half estimate
-    ‖Φ_aᵀΦ_b‖² of two independent halves a, b, averaged over every split of the blocks into
-    halves. Leaving k = l out of the cross term too makes it unbiased even when both maps share
+    the variance of the features: the self products come out too large and CKA too low
+    (docs/design.md §4 measures −0.117 at 256 features). The sum over k ≠ l is the cross-half
+    estimate ‖Φ_aᵀΦ_b‖² of two independent halves a, b, averaged over every split of the blocks
+    into halves. Leaving k = l out of the cross term too makes it unbiased even when both maps share
     their seed, and makes the CKA of a representation with itself exactly 1.
 
     Nyström: the products of the approximation K̂ from all landmarks, ⟨K̂, L̂⟩ = ‖Φ̃ᵀΨ̃‖²_F.

@@ -1,10 +1,10 @@
-"""Bounds, risk estimates and closed forms around kernel alignment (paper-spec §2.8, §3, §5).
+"""Bounds, risk estimates and closed forms around kernel alignment (docs/theory.md §2.8, §3, §5).
 
 The quantities of Insulla, Huang & Rosasco (2025) that are not alignments of two
 representations: the concentration radius of Lemma 1 and an interval derived from it, the
 kernel alignment risk estimator (KARE) and its GCV form, the cumulative power of a target, the
 risk bound of Remark 7, and the Gaussian closed forms of mutual information and Wasserstein
-distance. Equation tags such as [E30] are those of paper-spec.md, not the paper's.
+distance. Equation tags such as [E30] are those of docs/theory.md, not the paper's.
 
 Every function takes small dense inputs (an n×n Gram matrix, a covariance matrix) and costs up
 to O(n³); none is streamed.
@@ -73,7 +73,7 @@ def lemma1_radius(n, delta=0.05):
     Notes
     -----
     What the appendix (Lemma 4, via McDiarmid) proves is weaker than the main-text statement
-    (paper-spec §3, §8 item 2): |Â₁₂ − E Â₁₂| ≤ C₁C₂ · ε for the *unnormalised* V-statistic
+    (docs/theory.md §3, §8 item 2): |Â₁₂ − E Â₁₂| ≤ C₁C₂ · ε for the *unnormalised* V-statistic
     Â₁₂ = (1/n²)⟨K₁, K₂⟩_F of kernels bounded by |K_q| ≤ C_q, with E Â₁₂ including the diagonal
     terms. The paper takes C₁C₂ = 1 (e.g. RBF kernels) and applies the radius to the normalised
     KA without proof. `lemma1_interval` gives a rigorous interval for the normalised KA.
@@ -111,7 +111,7 @@ class KAInterval:
 def lemma1_interval(a, b, c, n, *, delta=0.05, bounds=(1.0, 1.0)):
     """An interval for the population kernel alignment from the unnormalised V-statistics.
 
-    **Derived in paper-spec §3 (b) from the appendix's Lemma 4; it is not in the paper.**
+    **Derived in docs/theory.md §3 (b) from the appendix's Lemma 4; it is not in the paper.**
     With a = Â₁₂, b = Â₁₁, c = Â₂₂, where Â_qq' = (1/n²)⟨K_q, K_q'⟩_F, kernels bounded by
     |K_q| ≤ C_q, and the McDiarmid radius of Lemma 4 taken at level δ/3 for each of the three
     statistics (a union bound):
@@ -213,7 +213,7 @@ def kare(K, y, lam):
         Symmetric positive semi-definite Gram matrix of the training inputs.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         Targets. With several outputs the numerator is Σ_k y_kᵀ M⁻² y_k, the sum of the
-        outputs' errors (derived, paper-spec §5.1), and ρ → (1/n)‖Y‖²_F as λ → ∞.
+        outputs' errors (derived, docs/theory.md §5.1), and ρ → (1/n)‖Y‖²_F as λ → ∞.
     lam : float
         Ridge λ > 0, on the K/n scale.
 
@@ -243,7 +243,7 @@ def gcv(K, y, lam):
         GCV(λ) = [(1/n) ‖y − Ŝy‖²] / [(1/n) Tr(I − Ŝ)]²,   Ŝ = K (K + nλI)⁻¹
 
     Equal to KARE [E30], since the ridge residual is y − Ŝy = λ(K/n + λI)⁻¹y and
-    I − Ŝ = λ(K/n + λI)⁻¹ (paper-spec §5.1).
+    I − Ŝ = λ(K/n + λI)⁻¹ (docs/theory.md §5.1).
 
     Parameters
     ----------
@@ -314,7 +314,7 @@ def cumulative_power(K, y):
 
         C(k) = Σ_{i≤k} (uᵢᵀy)² / Σᵢ (uᵢᵀy)²,   K = Σᵢ ηᵢ uᵢuᵢᵀ,  η₁ ≥ η₂ ≥ … ≥ ηₙ
 
-    the empirical form of C(k) = Σ_{i≤k} ηᵢwᵢ² / Σᵢ ηᵢwᵢ² [E31] (paper-spec §5.2): the fraction
+    the empirical form of C(k) = Σ_{i≤k} ηᵢwᵢ² / Σᵢ ηᵢwᵢ² [E31] (docs/theory.md §5.2): the fraction
     of the target's squared norm in the top-k eigenvectors. A faster rise to 1 means a target
     better aligned with the kernel.
 
@@ -355,9 +355,9 @@ def kta_risk_bound(K, y):
         hᵢ = (1/n) Σⱼ Kᵢⱼ yⱼ / sqrt((1/n²) Σᵢⱼ Kᵢⱼ²)
         R̂(h) = (1/n) Σᵢ (yᵢ − hᵢ)² ≤ 2 (1 − KA(K, yyᵀ))                              [E32]
 
-    the empirical version of paper-spec §5.4, which holds deterministically: R̂ = 1 − 2KA +
+    the empirical version of docs/theory.md §5.4, which holds deterministically: R̂ = 1 − 2KA +
     mean(h²), and mean(h²) ≤ 1 by Cauchy–Schwarz since yᵢ² = 1. (The square root in the
-    denominator of h is the reconstruction of paper-spec §8 item 13.)
+    denominator of h is the reconstruction of docs/theory.md §8 item 13.)
 
     Parameters
     ----------
@@ -440,7 +440,7 @@ def bures_wasserstein_squared(cov_a, cov_b):
 
         W₂²(N(0, A), N(0, B)) = Tr[ A + B − 2 (A^{1/2} B A^{1/2})^{1/2} ]                 [E18]
 
-    The paper writes W₂ for this squared distance (paper-spec §2.8).
+    The paper writes W₂ for this squared distance (docs/theory.md §2.8).
 
     Parameters
     ----------
@@ -491,7 +491,7 @@ def independence_wasserstein_squared(rho):
     1 ± ρᵢ (the others 1), each contributing (sqrt(λ) − 1)².
 
     **Corrected form.** The paper's closed form 2 Σᵢ (1 − sqrt(1 − ρᵢ²)) does not match the
-    Bures formula [E18]; for small ρ it is about twice this value (paper-spec §2.8, §8 item 7).
+    Bures formula [E18]; for small ρ it is about twice this value (docs/theory.md §2.8, §8 item 7).
 
     Parameters
     ----------

@@ -77,7 +77,7 @@ def build_parser():
     ls.set_defaults(run=_ls)
 
     for command in entry_points(group="repalign.commands"):
-        command.load()(commands)  # jobs and services add their commands (design.md §2)
+        command.load()(commands)  # jobs and services add their commands (docs/design.md §2)
     return parser
 
 

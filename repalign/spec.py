@@ -12,7 +12,7 @@ key. An alignment spec has these keys:
     out: folder for alignment.parquet and the run's state
     actors: number of Ray actors (default: the CPUs Ray offers)
 
-Each measure names one definition of `repalign.measures` (design.md §3); the engine's value
+Each measure names one definition of `repalign.measures` (docs/design.md §3); the engine's value
 for it equals the library function on the same arrays.
 
 A stitching spec (`StitchingSpec`):

@@ -1,4 +1,4 @@
-"""The mergeable second-moment statistic behind every linear-kernel measure (design.md §4).
+"""The mergeable second-moment statistic behind every linear-kernel measure (docs/design.md §4).
 
 For M representations of one set of samples, each row i contributes the vector
 

@@ -1,7 +1,7 @@
 """Stitching: the alignment residual, the bounds it gives, and a trained stitcher (paper §4).
 
 A stitched model runs model 1's representation f₁ through a stitcher S into model 2's head g₂:
-h₁,₂ = g₂ ∘ S ∘ f₁ (paper-spec §4.1). With the squared loss R(h) = E‖h(x) − y‖²:
+h₁,₂ = g₂ ∘ S ∘ f₁ (docs/theory.md §4.1). With the squared loss R(h) = E‖h(x) − y‖²:
 
 - the **alignment residual** Ã₂ = min_S E‖S f₁ − f₂‖² = Tr Σ₂₂ − Tr(Σ₂₁ Σ₁₁⁺ Σ₁₂) ([E25]) is the
   residual of the uncentred, intercept-free least-squares regression of f₂ on f₁, minimised at
@@ -78,7 +78,7 @@ class LinearMap:
 def least_squares_map(Z1, Z2, *, affine=False):
     """The stitcher S* that maps f₁ onto f₂ best in mean square, and its residual Ã₂.
 
-        S* = Σ₂₁ Σ₁₁⁺,   Ã₂ = Tr Σ₂₂ − Tr(Σ₂₁ Σ₁₁⁺ Σ₁₂)                (paper-spec [E25])
+        S* = Σ₂₁ Σ₁₁⁺,   Ã₂ = Tr Σ₂₂ − Tr(Σ₂₁ Σ₁₁⁺ Σ₁₂)                (docs/theory.md [E25])
 
     with Σ the uncentred second moments (1/n) Σᵢ zᵢzᵢᵀ, as in the paper (no intercept). With
     ``affine=True`` the map has an intercept b = μ₂ − S*μ₁, and Σ are the centred moments: the
@@ -109,7 +109,7 @@ def alignment_residual(Z1, Z2, *, affine=False):
     """Ã₂: how much of f₂ no linear (or affine) map of f₁ explains, in mean square ([E25]).
 
     Zero when Z2 = Z1 M for some M; invariant to invertible linear maps of Z1 and orthogonal
-    maps of Z2; multiplied by c² when Z2 is; not symmetric in its arguments (paper-spec §4.3).
+    maps of Z2; multiplied by c² when Z2 is; not symmetric in its arguments (docs/theory.md §4.3).
     See `least_squares_map`.
     """
     return least_squares_map(Z1, Z2, affine=affine).residual
@@ -213,7 +213,7 @@ def risk_gap_bound(risk1, risk2, residual1, residual2, kappa1, kappa2):
     """Remark 6 both ways: |R(H₁) − R(H₂)| ≤ maxᵢ κᵢ²Ãᵢ + 2κᵢ√(ÃᵢR(Hᵢ)).
 
     The paper prints R(H_q) inside the maximum; working the swap through gives R(Hᵢ) for the
-    i-th term (paper-spec [E29], flag 10). Ã₁ regresses f₁ on f₂; Ã₂ regresses f₂ on f₁.
+    i-th term (docs/theory.md [E29], flag 10). Ã₁ regresses f₁ on f₂; Ã₂ regresses f₂ on f₁.
     """
     return max(
         theorem2_gap_bound(risk1, residual1, kappa1), theorem2_gap_bound(risk2, residual2, kappa2)
@@ -238,7 +238,7 @@ class LinearHeadStitching:
 def linear_head_stitching_risk(Z1, Y, W2):
     """The smallest risk of W₂ S f₁ over linear S, in closed form (Lemma 2, corrected).
 
-        min_S E‖W₂ S f₁ − y‖² = R₁ + ‖(I − W₂W₂⁺) W₁ Σ₁₁^{1/2}‖²_F          (paper-spec [E22])
+        min_S E‖W₂ S f₁ − y‖² = R₁ + ‖(I − W₂W₂⁺) W₁ Σ₁₁^{1/2}‖²_F          (docs/theory.md [E22])
 
     where W₁ is the intercept-free least-squares probe of y on f₁ and R₁ its risk. The paper's
     projector has mismatched shapes (flag 9); this is the corrected form. When W₂ has full row
@@ -285,7 +285,7 @@ def lipschitz_bound(head, input_dim):
     constant is the spectral norm of its linear part: the largest singular value of its
     Jacobian, formed by applying the piece without its biases to the unit vectors. Activations
     contribute their constants (`ACTIVATION_LIPSCHITZ`). The bound is the product over pieces
-    and activations: exact for a linear head, the usual product bound for an MLP (paper-spec
+    and activations: exact for a linear head, the usual product bound for an MLP (docs/theory.md
     §4.5, steps 7–8).
 
     Parameters

@@ -1,4 +1,4 @@
-"""Exact RBF kernel products of many representations, streamed in b×b tiles (design.md §4).
+"""Exact RBF kernel products of many representations, streamed in b×b tiles (docs/design.md §4).
 
 For M representations of the same n samples, with RBF Gram matrices K₁, …, K_M, every product
 of `repalign.measures.kernel_products` (and so KA, CKA and HSIC) is a function of

@@ -2,6 +2,6 @@
 
 `services.main.create_app` builds the FastAPI application; `repalign serve` runs it. Jobs are
 run by `services.runner` as separate processes of the ``repalign`` command line (the service
-submits jobs, it does not import their internals: design.md §2); job records and schedules
+submits jobs, it does not import their internals: docs/design.md §2); job records and schedules
 persist in a database through SQLAlchemy (`services.db`).
 """

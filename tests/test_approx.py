@@ -167,7 +167,7 @@ def test_nystrom_error_shrinks_as_landmarks_grow():
 
 
 def test_debiased_self_products_remove_the_finite_feature_bias():
-    """design.md §4: plain RFF inflates ⟨HKH, HKH⟩, so CKA comes out low; k ≠ l fixes it.
+    """docs/design.md §4: plain RFF inflates ⟨HKH, HKH⟩, so CKA comes out low; k ≠ l fixes it.
 
     Measured here (n = 1,000, 256 features, 60 seeds): the plain self product is 23% too large
     and plain CKA 0.098 too low; the debiased forms err by −1.3% ± 1.2% and −0.004 ± 0.002.

@@ -1,5 +1,5 @@
 """Lemma 1, KARE/GCV, cumulative power, Remark 7 and the Gaussian closed forms
-(paper-spec §2.8, §3, §5; testable facts T17–T21b and T30 of §7)."""
+(docs/theory.md §2.8, §3, §5; testable facts T17–T21b and T30 of §7)."""
 
 import itertools
 
@@ -94,7 +94,7 @@ def test_t21_lemma1_radius_is_monotone():
     assert all(r > s for r, s in itertools.pairwise(radii))
     by_delta = [lemma1_radius(500, d) for d in (0.5, 0.1, 0.05, 0.01, 1e-6)]
     assert all(r < s for r, s in itertools.pairwise(by_delta))
-    # vacuous (≥ 1) up to n = 118 at δ = 0.05, as paper-spec §3 (a) says
+    # vacuous (≥ 1) up to n = 118 at δ = 0.05, as docs/theory.md §3 (a) says
     assert lemma1_radius(118) > 1 > lemma1_radius(119)
     # sample size for a target radius: n = 32 ln(2/δ)/ε²
     assert lemma1_radius(47_218) == pytest.approx(0.05, rel=1e-4)
@@ -104,7 +104,7 @@ def test_t21_lemma1_radius_is_monotone():
 
 
 def brute_interval(a, b, c, n, delta, c1, c2):
-    """paper-spec §3 (b), step by step."""
+    """docs/theory.md §3 (b), step by step."""
     r = np.sqrt(32 * np.log(6 / delta) / n)
     e12, e11, e22 = c1 * c2 * r, c1**2 * r, c2**2 * r
     lower = max(0.0, (a - e12) / np.sqrt((b + e11) * (c + e22)))
@@ -223,7 +223,7 @@ def test_t21b_lemma1_coverage_for_rbf_kernels():
     deviations = np.array(deviations)
     # (i) the unnormalised V-statistic leaves its mean by more than ε(n, δ) with frequency ≤ δ,
     # and by more than a quarter of it, sqrt(2 ln(2/δ)/n), the sharper McDiarmid constant for
-    # non-negative kernels (paper-spec §3 (b) 5). Measured: never; the largest is ≈ 0.03 ε.
+    # non-negative kernels (docs/theory.md §3 (b) 5). Measured: never; the largest is ≈ 0.03 ε.
     assert np.mean(np.abs(deviations) > radius) <= delta
     assert np.mean(np.abs(deviations) > radius / 4) <= delta
     # the draws vary, around the mean computed from the independent sample: within 4 standard

@@ -1,4 +1,4 @@
-"""The layering of design.md §2: the library stands alone."""
+"""The layering of docs/design.md §2: the library stands alone."""
 
 import ast
 import subprocess
@@ -38,7 +38,7 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
 
 
 def test_the_service_submits_jobs_without_importing_them():
-    """design.md §2: services → jobs only by submission (the `repalign` command line)."""
+    """docs/design.md §2: services → jobs only by submission (the `repalign` command line)."""
     for path in (LIBRARY.parent / "services").rglob("*.py"):
         for module in imported_modules(path):
             assert module.split(".")[0] != "jobs", (path, module)

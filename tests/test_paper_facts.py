@@ -1,4 +1,4 @@
-"""The testable facts T1–T16 and T30 of paper-spec §7 (Insulla, Huang & Rosasco 2025)."""
+"""The testable facts T1–T16 and T30 of docs/theory.md §7 (Insulla, Huang & Rosasco 2025)."""
 
 import numpy as np
 import pytest

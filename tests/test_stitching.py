@@ -1,4 +1,4 @@
-"""The stitching maths (`repalign.stitching`) against brute force and paper-spec §7, T22–T29."""
+"""The stitching maths (`repalign.stitching`) against brute force and docs/theory.md §7, T22–T29."""
 
 import math
 

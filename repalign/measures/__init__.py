@@ -1,4 +1,4 @@
-"""Exact, in-memory alignment measures between representations (design.md §3).
+"""Exact, in-memory alignment measures between representations (docs/design.md §3).
 
 Every function takes two representations, numpy arrays, torch tensors or anything
 array-like, computes in float64, and raises a `repalign.errors.RepalignError` (a

@@ -1,4 +1,4 @@
-"""Kernel alignment, CKA and HSIC of two paired representations (design.md §3).
+"""Kernel alignment, CKA and HSIC of two paired representations (docs/design.md §3).
 
 All three are ratios or scalings of inner products of the kernel matrices K (of X) and L (of Y);
 `repalign.measures.kernel_products` computes those products from Gram matrices or, for the

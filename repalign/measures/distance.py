@@ -13,7 +13,7 @@ def distance_alignment(X, Y):
         D̂ = (1/n²) Σᵢⱼ (‖xᵢ − xⱼ‖² − ‖yᵢ − yⱼ‖²)²
 
     the empirical form of D(d₁, d₂) = ∫∫ (d₁²(x,x') − d₂²(x,x'))² dµ(x) dµ(x'), eq. [E13] of
-    paper-spec §2.7, with Euclidean distances of the rows. 0 means the two representations
+    docs/theory.md §2.7, with Euclidean distances of the rows. 0 means the two representations
     are isometric. With ℓ₂-normalised rows and K the linear kernels,
     D̂ = 4(‖K₁‖² + ‖K₂‖² − 2‖K₁‖‖K₂‖·KA), ‖K‖ = ‖K‖_F / n. (The paper's 8C(1 − A) is off by a
     square: with ‖K₁‖ = ‖K₂‖ = C it is 8C²(1 − A).)

@@ -1,4 +1,4 @@
-"""Kernels on representations: Gram matrices and the median bandwidth (design.md §3).
+"""Kernels on representations: Gram matrices and the median bandwidth (docs/design.md §3).
 
     linear  k(x, y) = ⟨x, y⟩
     rbf     k(x, y) = exp(−‖x − y‖² / (2σ²))

@@ -1,4 +1,4 @@
-"""Maximum mean discrepancy between two samples in one space (design.md §3)."""
+"""Maximum mean discrepancy between two samples in one space (docs/design.md §3)."""
 
 import numpy as np
 

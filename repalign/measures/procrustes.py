@@ -1,4 +1,4 @@
-"""Orthogonal Procrustes similarity of two paired representations (design.md §3)."""
+"""Orthogonal Procrustes similarity of two paired representations (docs/design.md §3)."""
 
 import numpy as np
 

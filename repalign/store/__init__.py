@@ -1,4 +1,4 @@
-"""Embedding stores: representations of one set of samples as sharded Parquet (design.md §5)."""
+"""Embedding stores: representations of a sample set as sharded Parquet (docs/design.md §5)."""
 
 from repalign.store.reader import Representation, Store, open_store
 from repalign.store.writer import RepresentationWriter, write_representation

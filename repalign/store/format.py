@@ -1,4 +1,4 @@
-"""The on-disk format of an embedding store (design.md §5).
+"""The on-disk format of an embedding store (docs/design.md §5).
 
     <store>/<representation>/part-00000.parquet   sample_id: int64 or string,
                                                   embedding: fixed_size_list<float32>[d]
