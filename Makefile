@@ -1,18 +1,23 @@
-# The two commands of the README. Each creates .venv and installs the project when needed,
+# The commands of the README. Each creates .venv and installs the project when needed,
 # so a fresh machine with Python 3.11 and the package registries needs nothing else.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint bench
+.PHONY: demo test check lint bench
 
 demo: $(INSTALLED)
 	$(VENV)/bin/repalign demo
 
-# the service's tests need a PostgreSQL server and a headless Chromium: apt installs them (as root)
+# the whole suite (CI); the service's tests need a PostgreSQL server and a headless Chromium:
+# apt installs them (as root). The 15 slowest tests are listed at the end.
 test: $(INSTALLED) lint
 	.ci/system-packages
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=15
+
+# the edit loop: lint, then the tests not marked slow (no Ray, server, browser, job process)
+check: $(INSTALLED) lint
+	$(VENV)/bin/pytest -m "not slow"
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,16 @@ import pytest
 
 from tests.servers import MissingSystemPackage, postgres_bindir, postgres_server
 
+SERVER_FIXTURES = {"ray_session", "ray_address", "postgres_url"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `slow` every test that uses the session's Ray or PostgreSQL (`make check` leaves
+    them out); other slow tests carry the mark themselves."""
+    for item in items:
+        if SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 def paired_data(seed, n, dx, dy, *, dtype=np.float64, offset=3.0):
     """Two related, uncentred representations: Y is a noisy linear map of X plus a shift."""

@@ -198,6 +198,7 @@ MEMORY_ROWS, MEMORY_DIM = 70_000, 128  # 34 MiB of float32 per representation
 MEMORY_LIMIT = 17 * 2**20  # half of one representation
 
 
+@pytest.mark.slow
 def test_representations_larger_than_the_buckets_stream_in_bounded_memory(tmp_path):
     rng = np.random.default_rng(4)
     X = rng.standard_normal((MEMORY_ROWS, MEMORY_DIM), dtype=np.float32)

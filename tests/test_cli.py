@@ -8,6 +8,8 @@ import pytest
 
 from repalign import __version__
 
+pytestmark = pytest.mark.slow  # the command line as subprocesses; the demo trains its zoo
+
 
 def repalign(*args):
     return subprocess.run(

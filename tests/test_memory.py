@@ -17,6 +17,8 @@ import pytest
 
 import repalign
 
+pytestmark = pytest.mark.slow  # streams 10⁵ rows of 512 columns
+
 SMALL, LARGE = 20_000, 100_000
 LIMIT = 256 * 2**20  # well under the 1 GiB of the issue
 GROWTH_LIMIT = (LARGE - SMALL) * 4  # one float32 per added row

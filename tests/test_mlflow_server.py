@@ -29,6 +29,8 @@ from tests.servers import (
     postgres_server,
 )
 
+pytestmark = pytest.mark.slow  # a real MLflow server and job processes
+
 MEASURES = ("--measure", "cka", "--measure", "procrustes")  # linear: one moments pass
 ROWS = 400_000  # rows per representation: the moments pass takes a few seconds
 

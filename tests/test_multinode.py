@@ -29,7 +29,7 @@ from repalign.zoo import build_zoo
 from tests.servers import ray_cluster
 from tests.test_engine import make_store
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_SECONDS = 240

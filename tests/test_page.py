@@ -27,6 +27,8 @@ from tests.servers import chromium_page
 from tests.test_service import make_store
 from tests.test_tracking import alignment_table
 
+pytestmark = pytest.mark.slow  # the page in a browser and a served job
+
 TOKEN = "page-token-5f0c2b7e91"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

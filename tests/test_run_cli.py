@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 import repalign
 from repalign.store import write_representation
 
+pytestmark = pytest.mark.slow  # job processes of the command line
+
 
 def repalign_cli(*args, cwd):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}

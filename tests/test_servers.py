@@ -24,6 +24,8 @@ from tests.servers import (
     postgres_server,
 )
 
+pytestmark = pytest.mark.slow  # PostgreSQL servers and a browser
+
 
 def port_is_open(port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -29,6 +29,8 @@ from services.main import create_app
 from services.settings import Settings
 from tests.stand_in_repalign import LEDGER_ENV, SECONDS_ENV, STAGE, StandInLauncher
 
+pytestmark = pytest.mark.slow  # the service with job processes and servers
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -19,6 +19,8 @@ from repalign.tracking import log_stitching_run
 from repalign.zoo import build_zoo
 from repalign.zoo.models import MODELS_FOLDER, TARGETS_FILE, load_targets
 
+pytestmark = pytest.mark.slow  # trains a zoo and runs jobs on Ray
+
 SETTINGS = {"validation_fraction": 0.2, "seed": 0}
 
 

@@ -218,6 +218,7 @@ def _streaming_peak(store, n, d, rng):
     return peak
 
 
+@pytest.mark.slow
 def test_a_store_larger_than_the_reader_block_streams_in_bounded_memory(tmp_path):
     """Peak memory does not grow with the number of rows, and stays a fraction of the data.
 

@@ -258,6 +258,7 @@ def test_tiled_state_checks_its_input():
         tiled_state([X, Y], block_rows=0)
 
 
+@pytest.mark.slow
 def test_memory_stays_far_below_one_gram_matrix():
     n, block_rows = 20_000, 1_000
     rng = np.random.default_rng(0)

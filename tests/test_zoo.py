@@ -22,6 +22,8 @@ from repalign.zoo import build_zoo, load_model
 from repalign.zoo.models import build_network
 from repalign.zoo.synth import population_cka, synth_models
 
+pytestmark = pytest.mark.slow  # trains model zoos
+
 N_DIGITS = 1797
 LABELS = load_digits().target
 
