@@ -60,6 +60,7 @@ def test_no_response_carries_the_tracking_password(tmp_path, tracking_server):
             assert "secret-password" not in response.text
 
 
+@pytest.mark.slow
 def test_the_recorded_out_is_the_folder_the_job_wrote(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the service tests run their jobs
     settings = settings_for(tmp_path)

@@ -138,6 +138,7 @@ def test_nystrom_cka_at_20000_rows_is_within_its_error(large_pair):
     assert abs(result.value - exact) <= 3 * result.std_err + NYSTROM_BIAS
 
 
+@pytest.mark.slow
 def test_rff_error_shrinks_as_features_grow():
     X, Y = related_pair(2, 2000)
     exact = {

@@ -115,6 +115,7 @@ def test_a_damaged_manifest_is_not_reported_as_a_missing_store(tmp_path):
     assert not isinstance(caught.value, MissingStoreError)
 
 
+@pytest.mark.slow
 def test_repalign_run_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
     store = make_store(tmp_path / "zoo")
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # Ray, if started, would fail to join

@@ -29,6 +29,9 @@ def repalign_as_a_user(*args, cwd, home):
     )
 
 
+pytestmark = pytest.mark.slow  # job processes of the command line
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("terminal")
