@@ -1,5 +1,5 @@
 """Benchmark: the all-pairs alignment job (`jobs.alignment`) against the machine, its peers and
-its memory budget (design.md §4 and §9).
+its memory budget (docs/design.md §4 and §9).
 
 Five parts, all in one run, each on a synthetic store (`repalign.zoo`, preset "synth", seed
 `ZOO_SEED`) written to a temporary folder under /tmp and deleted at the end:
@@ -68,6 +68,8 @@ from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import jobs.alignment as alignment
+import jobs.passes.moments as moments_pass
+import jobs.passes.rows as pass_rows
 import repalign
 from jobs.engine import Accumulator
 from repalign.blocks import row_slices
@@ -264,8 +266,8 @@ def actor_threads():
 
 class JobTimer:
     """Wall time a job spends in `jobs.engine.run_units` (its actors' part) and, per measure
-    configuration, in `_moment_measure` (the driver computing one pair's value from the
-    statistic).
+    configuration, in `jobs.passes.moments.moment_value` (the driver computing one pair's value
+    from the statistic).
 
     Wraps the names that `jobs.alignment` calls at run time; the job's code is unchanged.
     """
@@ -273,7 +275,7 @@ class JobTimer:
     def __init__(self):
         self.reset()
         self.replays = 0  # over all jobs: slots replayed after their actor died
-        run_units, moment_measure = alignment.run_units, alignment._moment_measure
+        run_units, moment_measure = alignment.run_units, moments_pass.moment_value
 
         def timed_run_units(*args, **kwargs):
             started = time.perf_counter()
@@ -293,7 +295,7 @@ class JobTimer:
                 )
 
         alignment.run_units = timed_run_units
-        alignment._moment_measure = timed_moment_measure
+        moments_pass.moment_value = timed_moment_measure
 
     def reset(self):
         self.seconds = 0.0
@@ -669,7 +671,7 @@ def breakdown(store, names, rows, width, result, monitor, timer, sample=3):
     share is measured in the job itself (`JobTimer`), per measure configuration.
     """
     actor_seconds, measures = timer.seconds, dict(timer.measures)
-    unit_rows = alignment.unit_rows(width - len(names) - 1, len(names))
+    unit_rows = pass_rows.unit_rows(width - len(names) - 1, len(names))
     units = math.ceil(rows / unit_rows)
     representations = [open_store(store)[name] for name in names]
     dims = [r.dim for r in representations]
@@ -1103,7 +1105,7 @@ def part_rbf(args, root, timer):
     print(f"## 4. Exact RBF kernel measures ({models} × {dim}, n = {n:,})\n")
     log("part 4: job")
     result, monitor, _ = run_job(store, RBF_MEASURES, actors=2, timer=timer, interval=POLL_SECONDS)
-    tile = alignment.TILE_ROWS
+    tile = pass_rows.TILE_ROWS
     blocks = math.ceil(n / tile)
     driver_growth = monitor.driver_peak - monitor.driver_start
     total = monitor.max_together + driver_growth

@@ -5,7 +5,7 @@ Units are dealt to a fixed number of slots in turn (unit i to slot i mod n); eac
 actor that adds its units' states in order. The slots' states are then added in slot order.
 So for a given number of actors the result is the same bit for bit, whatever the timing, and
 a slot whose actor dies is replayed from its units on a new actor: the job finishes with the
-identical result (style.md §3: state in a few actors, ``ray.get`` late).
+identical result (docs/design.md §8: state in a few actors, ``ray.get`` late).
 
 With a checkpoint folder, each slot also saves its state and the number of units it has added
 (at most every ``checkpoint_seconds``); a slot restarted after its actor, or the whole job,
@@ -114,95 +114,129 @@ def run_units(
     says so; when no alive node has enough CPUs for those actors, the job gives up after
     `PLACEMENT_SECONDS` with a `TimeoutError`.
     """
-    actors = max(1, min(actors, len(units)))
-    cpus = _cpus_per_actor(actors)
-    slots = [units[s::actors] for s in range(actors)]
+    slots = Slots(task, units, actors, checkpoints, checkpoint_seconds)
     total = sum(task.rows(u) for u in units)
-    task_ref = ray.put(task)
-    if checkpoints is not None:
-        os.makedirs(checkpoints, exist_ok=True)
-    resumed = 0
     with Progress(
         total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
     ) as bar:
-        results = [None] * actors
-        replays = [0] * actors
-        done_rows = [0] * actors
-        handles = [None] * actors
-        nodes = [None] * actors  # None until the slot's actor has started
-        pending = {}  # ref -> (slot, "begin" | "add" | "result")
+        states = slots.run(bar, description)
+    total_state = states[0]
+    for state in states[1:]:
+        total_state = total_state + state
+    return UnitsResult(total_state, sum(slots.replays), slots.resumed, sorted(set(slots.nodes)))
 
-        def start(slot):
-            """Start the slot's actor; its units are queued once it has started (`begin`)."""
-            checkpoint = None
-            if checkpoints is not None:
-                checkpoint = os.path.join(checkpoints, f"slot-{slot}-of-{actors}.pkl")
-            handles[slot] = Accumulator.options(num_cpus=cpus).remote(
-                task_ref, checkpoint, checkpoint_seconds
-            )
-            nodes[slot] = None
-            pending[handles[slot].begin.remote()] = (slot, "begin")
 
-        def begin(slot, node, done):
-            """Queue the units that the slot's checkpoint does not hold, then its result."""
-            nonlocal resumed
-            nodes[slot] = node
-            if done:
-                resumed += done
-                rows = sum(task.rows(u) for u in slots[slot][:done])
-                bar.update(rows)
-                done_rows[slot] += rows
-            for unit in slots[slot][done:]:
-                pending[handles[slot].add.remote(unit)] = (slot, "add")
-            pending[handles[slot].result.remote()] = (slot, "result")
+class Slots:
+    """The units dealt to slots in turn (unit i to slot i mod n), each slot one `Accumulator`
+    actor; `run` returns the slots' states in slot order.
 
-        waiting = _PlacementWait(description, cpus)
+    Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `_cpus_per_actor`). A slot's
+    calls go out only once its actor has started (``begin``): then its checkpointed
+    units are skipped and the rest queued, then its result. Calls are taken in completion
+    order (docs/design.md §8); when one fails because the actor or its node died, the slot is
+    replayed on a new actor, at most `MAX_REPLAYS` times.
+    """
+
+    def __init__(self, task, units, actors, checkpoints=None, checkpoint_seconds=30.0, cpus=None):
+        self.task = task
+        count = max(1, min(actors, len(units)))
+        self.units = [units[s::count] for s in range(count)]
+        self.cpus = cpus or _cpus_per_actor(count)
+        self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds
+        if checkpoints is not None:
+            os.makedirs(checkpoints, exist_ok=True)
+        self.states = [None] * count
+        self.replays = [0] * count
+        self.done_rows = [0] * count  # rows on the progress bar
+        self.handles = [None] * count
+        self.nodes = [None] * count  # None until the slot's actor has started
+        self.resumed = 0
+        self.pending = {}  # ref -> (slot, "begin" | "add" | "result")
+
+    def run(self, bar, description):
+        """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
+        self.task_ref = ray.put(self.task)
+        waiting = _PlacementWait(description, self.cpus)
         try:
-            for slot in range(actors):
-                start(slot)
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+            for slot in range(len(self.units)):
+                self._start(slot)
+            while self.pending:
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_SECONDS)
                 if not ready:
-                    unplaced = sorted({s for s, _ in pending.values() if nodes[s] is None})
-                    working = any(nodes[s] is not None for s, _ in pending.values())
-                    waiting.check(unplaced if not working else [], bar)
+                    waiting.check(self._unplaced(), bar)
                     continue
                 waiting.check([], bar)
-                slot, call = pending.pop(ready[0])
-                try:
-                    value = ray.get(ready[0])
-                except ACTOR_FAILURES as failure:
-                    for ref in [r for r, (s, _) in pending.items() if s == slot]:
-                        del pending[ref]
-                    ray.kill(handles[slot])
-                    replays[slot] += 1
-                    if replays[slot] > MAX_REPLAYS:
-                        raise
-                    bar.write(
-                        f"{description}: an actor died ({type(failure).__name__}); replaying "
-                        f"its {len(slots[slot])} units"
-                    )
-                    bar.update(-done_rows[slot])
-                    done_rows[slot] = 0
-                    start(slot)
-                    continue
-                if call == "begin":
-                    begin(slot, *value)
-                elif call == "add":
-                    bar.update(value)
-                    done_rows[slot] += value
-                else:
-                    results[slot] = value
-                    ray.kill(handles[slot])  # its CPU is free at once, for a replayed slot
-                    handles[slot] = None
+                self._take(ready[0], bar, description)
         finally:
-            for handle in handles:
+            for handle in self.handles:
                 if handle is not None:
                     ray.kill(handle)
-    total_state = results[0]
-    for state in results[1:]:
-        total_state = total_state + state
-    return UnitsResult(total_state, sum(replays), resumed, sorted(set(nodes)))
+        return self.states
+
+    def _start(self, slot):
+        """Start the slot's actor; its units are queued once it has started (`_begin`)."""
+        checkpoint = None
+        if self.checkpoints is not None:
+            name = f"slot-{slot}-of-{len(self.units)}.pkl"
+            checkpoint = os.path.join(self.checkpoints, name)
+        self.handles[slot] = Accumulator.options(num_cpus=self.cpus).remote(
+            self.task_ref, checkpoint, self.checkpoint_seconds
+        )
+        self.nodes[slot] = None
+        self.pending[self.handles[slot].begin.remote()] = (slot, "begin")
+
+    def _begin(self, slot, node, done, bar):
+        """Queue the units that the slot's checkpoint does not hold, then its result."""
+        self.nodes[slot] = node
+        if done:
+            self.resumed += done
+            rows = sum(self.task.rows(u) for u in self.units[slot][:done])
+            bar.update(rows)
+            self.done_rows[slot] += rows
+        handle = self.handles[slot]
+        for unit in self.units[slot][done:]:
+            self.pending[handle.add.remote(unit)] = (slot, "add")
+        self.pending[handle.result.remote()] = (slot, "result")
+
+    def _take(self, ref, bar, description):
+        """Take the value of a finished call, or replay its slot if the actor died."""
+        slot, call = self.pending.pop(ref)
+        try:
+            value = ray.get(ref)
+        except ACTOR_FAILURES as failure:
+            self._replay(slot, failure, bar, description)
+            return
+        if call == "begin":
+            self._begin(slot, *value, bar)
+        elif call == "add":
+            bar.update(value)
+            self.done_rows[slot] += value
+        else:
+            self.states[slot] = value
+            ray.kill(self.handles[slot])  # its CPU is free at once, for a replayed slot
+            self.handles[slot] = None
+
+    def _replay(self, slot, failure, bar, description):
+        for ref in [r for r, (s, _) in self.pending.items() if s == slot]:
+            del self.pending[ref]
+        ray.kill(self.handles[slot])
+        self.replays[slot] += 1
+        if self.replays[slot] > MAX_REPLAYS:
+            raise failure
+        bar.write(
+            f"{description}: an actor died ({type(failure).__name__}); replaying "
+            f"its {len(self.units[slot])} units"
+        )
+        bar.update(-self.done_rows[slot])
+        self.done_rows[slot] = 0
+        self._start(slot)
+
+    def _unplaced(self):
+        """The slots waiting for their actor when no slot's actor is working, else none."""
+        slots = {s for s, _ in self.pending.values()}
+        if any(self.nodes[s] is not None for s in slots):
+            return []
+        return sorted(slots)
 
 
 class UnitsResult(NamedTuple):

@@ -51,7 +51,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from jobs.alignment import (
-    MOMENT_MEASURES,
     AlignmentResult,
     representation_digest,
     run_alignment,
@@ -61,6 +60,7 @@ from repalign.approx import RFF_BLOCKS, MeanEmbedding, RandomFourierFeatures, ap
 from repalign.contract import ALIGNMENT_TABLE_FILE, CHANGES_FILE, atomic_write
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
+from repalign.registry import pass_of
 from repalign.store import open_store
 from repalign.store.format import write_json_atomically
 
@@ -187,7 +187,7 @@ def plan_run(spec, store, names, previous):
     ]
     removed = sorted(set(before) - set(names))
     moments = _saved_moment_digests(previous)
-    if not any(m.name in MOMENT_MEASURES and m.kernel == "linear" for m in spec.measures):
+    if not any(pass_of(m) == "moments" for m in spec.measures):
         reason = "the job has no linear-kernel measure, so it has no second moments to reuse"
     elif moments is None:
         reason = f"{previous} holds no saved second moments (state/)"

@@ -1,16 +1,16 @@
 """What measures exist: one entry per measure, and the columns of the table a job writes.
 
-Every other place reads this module (style.md §6): the job spec (`repalign.spec`) takes its
+Every other place reads this module (docs/design.md §11): the job spec (`repalign.spec`) takes its
 allowed names, kernels, estimators and approximations from it, the measures their option
 lists, the engine (`jobs.alignment`) the pass that computes each configuration, the plots and
 the tracking the result columns, and the service's OpenAPI schema, through the spec models,
 the names. Adding a measure is one entry here plus its module in `repalign.measures`.
 
-Passes (docs/design.md §4), each a module of `jobs.passes`:
+Passes (docs/design.md §4), each a module of `jobs.passes` of the same name:
 
     moments    second moments of all representations at once (`repalign.stats.GramState`):
                every linear-kernel measure of every pair
-    tiles      exact RBF kernels, b×b tiles of every Gram matrix at once (`repalign.tiles`)
+    rbf        exact RBF kernels, b×b tiles of every Gram matrix at once (`repalign.tiles`)
     features   random features (RFF or Nyström) of each RBF kernel, then their second moments
     neighbors  exact top-k cosine neighbours of every row
     mmd        two-sample kernel sums of MMD² (exact tiles, or random-feature mean embeddings)
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-PASSES = ("moments", "tiles", "features", "neighbors", "mmd")
-"""The passes of an alignment job, in the order the job runs them."""
+PASSES = ("moments", "rbf", "features", "neighbors", "mmd")
+"""The passes of an alignment job, in the order the job runs them; the names are those of the
+summary's ``pass_seconds``."""
 
 APPROXIMATIONS = {"rff": "random Fourier features", "nystrom": "Nyström features"}
 """The ways an RBF kernel may be approximated (`repalign.approx`), and what each is called."""
@@ -64,6 +65,9 @@ class MeasureDefinition:
         The pass that computes an approximated value.
     parameters : tuple of str, default=()
         The options of `PARAMETERS` that change this measure's value.
+    constants : bool, default=False
+        Whether a constant representation (a point mass) has a value, as it has an MMD². For
+        the other measures its pairs are recorded as missing.
     """
 
     name: str
@@ -73,6 +77,7 @@ class MeasureDefinition:
     approximations: dict = field(default_factory=dict)
     approximate_pass: str | None = None
     parameters: tuple = ()
+    constants: bool = False
 
     @property
     def kernels(self):
@@ -92,7 +97,7 @@ def _kernel_measure(name, function, estimators, approximated):
     return MeasureDefinition(
         name,
         function,
-        passes={"linear": "moments", "rbf": "tiles"},
+        passes={"linear": "moments", "rbf": "rbf"},
         estimators=estimators,
         approximations=dict.fromkeys(APPROXIMATIONS, approximated),
         approximate_pass="features",
@@ -114,6 +119,7 @@ MEASURES = {
             approximations={"rff": ("biased", "unbiased")},
             approximate_pass="mmd",
             parameters=(*_RBF_OPTIONS, "against"),
+            constants=True,
         ),
         MeasureDefinition("procrustes", "procrustes", {"linear": "moments"}, (None,)),
         MeasureDefinition("cca", "cca", {"linear": "moments"}, (None,), parameters=("squared",)),

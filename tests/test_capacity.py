@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jobs.alignment
-from jobs.alignment import _Job
+from jobs.passes import moments, rows
 from repalign import blocks
 from repalign.store import format as store_format
 
@@ -28,25 +28,22 @@ RATES = capacity.calibrated_rates(50e9, storage_bytes=10e9, network_bytes=1.25e9
 
 
 def engine_tiles(dims, state_bytes):
-    """`jobs.alignment._Job._tiles` itself, run on a stub job whose store only knows widths;
+    """`jobs.passes.moments.statistic_tiles` itself, on a stub store that only knows widths;
     returned as index lists, like `capacity.tiles`."""
     names = [f"rep{i}" for i in range(len(dims))]
-    stub = SimpleNamespace(
-        store={name: SimpleNamespace(dim=d) for name, d in zip(names, dims, strict=True)},
-        state_bytes=state_bytes,
-    )
+    store = {name: SimpleNamespace(dim=d) for name, d in zip(names, dims, strict=True)}
     index = {name: i for i, name in enumerate(names)}
     return [
         ([index[a] for a in group_a], [index[b] for b in group_b])
-        for group_a, group_b in _Job._tiles(stub, names)
+        for group_a, group_b in moments.statistic_tiles(store, names, state_bytes)
     ]
 
 
 def test_constants_are_the_engines():
-    assert capacity.UNIT_BYTES == jobs.alignment.UNIT_BYTES
+    assert capacity.UNIT_BYTES == rows.UNIT_BYTES
     assert capacity.STATE_BYTES == jobs.alignment.STATE_BYTES
     assert capacity.CHECKPOINT_SECONDS == jobs.alignment.CHECKPOINT_SECONDS
-    assert capacity.PILOT_ROWS == jobs.alignment.PILOT_ROWS
+    assert capacity.PILOT_ROWS == rows.PILOT_ROWS
     assert capacity.BLOCK_BYTES == blocks.BLOCK_BYTES
     assert capacity.ROW_GROUP_BYTES == store_format.ROW_GROUP_BYTES
 
@@ -54,7 +51,7 @@ def test_constants_are_the_engines():
 @pytest.mark.parametrize("width", [1, 100, 512, 4096, 8192, 14336, 10**6])
 @pytest.mark.parametrize("representations", [1, 7, 14])
 def test_unit_and_block_rows_are_the_engines(width, representations):
-    expected = jobs.alignment.unit_rows(width, representations)
+    expected = rows.unit_rows(width, representations)
     assert capacity.unit_rows(width, representations) == expected
     assert capacity.block_rows(width) == blocks.block_rows(width)
     assert capacity.row_group_rows(width) == store_format.row_group_rows(width)

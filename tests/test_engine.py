@@ -10,6 +10,7 @@ import pytest
 import repalign
 from jobs import alignment
 from jobs.alignment import run_alignment, write_result
+from jobs.passes import rows
 from repalign.errors import MisalignedError
 from repalign.spec import parse_spec
 from repalign.store import write_representation
@@ -239,7 +240,7 @@ def actor_processes():
 def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_path, monkeypatch):
     widths = {f"m{i}.a": 48 for i in range(6)}
     make_store(tmp_path, widths, dict.fromkeys(widths, 5000), n=40_000)
-    monkeypatch.setattr(alignment, "UNIT_BYTES", 200 * 6 * 48 * 4)  # 200-row units: many of them
+    monkeypatch.setattr(rows, "UNIT_BYTES", 200 * 6 * 48 * 4)  # 200-row units: many of them
     measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
     reference = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
     # every unit checkpoints, so that the test can see the job is under way before it kills
@@ -268,10 +269,11 @@ CRASHING_DRIVER = """
 import sys
 import ray
 from jobs import alignment
+from jobs.passes import rows
 from repalign.spec import parse_spec
 
 ray.init(address=sys.argv[2], log_to_driver=False)
-alignment.UNIT_BYTES = 200 * 6 * 48 * 4
+rows.UNIT_BYTES = 200 * 6 * 48 * 4
 alignment.CHECKPOINT_SECONDS = 0.0  # save after every unit
 spec = parse_spec({"store": sys.argv[1], "out": sys.argv[1] + "/out", "actors": 2,
                    "measures": [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]})
@@ -289,7 +291,7 @@ def test_a_job_run_again_after_its_driver_died_resumes_from_checkpoints(
 
     widths = {f"m{i}.a": 48 for i in range(6)}
     make_store(tmp_path, widths, dict.fromkeys(widths, 5000), n=40_000)
-    monkeypatch.setattr(alignment, "UNIT_BYTES", 200 * 6 * 48 * 4)
+    monkeypatch.setattr(rows, "UNIT_BYTES", 200 * 6 * 48 * 4)
     measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}]
     address = ray_session.get_runtime_context().gcs_address
     driver = subprocess.Popen(

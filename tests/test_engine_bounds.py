@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import repalign
-from jobs.alignment import LEMMA1_DELTA, run_alignment
+from jobs.alignment import run_alignment
+from jobs.passes.rbf import LEMMA1_DELTA
 from repalign.bounds import lemma1_interval
 from repalign.spec import parse_spec
 from repalign.store import write_representation

@@ -1,0 +1,116 @@
+"""The moments pass: one `GramState` of second moments over all the representations, from
+which every linear-kernel measure (KA, CKA, HSIC, Procrustes, CCA, SVCCA) of every pair comes.
+
+When the D×D statistic is too large for one actor it is cut into tiles of groups of
+representations (`statistic_tiles`). With the saved state of an earlier run, only the blocks
+that involve new representations are computed. The moments also say which representations
+are constant; a job without this pass finds them with `find_constants`.
+"""
+
+import functools
+from itertools import combinations_with_replacement
+
+import numpy as np
+
+from jobs.tasks import MomentTask, RangeTask
+from repalign.measures.alignment import kernel_measure
+from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
+from repalign.measures.kernel_products import FeatureProducts
+from repalign.measures.procrustes import procrustes_from_spectra
+from repalign.measures.spectra import feature_spectra, principal_axes
+
+
+def run(job, configs):
+    """Record every pair's value of the linear-kernel ``configs``."""
+    names = job.values.usable()
+    if not names:
+        return
+    tiles = [(names, names)]
+    if job.previous is None:
+        tiles = statistic_tiles(job.store, names, job.state_bytes)
+    for group_a, group_b in tiles:
+        members = group_a if group_a == group_b else group_a + group_b
+        state, computed = _moment_state(job, members)
+        if group_a == group_b:
+            pairs = list(combinations_with_replacement(group_a, 2))
+            job.moments = (members, state) if len(tiles) == 1 else None
+        else:
+            pairs = [(a, b) for a in group_a for b in group_b]
+        job.blocks_computed += computed if computed is not None else len(pairs)
+        _record(job, configs, state, members, pairs)
+
+
+def _record(job, configs, state, members, pairs):
+    index = {name: i for i, name in enumerate(members)}
+    for name in members:
+        if _is_constant(state, index[name]):
+            job.values.constant[name] = f"{name} is constant (zero variance)"
+    axes = functools.cache(functools.partial(principal_axes, state))
+    for a, b in pairs:
+        for config in configs:
+            job.values.record(config, a, b, moment_value, config, state, index[a], index[b], axes)
+
+
+def statistic_tiles(store, names, state_bytes):
+    """Groups of representations whose pairwise states each fit in ``state_bytes``."""
+    widths = [store[name].dim + 1 for name in names]
+    if (sum(widths) + 1) ** 2 * 8 <= state_bytes:
+        return [(names, names)]
+    budget = int(np.sqrt(state_bytes / 8)) // 2
+    groups, current, width = [], [], 0
+    for name, w in zip(names, widths, strict=True):
+        if current and width + w > budget:
+            groups.append(current)
+            current, width = [], 0
+        current.append(name)
+        width += w
+    groups.append(current)
+    return [(groups[g], groups[h]) for g in range(len(groups)) for h in range(g, len(groups))]
+
+
+def _moment_state(job, members):
+    """The second moments of ``members``, and how many pair blocks were computed for it
+    (None: all of them). With a saved state, only the blocks of new representations."""
+    previous = job.previous
+    if previous is None or not set(previous["names"]) <= set(members):
+        task = MomentTask(job.store.path, members, job.pilot_shifts(members))
+        description = f"moments ({len(members)} representations)"
+        return job.run_units(task, job.row_units(members), description), None
+    old = previous["names"]
+    new = members[len(old) :]
+    if not new:
+        return previous["moments"], 0
+    shifts = list(previous["moments"].shifts) + job.pilot_shifts(new)
+    task = MomentTask(job.store.path, members, shifts, first_new=len(old))
+    description = f"moments of {len(new)} new representations"
+    border = job.run_units(task, job.row_units(members), description)
+    computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
+    return previous["moments"].extended(border), computed
+
+
+def find_constants(job):
+    """Constant representations, from one cheap pass of column ranges (for a job without the
+    moments pass)."""
+    names = [n for n in job.names if not job.values.unusable[n]]
+    task = RangeTask(job.store.path, names)
+    ranges = job.run_units(task, job.row_units(names), "column ranges")
+    for name, constant in zip(names, ranges.constant(), strict=True):
+        if constant:
+            job.values.constant[name] = f"{name} is constant (zero variance)"
+
+
+def _is_constant(state, i):
+    moments = state.pair(i, i, center=True)
+    return not np.trace(moments.cross(0, 0)) > 0
+
+
+def moment_value(config, state, i, j, axes):
+    """The value of a linear-kernel ``config`` for the pair (i, j) of the statistic."""
+    if config.name in ("ka", "cka", "hsic"):
+        return kernel_measure(FeatureProducts(state, i, j), config.name, config.estimator)
+    spectra = feature_spectra(state, i, j, axes)
+    if config.name == "procrustes":
+        return procrustes_from_spectra(spectra)
+    if config.name == "cca":
+        return cca_from_spectra(spectra, squared=config.squared)
+    return svcca_from_spectra(spectra, variance=config.variance)

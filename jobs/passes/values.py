@@ -1,0 +1,102 @@
+"""What a job has found for each pair: a value with its standard error, or the reason it is
+missing; and the long table (`repalign.registry.RESULT_SCHEMA`) built from them."""
+
+from itertools import combinations_with_replacement
+
+import numpy as np
+import pyarrow as pa
+
+from repalign.errors import RepalignError
+from repalign.registry import MEASURES, RESULT_SCHEMA
+
+
+class Values:
+    """The values of every (configuration, pair) of a job, keyed by (label, rep_a, rep_b).
+
+    ``unusable[name]`` says why no measure can use a representation (NaN or Inf rows), ""
+    when it can; ``constant[name]`` why a constant one has no value but for measures defined
+    on point masses (the moments find them, else a pass of column ranges).
+    """
+
+    def __init__(self, names, unusable):
+        self.names = names
+        self.unusable = unusable
+        self.constant = {}
+        self.found = {}  # (label, a, b) -> (value, std_err, reason)
+        self.intervals = {}  # (label, a, b) -> KAInterval, for exact RBF KA
+
+    def usable(self):
+        """Representations every measure can use: finite and not constant."""
+        return [n for n in self.names if not self.unusable[n] and n not in self.constant]
+
+    def reason(self, config, a, b):
+        """Why the pair (a, b) has no value under ``config`` before anything is computed."""
+        for name in (a, b):
+            if self.unusable[name]:
+                return self.unusable[name]
+            if name in self.constant and not MEASURES[config.name].constants:
+                return self.constant[name]
+        return ""
+
+    def missing(self, config, a, b, reason):
+        self.found[config.label, a, b] = (None, None, reason)
+
+    def record(self, config, a, b, function, *args):
+        """Record ``function(*args)`` (a value, or a value and its standard error) as the
+        pair's value, or the reason it has none."""
+        reason = self.reason(config, a, b)
+        if reason:
+            self.missing(config, a, b, reason)
+            return
+        try:
+            value = function(*args)
+        except RepalignError as exc:
+            self.missing(config, a, b, str(exc))
+            return
+        std_err = None
+        if isinstance(value, tuple):
+            value, std_err = value
+        if not np.isfinite(value):
+            self.missing(config, a, b, "the value is not finite")
+        else:
+            self.found[config.label, a, b] = (float(value), std_err, "")
+
+    def fail(self, configs, name, reason):
+        """Record every pair of ``name`` as missing (pairs of unusable representations keep
+        their own reason)."""
+        for config in configs:
+            for other in self.usable():
+                a, b = sorted((name, other), key=self.names.index)
+                self.missing(config, a, b, reason)
+
+    def table(self, configs, n):
+        """The long table: each configuration's pairs, the diagonal included (only the diagonal
+        for MMD² against another store)."""
+        rows = []
+        for config in configs:
+            pairs = list(combinations_with_replacement(self.names, 2))
+            if config.against is not None:
+                pairs = [(name, name) for name in self.names]
+            for a, b in pairs:
+                value, std_err, reason = self.found.get(
+                    (config.label, a, b),
+                    (None, None, self.reason(config, a, b) or "not computed"),
+                )
+                interval = self.intervals.get((config.label, a, b))
+                rows.append(
+                    {
+                        "rep_a": a,
+                        "rep_b": b,
+                        "measure": config.name,
+                        "kernel": config.kernel,
+                        "estimator": config.estimator or "",
+                        "value": value,
+                        "n": n,
+                        "std_err": std_err,
+                        "lower": None if interval is None else interval.lower,
+                        "upper": None if interval is None else interval.upper,
+                        "status": "ok" if reason == "" else "missing",
+                        "reason": reason,
+                    }
+                )
+        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
