@@ -27,7 +27,7 @@ import pyarrow as pa
 import ray
 from torch import nn
 
-from jobs.engine import start_ray
+from jobs.engine import Slots, start_ray
 from jobs.outputs import write_table_and_summary
 from jobs.progress import Progress
 from repalign.contract import RESULT_FILES
@@ -120,20 +120,14 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
     start_ray(ray_address)
     workers = spec.workers or max(1, int(ray.available_resources().get("CPU", 1)))
     settings = spec.stitcher.model_dump()
-    rows = [None] * len(pairs)
-    nodes = set()  # Ray node ids of the tasks that gave the rows
-    pending = {}
+    task = StitchPairs(spec.store, [(p.source, p.target) for p in pairs], settings)
+    # one CPU a pair, so that torch's thread count, and with it the table, is the same for
+    # any number of workers
+    slots = Slots(task, list(range(len(pairs))), workers, cpus=1)
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
-        queue = list(enumerate(pairs))
-        while queue or pending:
-            while queue and len(pending) < workers:
-                index, pair = queue.pop(0)
-                ref = _stitch_task.remote(spec.store, pair.source, pair.target, settings)
-                pending[ref] = index
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            rows[pending.pop(done)], node = ray.get(done)
-            nodes.add(node)
-            bar.update(1)
+        states = slots.run(bar, "stitching")
+    rows = [row for _, row in sorted(entry for state in states for entry in state)]
+    nodes = set(slots.nodes)  # Ray node ids of the actors that gave the rows
     table = pa.table({name: pa.array([r[name] for r in rows], kind) for name, kind in COLUMNS})
     failed = [r for r in rows if r["status"] != "ok"]
     ok = [r for r in rows if r["status"] == "ok"]
@@ -219,11 +213,19 @@ def _hidden_layers(store, model, names):
 # -- one pair -----------------------------------------------------------------------------------
 
 
-@ray.remote(num_cpus=1)
-def _stitch_task(store_path, source, target, settings):
-    """The pair's row, and the Ray node id of the task that computed it."""
-    row = stitch_pair(store_path, source, target, settings)
-    return row, ray.get_runtime_context().get_node_id()
+class StitchPairs:
+    """The stitching job's task for `jobs.engine.Slots`: unit i is pair i, and its state is
+    the list ``[(i, row)]``, so that a slot's state is the rows of its pairs, in order."""
+
+    def __init__(self, store_path, pairs, settings):
+        self.store_path, self.pairs, self.settings = store_path, pairs, settings
+
+    def compute(self, index):
+        source, target = self.pairs[index]
+        return [(index, stitch_pair(self.store_path, source, target, self.settings))]
+
+    def rows(self, index):
+        return 1
 
 
 def stitch_pair(store_path, source, target, settings):
