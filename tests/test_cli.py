@@ -1,20 +1,13 @@
 """The command line, run as a user runs it."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from repalign import __version__
+from tests.commands import run_repalign as repalign
 
 pytestmark = pytest.mark.slow  # the command line as subprocesses; the demo trains its zoo
-
-
-def repalign(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "repalign", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def test_help_lists_the_commands():

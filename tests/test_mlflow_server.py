@@ -5,10 +5,8 @@ so the client reaches everything over HTTP; one test runs it on PostgreSQL.
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,6 +19,7 @@ from repalign.contract import PENDING_UPLOAD_FILE
 from repalign.store import write_representation
 from repalign.tracking import UPLOAD_TAG, latest_run, load_alignment_table, metric_key
 from repalign.zoo import build_zoo
+from tests.commands import job_environment, repalign_command, run_repalign
 from tests.servers import (
     MissingSystemPackage,
     _free_port,
@@ -36,15 +35,17 @@ ROWS = 400_000  # rows per representation: the moments pass takes a few seconds
 
 
 def repalign_cli(*args, cwd, env=None, background=False):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "repalign", *args]
+    env = job_environment(RAY_AUTH_MODE="disabled", **(env or {}))
     if background:
         return subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env
+            repalign_command(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=env,
         )
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return run_repalign(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """`repalign run` as a user runs it: a spec file, a local Ray, a local MLflow store."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,22 +10,13 @@ from mlflow import MlflowClient
 
 import repalign
 from repalign.store import write_representation
+from tests.commands import job_environment, run_repalign
 
 pytestmark = pytest.mark.slow  # job processes of the command line
 
 
 def repalign_cli(*args, cwd):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "repalign", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
+    return run_repalign(*args, cwd=cwd, env=job_environment(RAY_AUTH_MODE="disabled"))
 
 
 @pytest.fixture(scope="module")

@@ -2,31 +2,19 @@
 lines only; what Ray and MLflow log goes to OUT/libraries.log. A tracking URI no run can be
 logged to is refused in one line, before the job starts."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from repalign.contract import LIBRARY_LOG_FILE
 from repalign.store import write_representation
+from tests.commands import job_environment, run_repalign
 
 
 def repalign_as_a_user(*args, cwd, home):
     """``repalign`` with a user's environment: no RAY_AUTH_MODE (the test suite sets it), so
     Ray enables token authentication and, with a fresh HOME, writes a new token."""
-    env = {**os.environ, "HOME": str(home)}
-    for name in ("RAY_AUTH_MODE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "repalign", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
+    env = job_environment(HOME=str(home), RAY_AUTH_MODE=None)
+    return run_repalign(*args, cwd=cwd, env=env)
 
 
 pytestmark = pytest.mark.slow  # job processes of the command line
