@@ -13,7 +13,7 @@ from repalign.tracking import prepare_store
 from services import crud, page
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
-from services.api.schemas import SPEC_TAGS, JobPublic, Progress
+from services.api.schemas import SPEC_TAGS, JobPublic, Problem, Progress
 from services.db import JobStatus, open_database
 from services.mlflow_links import run_link
 from services.runner import JobRunner
@@ -66,6 +66,7 @@ def create_app(settings):
         version=repalign.__version__,
         summary="Submit model-zoo alignment and stitching jobs, query results, schedule runs.",
         lifespan=lifespan,
+        responses={422: {"model": Problem, "description": "The request names a bad field"}},
     )
     api = APIRouter(prefix="/v1")
     for module in (jobs, results, schedules):

@@ -299,6 +299,11 @@ def test_openapi_documents_the_v1_routes(service):
                  "/v1/stores/{name}/representations", "/v1/schedules",
                  "/v1/schedules/{schedule_id}", "/healthz", "/metrics"):  # fmt: skip
         assert path in paths, path
+    # the 422 it documents is the one-line error it answers, not FastAPI's list of errors
+    submit = paths["/v1/jobs"]["post"]["responses"]["422"]
+    assert submit["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
+    bad = client.post("/v1/jobs", json={"measures": "cka"}, headers=AUTH)
+    assert bad.status_code == 422 and isinstance(bad.json()["detail"], str)
 
 
 @both_databases

@@ -46,6 +46,12 @@ SPEC_TAGS = ("alignment", "stitching")
 """The tags of `JobSpec`'s members, which validation errors put in their locations."""
 
 
+class Problem(BaseModel):
+    """Every error the API answers (401, 404, 409, 413, 422): one line naming what is wrong."""
+
+    detail: str = Field(description="e.g. 'measures.0.k: k=400 must be below n=300, ...'")
+
+
 class JobCreated(BaseModel):
     id: str
 
