@@ -112,6 +112,7 @@ def _log(job, spec, tracking_uri, plan=None):
     tracking URI, for callers such as the service. If the tracking server cannot be reached,
     says so and leaves OUT/pending-upload.json for `repalign sync`."""
     from jobs.sync import UploadPending, record_pending, upload, use_short_retries
+    from repalign.tracking import public_uri
 
     artifacts = None
     if tracking_uri is None:
@@ -131,7 +132,7 @@ def _log(job, spec, tracking_uri, plan=None):
     except UploadPending as exc:
         print(f"MLflow run pending upload: {exc}")
         return None
-    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {tracking_uri}")
+    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {public_uri(tracking_uri)}")
     return run_id
 
 

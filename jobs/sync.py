@@ -49,6 +49,7 @@ from repalign.tracking import (
     log_alignment_run,
     log_json_artifact,
     log_stitching_run,
+    public_uri,
     tracking_unreachable,
 )
 
@@ -155,8 +156,8 @@ def upload(out, *, tracking_uri=None):
             raise
         write_json_atomically(out / PENDING_UPLOAD_FILE, {**record, "error": str(exc)})
         raise UploadPending(
-            f"the tracking server at {tracking_uri} could not be reached, so the MLflow run of "
-            f"{out} is pending upload: its results stay in {out}, and "
+            f"the tracking server at {public_uri(tracking_uri)} could not be reached, so the "
+            f"MLflow run of {out} is pending upload: its results stay in {out}, and "
             f"{out / PENDING_UPLOAD_FILE} says what to log; run `repalign sync {out}` when the "
             f"server is back ({exc})."
         ) from exc
@@ -194,12 +195,12 @@ def sync(out, *, tracking_uri=None):
         raise RepalignError(f"OUT must be a job's output folder; {out} is not a folder.")
     if (out / PENDING_UPLOAD_FILE).exists():
         run_id, tracking_uri = upload(out, tracking_uri=tracking_uri)
-        return f"{out}: logged as MLflow run {run_id} at {tracking_uri}"
+        return f"{out}: logged as MLflow run {run_id} at {public_uri(tracking_uri)}"
     if (out / RUN_FILE).exists():
         logged = json.loads((out / RUN_FILE).read_text())
         return (
             f"{out}: nothing to upload; logged already as MLflow run {logged['run_id']} at "
-            f"{logged['tracking_uri']}"
+            f"{public_uri(logged['tracking_uri'])}"
         )
     raise RepalignError(
         f"OUT must be a job's output folder with an upload pending ({PENDING_UPLOAD_FILE}) or done "

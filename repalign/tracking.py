@@ -64,6 +64,29 @@ TRACKING_SCHEMES = ("http", "https", *DATABASE_ENGINES)
 the databases MLflow supports (``postgresql+psycopg2://`` names the database and its driver)."""
 
 
+def public_uri(uri):
+    """``uri`` without its password, if it holds one (``http://user:secret@host``,
+    ``postgresql://user:secret@host/db``); the user name stays."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+
+
+def without_password(text, uri):
+    """``text`` with the password of the tracking URI ``uri`` nowhere in it: the URI as
+    `public_uri` writes it, and the password alone (as given or URL-decoded) as ``***``."""
+    password = urllib.parse.urlsplit(uri).password
+    if password is None:
+        return text
+    text = text.replace(uri, public_uri(uri))
+    for form in {password, urllib.parse.unquote(password)}:
+        text = text.replace(form, "***")
+    return text
+
+
 def check_tracking_uri(tracking_uri):
     """Refuse a tracking URI whose store cannot take a run: MLflow's file store (``file:DIR``,
     or a plain folder) is in maintenance mode and refuses to open.

@@ -1,17 +1,9 @@
 """What the API and the status page show of the MLflow tracking URI: never the password that
-it may hold (``http://user:secret@host``, ``postgresql://user:secret@host/db``)."""
+it may hold (`repalign.tracking.public_uri`)."""
 
 import urllib.parse
 
-
-def public_uri(uri):
-    """``uri`` without its password, if it holds one; the user name stays."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}@" if parts.username else ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+from repalign.tracking import public_uri
 
 
 def run_link(tracking_uri, run_id):

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from repalign.contract import PROGRESS_FILE_ENV, job_arguments, job_command, recorded_run_id
+from repalign.tracking import without_password
 from services import crud
 from services.db import Job, JobStatus, now
 from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
@@ -113,7 +114,8 @@ class JobRunner:
         path = self.folder(job_id) / "log.txt"
         text = path.read_text(errors="replace") if path.exists() else ""
         handle = self.handles.get(job_id)
-        return text + ((handle.logs() or "") if handle is not None else "")
+        text += (handle.logs() or "") if handle is not None else ""
+        return without_password(text, self.settings.tracking)  # it went on the command line
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ keeps a process beside it in its process group (as Ray's processes are), reports
 through ``$REPALIGN_PROGRESS_FILE`` once per step, then writes ``run.json`` into the spec's
 output folder with a new run id and exits 0. Then it appends the run id to
 ``$STAND_IN_LEDGER`` (when set): the runs that finished, as the MLflow store would list them.
+With ``$STAND_IN_FAILS`` set, it instead fails as a job that cannot reach its tracking server
+does: its last line names the tracking URI it was given, and it exits 1.
 A stand-in stopped before the end leaves neither. Its name holds "repalign", as the service's
 check of a job process's command line (`services.runner`) expects.
 
@@ -32,6 +34,7 @@ STAGE = "stand-in"
 STEPS = 4
 SECONDS_ENV = "STAND_IN_SECONDS"  # how long a job takes, default 1 s
 LEDGER_ENV = "STAND_IN_LEDGER"
+FAILS_ENV = "STAND_IN_FAILS"
 
 
 class StandInLauncher(LocalLauncher):
@@ -69,6 +72,11 @@ def main(arguments):
                 temporary.write_text(json.dumps({"stage": STAGE, "done": done, "total": STEPS}))
         if done < STEPS:
             time.sleep(seconds / STEPS)
+    if FAILS_ENV in os.environ:
+        beside.kill()
+        beside.wait()
+        print(f"the tracking server at {arguments[3]} could not be reached", flush=True)
+        return 1
     run_id = uuid.uuid4().hex
     with atomic_write(out / RUN_FILE) as temporary:
         temporary.write_text(json.dumps({"run_id": run_id, "tracking_uri": arguments[3]}))
@@ -78,7 +86,8 @@ def main(arguments):
     beside.kill()
     beside.wait()
     print(f"stand-in {arguments[0]} finished: run {run_id}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

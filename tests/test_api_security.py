@@ -1,4 +1,4 @@
-"""What the API shows of the server (issue 12, Build 6): never the tracking password, and the
+"""What the API shows of the server (docs/design.md §10): never the tracking password, and the
 ``out`` a job really wrote to, not the one submitted."""
 
 import json
@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.db import Job, JobKind, JobStatus
 from services.main import create_app
+from tests.stand_in_repalign import FAILS_ENV, StandInLauncher
 from tests.test_service import AUTH, alignment_spec, make_store, settings_for, wait_for
 
 
@@ -58,6 +59,31 @@ def test_no_response_carries_the_tracking_password(tmp_path, tracking_server):
         assert f'href="{link}"' in page.text  # the page links with the same function
         for response in (record, listed, page, client.get("/openapi.json")):
             assert "secret-password" not in response.text
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_job_log_and_error_never_carry_the_tracking_password(
+    tmp_path, tracking_server, monkeypatch, fails
+):
+    """The password goes to the job on its command line, which the log records, and a job
+    may print its tracking URI (an unreachable server, say) as the line its error quotes."""
+    if fails:
+        monkeypatch.setenv(FAILS_ENV, "1")
+    uri = f"http://user:secret-password@127.0.0.1:{tracking_server}"
+    make_store(tmp_path / "stores" / "zoo")
+    with TestClient(create_app(settings_for(tmp_path, tracking_uri=uri))) as client:
+        client.app.state.service.runner.launcher = StandInLauncher()
+        submitted = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
+        job = wait_for(client, submitted.json()["id"])
+        log = client.get(f"/v1/jobs/{job['id']}/logs", headers=AUTH)
+        listed = client.get("/v1/jobs", headers=AUTH)
+    assert job["status"] == ("failed" if fails else "succeeded"), job
+    public = f"http://user@127.0.0.1:{tracking_server}"
+    assert f"--tracking-uri {public}" in log.text  # the command line, without the password
+    if fails:
+        assert public in job["error"]
+    for text in (json.dumps(job), log.text, listed.text):
+        assert "secret-password" not in text
 
 
 @pytest.mark.slow
