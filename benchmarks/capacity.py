@@ -19,11 +19,11 @@ Predicts the wall time, memory and communication of the linear-kernel pass of an
   a binary tree, and a reduce-scatter (tiles, or chunks of one state, reduced by different
   workers), with and without tiling, at a stated network bandwidth.
 
-The tiling mirrors `jobs.alignment._Job._tiles` and the unit sizes `jobs.alignment.unit_rows`
-(`tests/test_capacity.py` checks both against the code). The model needs only numpy; the
-calibration measures the SYRK rate with scipy's `dsyrk` (as the engine calls it) under
-threadpoolctl, a few seconds. The other rates are the figures recorded in
-`benchmarks/RESULTS.md` (see `RECORDED`). Markdown goes to stdout.
+The tiling mirrors `jobs.passes.moments.statistic_tiles` and the unit sizes
+`jobs.passes.rows.unit_rows` (`tests/test_capacity.py` checks both against the code). The
+model needs only numpy; the calibration measures the SYRK rate with scipy's `dsyrk` (as the
+engine calls it) under threadpoolctl, a few seconds. The other rates are the figures recorded
+in `benchmarks/RESULTS.md` (see `RECORDED`). Markdown goes to stdout.
 
 Run from the repository root (docs/scaling.md holds a run's output under "Generated output"):
 
@@ -42,8 +42,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-# The engine's constants (jobs/alignment.py, repalign/blocks.py, repalign/store/format.py);
-# tests/test_capacity.py fails if they drift.
+# The engine's constants (jobs/alignment.py, jobs/passes/rows.py, repalign/blocks.py,
+# repalign/store/format.py); tests/test_capacity.py fails if they drift.
 UNIT_BYTES = 64 * 2**20
 STATE_BYTES = 2 * 2**30
 BLOCK_BYTES = 32 * 2**20
@@ -127,8 +127,8 @@ def state_width(dims):
 
 
 def groups(dims, state_bytes=STATE_BYTES):
-    """Indices of the representations in each group, as `jobs.alignment._Job._tiles` cuts them
-    (one group when the whole D×D float64 state fits ``state_bytes``)."""
+    """Indices of the representations in each group, as `jobs.passes.moments.statistic_tiles`
+    cuts them (one group when the whole D×D float64 state fits ``state_bytes``)."""
     widths = [d + 1 for d in dims]
     if (sum(widths) + 1) ** 2 * 8 <= state_bytes:
         return [list(range(len(dims)))]
@@ -145,7 +145,7 @@ def groups(dims, state_bytes=STATE_BYTES):
 
 
 def tiles(dims, state_bytes=STATE_BYTES):
-    """The (group_a, group_b) pairs of `_tiles`, g ≤ h: G(G+1)/2 passes over the rows."""
+    """The (group_a, group_b) pairs of `statistic_tiles`, g ≤ h: G(G+1)/2 passes over the rows."""
     cut = groups(dims, state_bytes)
     return [(cut[g], cut[h]) for g in range(len(cut)) for h in range(g, len(cut))]
 
@@ -160,7 +160,7 @@ def block_rows(cols):
 
 
 def unit_rows(width, representations):
-    """Rows of one unit (`jobs.alignment.unit_rows`): 64 MiB of float32, whole SYRK blocks."""
+    """Rows of one unit (`jobs.passes.rows.unit_rows`): 64 MiB of float32, whole SYRK blocks."""
     rows = max(256, UNIT_BYTES // (4 * width))
     block = block_rows(width + representations + 1)
     return rows - rows % block if rows > block else rows

@@ -164,6 +164,7 @@ def add_stitch(commands):
 def _stitch(args):
     from jobs.outputs import log_libraries_to
     from jobs.stitching import run_stitching, write_result
+    from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_spec
 
     _check_tracking_uri(args.tracking_uri)
@@ -184,6 +185,7 @@ def _stitch(args):
     if "store" not in content or "out" not in content:
         raise SpecError("give a spec file, or --store and --out.")
     spec = parse_spec(content, kind="stitching")
+    check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
     log_libraries_to(spec.out)
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)

@@ -126,7 +126,7 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
     slots = Slots(task, list(range(len(pairs))), workers, cpus=1)
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
         states = slots.run(bar, "stitching")
-    rows = [row for _, row in sorted(entry for state in states for entry in state)]
+    rows = [row for _, row in sorted(entry for state in states for entry in state or [])]
     nodes = set(slots.nodes)  # Ray node ids of the actors that gave the rows
     table = pa.table({name: pa.array([r[name] for r in rows], kind) for name, kind in COLUMNS})
     failed = [r for r in rows if r["status"] != "ok"]

@@ -108,3 +108,14 @@ def test_plots_accept_a_table_of_the_schema_and_one_without_the_interval():
     with pytest.raises(RepalignError, match=r"it lacks \['reason'\]"):
         as_alignment_table(older.drop_columns(["reason"]))
     assert RESULT_SCHEMA.field("value").type == pa.float64()
+
+
+def test_the_job_has_a_pass_for_every_pass_the_registry_names():
+    from jobs.alignment import RUNS
+    from repalign.registry import MEASURES, PASSES
+
+    assert list(RUNS) == list(PASSES)
+    named = {p for m in MEASURES.values() for p in m.passes.values()} | {
+        m.approximate_pass for m in MEASURES.values() if m.approximate_pass
+    }
+    assert named <= set(PASSES), named - set(PASSES)

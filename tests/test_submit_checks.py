@@ -1,4 +1,4 @@
-"""Bad job specs are refused at submit, with nothing started (issue 12, Build 6): through the
+"""Bad job specs are refused at submit, with nothing started (docs/design.md §10): through the
 API (422 naming the field, 404 for a missing store) and `repalign run` (exit 2, one line,
 before Ray); the library's memory plan covers what the engine allocates."""
 
@@ -140,3 +140,22 @@ def test_repalign_run_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"repalign run: error: {field}"), lines
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_repalign_stitch_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
+    store = make_store(tmp_path / "zoo")
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # Ray, if started, would fail to join
+    cases = [
+        (["--store", str(tmp_path / "nope"), "--pair", "a.x", "b.x"], "store: "),
+        (["--store", str(store), "--pair", "nope.x", "nope.y"], "pairs.0.source: "),
+    ]
+    for arguments, field in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "repalign", "stitch", "--out", str(tmp_path / "o"), *arguments],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"repalign stitch: error: {field}"), lines
+        assert not (tmp_path / "o").exists()

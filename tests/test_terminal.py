@@ -1,4 +1,4 @@
-"""What `repalign run` prints on a user's terminal (issue 12, "a quiet terminal"): its own
+"""What `repalign run` prints on a user's terminal (docs/design.md §10, library logs): its own
 lines only; what Ray and MLflow log goes to OUT/libraries.log. A tracking URI no run can be
 logged to is refused in one line, before the job starts."""
 
