@@ -32,11 +32,9 @@ from repalign.contract import RESULT_FILES, atomic_write
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
 from repalign.registry import MEASURES, PASSES, pass_of
-from repalign.stats import GramState
+from repalign.stats import STATE_BYTES, GramState
 from repalign.store import open_store
 
-STATE_BYTES = 2 * 2**30
-"""Largest second-moment state one actor holds; beyond it the statistic is tiled."""
 CHECKPOINT_SECONDS = 30.0
 """Each actor saves its partial state at most this often, under OUT/.checkpoints; a job run
 again after a crash resumes from there."""

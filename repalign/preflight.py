@@ -16,7 +16,9 @@ pass only the terms that do not depend on the engine's tuning (rows per unit, ti
 are counted, so a job that is refused could not have run; one that passes may still need
 somewhat more. With M representations of widths dₘ, n rows, F features:
 
-    moments      2 · 8 · (d_max + 2)²           the statistic of the widest representation
+    moments      2 · 8 · (D + 1)²,  D = Σ (dₘ + 1)    the whole statistic, when it fits in
+                                                  `STATE_BYTES`; else the smallest tile that
+                 2 · 8 · (d₁ + d₂ + 3)²          holds the two widest representations
     exact RBF    2 · 8 · 2·M·n                  kernel row sums and diagonals
     features     2 · 8 · (M·(F + 1) + 1)² + 8 · F · Σ dₘ       the feature statistic, the maps
     neighbours   16 · M · n · k                 every row's k neighbours and similarities
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from repalign.approx import RFF_BLOCKS
 from repalign.errors import RepalignError, StoreError
+from repalign.stats import STATE_BYTES
 from repalign.store import open_store
 
 FLOAT = 8  # bytes of a float64 or an int64
@@ -114,13 +117,23 @@ class MemoryNeed:
     what: str
 
 
+def _moment_state_bytes(dims):
+    """Bytes of the largest moment state an actor holds: the whole statistic when it fits in
+    `STATE_BYTES` (the engine then does not tile), else at least the tile of the two widest."""
+    whole = FLOAT * (sum(d + 1 for d in dims) + 1) ** 2
+    if whole <= STATE_BYTES:
+        return whole
+    widest = sorted(dims, reverse=True)[:2]
+    return FLOAT * (sum(d + 1 for d in widest) + 1) ** 2
+
+
 def planned_memory(spec, store, names):
     """The `MemoryNeed` of each pass of an alignment ``spec`` over ``names`` of ``store``
     (the formulas of the module docstring)."""
     reps = [store[name] for name in names if not store[name].manifest.get("non_finite_rows")]
     dims = [r.dim for r in reps] or [0]
     n, m = store[names[0]].rows, len(reps)
-    needs = [MemoryNeed(2 * FLOAT * (max(dims) + 2) ** 2, "representations", "the second moments")]
+    needs = [MemoryNeed(2 * _moment_state_bytes(dims), "representations", "the second moments")]
     for i, measure in enumerate(spec.measures):
         if measure.kernel == "rbf" and measure.approx == "none" and measure.name != "mmd2":
             needs.append(

@@ -22,6 +22,10 @@ from scipy.linalg.blas import dsyrk
 
 from repalign.blocks import row_slices
 
+STATE_BYTES = 2 * 2**30
+"""Largest second-moment state one actor of a job holds; beyond it the job tiles the statistic
+(`jobs.passes.moments.statistic_tiles`), and `repalign.preflight` plans with it."""
+
 
 class GramState:
     """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts.

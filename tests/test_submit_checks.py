@@ -94,7 +94,7 @@ def test_the_memory_plan_covers_what_the_engine_allocates(tmp_path):
     spec = parse_spec({"store": str(store_path), "out": "x", "measures": measures})
     plans = {need.field: need.bytes for need in planned_memory(spec, store, names)}
 
-    moments = 2 * GramState([max(dims)])._upper.nbytes  # the sum and one unit's part
+    moments = 2 * GramState(dims)._upper.nbytes  # the sum and one unit's part, untiled
     maps = [RandomFourierFeatures(d, 64, 1.0, seed=0) for d in dims]
     features = 2 * GramState([64] * len(dims))._upper.nbytes + sum(m._weights.nbytes for m in maps)
     rng = np.random.default_rng(0)
