@@ -115,10 +115,24 @@ def test_a_damaged_manifest_is_not_reported_as_a_missing_store(tmp_path):
     assert not isinstance(caught.value, MissingStoreError)
 
 
+def assert_refused_before_ray(command, cases, out):
+    """Each ``(arguments, field)`` of ``cases`` makes ``repalign COMMAND`` exit 2 with one line
+    naming the field, before Ray (which, if started, would fail to join) and before OUT."""
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}
+    for arguments, field in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "repalign", command, "--out", str(out), *arguments],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"repalign {command}: error: {field}"), lines
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_repalign_run_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
     store = make_store(tmp_path / "zoo")
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # Ray, if started, would fail to join
     cases = [
         (["--store", str(tmp_path / "nope"), "--measure", "cka"], "store: "),
         (["--store", str(store), "--measure", "mutual_knn,k=400"], "measures.0.k: "),
@@ -131,31 +145,14 @@ def test_repalign_run_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
             "measures.0.features: ",
         ),
     ]
-    for arguments, field in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "repalign", "run", "--out", str(tmp_path / "out"), *arguments],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"repalign run: error: {field}"), lines
-        assert not (tmp_path / "out").exists()
+    assert_refused_before_ray("run", cases, tmp_path / "out")
 
 
 @pytest.mark.slow
 def test_repalign_stitch_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
     store = make_store(tmp_path / "zoo")
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # Ray, if started, would fail to join
     cases = [
         (["--store", str(tmp_path / "nope"), "--pair", "a.x", "b.x"], "store: "),
         (["--store", str(store), "--pair", "nope.x", "nope.y"], "pairs.0.source: "),
     ]
-    for arguments, field in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "repalign", "stitch", "--out", str(tmp_path / "o"), *arguments],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"repalign stitch: error: {field}"), lines
-        assert not (tmp_path / "o").exists()
+    assert_refused_before_ray("stitch", cases, tmp_path / "out")
