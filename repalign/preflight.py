@@ -35,7 +35,7 @@ from pathlib import Path
 
 from repalign.approx import RFF_BLOCKS
 from repalign.errors import RepalignError, StoreError
-from repalign.stats import STATE_BYTES
+from repalign.stats import STATE_BYTES, moment_matrix_bytes
 from repalign.store import open_store
 
 FLOAT = 8  # bytes of a float64 or an int64
@@ -120,11 +120,10 @@ class MemoryNeed:
 def _moment_state_bytes(dims):
     """Bytes of the largest moment state an actor holds: the whole statistic when it fits in
     `STATE_BYTES` (the engine then does not tile), else at least the tile of the two widest."""
-    whole = FLOAT * (sum(d + 1 for d in dims) + 1) ** 2
+    whole = moment_matrix_bytes(dims)
     if whole <= STATE_BYTES:
         return whole
-    widest = sorted(dims, reverse=True)[:2]
-    return FLOAT * (sum(d + 1 for d in widest) + 1) ** 2
+    return moment_matrix_bytes(sorted(dims, reverse=True)[:2])
 
 
 def planned_memory(spec, store, names):

@@ -27,6 +27,12 @@ STATE_BYTES = 2 * 2**30
 (`jobs.passes.moments.statistic_tiles`), and `repalign.preflight` plans with it."""
 
 
+def moment_matrix_bytes(dims):
+    """Bytes of the float64 moment matrix of representations of widths ``dims``: 8·(D + 1)²,
+    D = Σₖ (dₖ + 1)."""
+    return 8 * (sum(d + 1 for d in dims) + 1) ** 2
+
+
 class GramState:
     """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts.
 

@@ -18,6 +18,7 @@ from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
 from repalign.measures.kernel_products import FeatureProducts
 from repalign.measures.procrustes import procrustes_from_spectra
 from repalign.measures.spectra import feature_spectra, principal_axes
+from repalign.stats import moment_matrix_bytes
 
 
 def run(job, configs):
@@ -53,9 +54,9 @@ def _record(job, configs, state, members, pairs):
 
 def statistic_tiles(store, names, state_bytes):
     """Groups of representations whose pairwise states each fit in ``state_bytes``."""
-    widths = [store[name].dim + 1 for name in names]
-    if (sum(widths) + 1) ** 2 * 8 <= state_bytes:
+    if moment_matrix_bytes([store[name].dim for name in names]) <= state_bytes:
         return [(names, names)]
+    widths = [store[name].dim + 1 for name in names]
     budget = int(np.sqrt(state_bytes / 8)) // 2
     groups, current, width = [], [], 0
     for name, w in zip(names, widths, strict=True):
