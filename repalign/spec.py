@@ -10,7 +10,11 @@ key. An alignment spec has these keys:
     measures: a list of {name, kernel, estimator, sigma, approx, features, seed, k, ...}
     experiment: MLflow experiment (default "repalign")
     out: folder for alignment.parquet and the run's state
-    actors: number of Ray actors (default: the CPUs Ray offers)
+    actors: slots the work is dealt to: Ray actors, or in-process slots (default: the CPUs Ray
+        offers; one in process)
+    executor: local | ray (default: chosen by the job's size, `jobs.executors.choose_executor`)
+    precision: float64 | float32 (default float64): the precision of each block's products in
+        the moments pass; float32 accumulates across blocks in float64 (docs/design.md §4)
 
 Each measure names one definition of `repalign.measures` (docs/design.md §3); the engine's value
 for it equals the library function on the same arrays.
@@ -137,6 +141,8 @@ class AlignmentSpec(BaseModel):
     experiment: str = "repalign"
     out: str
     actors: int | None = Field(default=None, ge=1)
+    executor: Literal["local", "ray"] | None = None
+    precision: Literal["float64", "float32"] = "float64"
 
     @model_validator(mode="after")
     def _distinct(self):
