@@ -27,11 +27,11 @@ from jobs.engine import run_units, start_ray
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows
-from jobs.passes.values import Values
 from repalign.contract import RESULT_FILES, atomic_write
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
 from repalign.registry import MEASURES, PASSES, pass_of
+from repalign.results import Values
 from repalign.stats import STATE_BYTES, GramState
 from repalign.store import open_store
 

@@ -13,11 +13,8 @@ from itertools import combinations_with_replacement
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
-from repalign.measures.alignment import kernel_measure
-from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
-from repalign.measures.kernel_products import FeatureProducts
-from repalign.measures.procrustes import procrustes_from_spectra
-from repalign.measures.spectra import feature_spectra, principal_axes
+from repalign.measures.moments import moment_value
+from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
 
 
@@ -103,15 +100,3 @@ def find_constants(job):
 def _is_constant(state, i):
     moments = state.pair(i, i, center=True)
     return not np.trace(moments.cross(0, 0)) > 0
-
-
-def moment_value(config, state, i, j, axes):
-    """The value of a linear-kernel ``config`` for the pair (i, j) of the statistic."""
-    if config.name in ("ka", "cka", "hsic"):
-        return kernel_measure(FeatureProducts(state, i, j), config.name, config.estimator)
-    spectra = feature_spectra(state, i, j, axes)
-    if config.name == "procrustes":
-        return procrustes_from_spectra(spectra)
-    if config.name == "cca":
-        return cca_from_spectra(spectra, squared=config.squared)
-    return svcca_from_spectra(spectra, variance=config.variance)

@@ -1,5 +1,6 @@
-"""What a job has found for each pair: a value with its standard error, or the reason it is
-missing; and the long table (`repalign.registry.RESULT_SCHEMA`) built from them."""
+"""What a job or `repalign.pairwise` has found for each pair: a value with its standard error,
+or the reason it is missing; and the long table (`repalign.registry.RESULT_SCHEMA`) built from
+them."""
 
 from itertools import combinations_with_replacement
 
@@ -11,7 +12,7 @@ from repalign.registry import MEASURES, RESULT_SCHEMA
 
 
 class Values:
-    """The values of every (configuration, pair) of a job, keyed by (label, rep_a, rep_b).
+    """The values of every (configuration, pair) of a run, keyed by (label, rep_a, rep_b).
 
     ``unusable[name]`` says why no measure can use a representation (NaN or Inf rows), ""
     when it can; ``constant[name]`` why a constant one has no value but for measures defined
