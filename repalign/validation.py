@@ -63,10 +63,13 @@ def check_representation(X, *, name="X", min_rows=2, constant_ok=False, finite=T
     return X
 
 
-def check_pair(X, Y, *, min_rows=2, names=("X", "Y")):
-    """Check two paired representations: each valid, and one row per sample in both."""
-    X = check_representation(X, name=names[0], min_rows=min_rows)
-    Y = check_representation(Y, name=names[1], min_rows=min_rows)
+def check_pair(X, Y, *, min_rows=2, names=("X", "Y"), finite=True):
+    """Check two paired representations: each valid, and one row per sample in both.
+
+    ``finite=False`` leaves the NaN/Inf check to the caller's pass of `checked_column_means`.
+    """
+    X = check_representation(X, name=names[0], min_rows=min_rows, finite=finite)
+    Y = check_representation(Y, name=names[1], min_rows=min_rows, finite=finite)
     if X.shape[0] != Y.shape[0]:
         raise RowMismatchError(
             f"{names[0]} and {names[1]} must have one row per sample; "
@@ -85,6 +88,22 @@ def check_two_samples(X, Y):
             f"got X.shape={X.shape}, Y.shape={Y.shape}."
         )
     return X, Y
+
+
+def checked_column_means(X, *, name="X"):
+    """Column means of ``X`` in float64, raising `NonFiniteError` (with the first offending row
+    and column) for NaN or infinite values, as `check_representation` does.
+
+    One pass of row blocks serves both: the column sums are finite exactly when the data is
+    (unless finite values overflow, which is not an error), so a measure that needs the means
+    reads its input once before its products instead of twice.
+    """
+    total = np.zeros(X.shape[1])
+    for rows in row_slices(X.shape[0], X.shape[1]):
+        total += X[rows].sum(axis=0, dtype=np.float64)
+    if not np.isfinite(total).all():
+        _check_finite(X, name)
+    return total / X.shape[0]
 
 
 def check_option(value, *, name, allowed):

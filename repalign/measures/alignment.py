@@ -50,7 +50,7 @@ def kernel_alignment(X, Y, *, kernel="linear", sigma="median"):
     Insulla, Huang & Rosasco (2025). Towards a Learning Theory of Representation Alignment,
     eq. (1). Cristianini, Shawe-Taylor, Elisseeff & Kandola (2001). On Kernel-Target Alignment.
     """
-    products = _products(X, Y, kernel, sigma, min_rows=2)
+    products = _products(X, Y, kernel, sigma, min_rows=2, norms=False)
     return kernel_measure(products, "ka", None)
 
 
@@ -93,7 +93,7 @@ def cka(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
     """
     check_option(estimator, name="estimator", allowed=CKA_ESTIMATORS)
     min_rows = 4 if estimator == "song" else 2
-    products = _products(X, Y, kernel, sigma, min_rows=min_rows)
+    products = _products(X, Y, kernel, sigma, min_rows=min_rows, norms=estimator != "biased")
     return kernel_measure(products, "cka", estimator)
 
 
@@ -131,7 +131,7 @@ def hsic(X, Y, *, kernel="linear", estimator="biased", sigma="median"):
     """
     check_option(estimator, name="estimator", allowed=HSIC_ESTIMATORS)
     min_rows = 4 if estimator == "unbiased" else 2
-    products = _products(X, Y, kernel, sigma, min_rows=min_rows)
+    products = _products(X, Y, kernel, sigma, min_rows=min_rows, norms=estimator != "biased")
     return kernel_measure(products, "hsic", estimator)
 
 
@@ -151,11 +151,13 @@ def kernel_measure(products, name, estimator):
     return _ratio(product[estimator], f"CKA ({estimator})")
 
 
-def _products(X, Y, kernel, sigma, *, min_rows):
+def _products(X, Y, kernel, sigma, *, min_rows, norms):
+    """Checked products; ``norms`` says whether the estimator reads squared-norm columns."""
     check_option(kernel, name="kernel", allowed=KERNELS)
     sigma = check_sigma(sigma)
-    X, Y = check_pair(X, Y, min_rows=min_rows)
-    return kernel_products(X, Y, kernel=kernel, sigma=sigma)
+    # The linear kernel's pass of column means checks for NaN and Inf (`kernel_products`).
+    X, Y = check_pair(X, Y, min_rows=min_rows, finite=kernel != "linear")
+    return kernel_products(X, Y, kernel=kernel, sigma=sigma, norms=norms)
 
 
 def _ratio(product, what):

@@ -37,7 +37,7 @@ def cca(X, Y, *, squared=False):
     Hotelling (1936). Relations Between Two Sets of Variates. Raghu, Gilmer, Yosinski &
     Sohl-Dickstein (2017). SVCCA, for its use on neural representations.
     """
-    X, Y = check_pair(X, Y, min_rows=2)
+    X, Y = check_pair(X, Y, min_rows=2, finite=False)  # `paired_spectra` checks
     return cca_from_spectra(paired_spectra(X, Y), squared=squared)
 
 
@@ -66,7 +66,7 @@ def svcca(X, Y, *, variance=0.99):
         raise InvalidParameterError(f"variance must be a number in (0, 1]; got {variance!r}.")
     if not 0 < variance <= 1:
         raise InvalidParameterError(f"variance must be in (0, 1]; got variance={variance}.")
-    X, Y = check_pair(X, Y, min_rows=2)
+    X, Y = check_pair(X, Y, min_rows=2, finite=False)  # `paired_spectra` checks
     return svcca_from_spectra(paired_spectra(X, Y), variance=variance)
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 
 from repalign.measures.kernels import _squared_distances
-from repalign.stats import GramState
-from repalign.validation import check_pair
+from repalign.measures.pair_moments import pair_statistic
+from repalign.validation import check_pair, checked_column_means
 
 
 def distance_alignment(X, Y):
@@ -41,14 +41,15 @@ def distance_alignment(X, Y):
     Insulla, Huang & Rosasco (2025). Towards a Learning Theory of Representation Alignment,
     §3.2.
     """
-    X, Y = check_pair(X, Y, min_rows=2)
+    X, Y = check_pair(X, Y, min_rows=2, finite=False)  # the pass of column means checks
+    means = [checked_column_means(A, name=name) for A, name in ((X, "X"), (Y, "Y"))]
     n = X.shape[0]
     if n < X.shape[1] + Y.shape[1] + 2:
         difference = _squared_distances(np.asarray(X, np.float64)) - _squared_distances(
             np.asarray(Y, np.float64)
         )
         return float(np.vdot(difference, difference) / n**2)
-    m = GramState.from_arrays([X, Y]).pair(0, 1, center=True)
+    m = pair_statistic(X, Y, means, norms=True).pair(0, 1, center=True)
     squares = m.norm_products(0, 0) + m.norm_products(1, 1) - 2.0 * m.norm_products(0, 1)
     total = m.norm_sum(0) - m.norm_sum(1)
     kernel_gap = sum(

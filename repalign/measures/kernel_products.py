@@ -19,20 +19,26 @@ from functools import cached_property
 import numpy as np
 
 from repalign.measures.kernels import _linear_gram, _rbf_gram, resolve_sigma
-from repalign.stats import GramState
+from repalign.measures.pair_moments import pair_statistic
+from repalign.validation import checked_column_means
 
 
-def kernel_products(X, Y, *, kernel, sigma):
+def kernel_products(X, Y, *, kernel, sigma, norms=True):
     """The products for checked, paired ``X`` and ``Y`` under ``kernel``.
 
     The linear kernel uses the feature-space form when it is cheaper, that is when the
-    O(n·D²) moments cost less than the O(n²·D) Gram matrices (n ≥ D = d_x + d_y + 2).
+    O(n·D²) moments cost less than the O(n²·D) Gram matrices (n ≥ D = d_x + d_y + 2). Its
+    input need not have been checked for NaN and Inf: the pass of column means does it
+    (`repalign.validation.checked_column_means`). ``norms=False`` serves only ``raw`` and
+    ``centered`` (the products of KA, biased CKA and biased HSIC), and skips the squared-norm
+    columns that ``song`` and ``lange`` read (`repalign.measures.pair_moments`).
     """
     n = X.shape[0]
     if kernel == "linear":
+        means = [checked_column_means(A, name=name) for A, name in ((X, "X"), (Y, "Y"))]
         if n >= X.shape[1] + Y.shape[1] + 2:
-            return FeatureProducts(GramState.from_arrays([X, Y]))
-        centred = [_linear_gram(A - A.mean(axis=0, dtype=np.float64)) for A in (X, Y)]
+            return FeatureProducts(pair_statistic(X, Y, means, norms=norms))
+        centred = [_linear_gram(A - mean) for A, mean in zip((X, Y), means, strict=True)]
         return GramProducts(_linear_gram(X), _linear_gram(Y), translated=centred)
     sigmas = [resolve_sigma(A, sigma, name=name) for A, name in ((X, "X"), (Y, "Y"))]
     return GramProducts(_rbf_gram(X, sigmas[0]), _rbf_gram(Y, sigmas[1]))
@@ -107,7 +113,8 @@ def _zero_diagonal(G):
 class FeatureProducts:
     """Products of linear kernels from second moments: O(d²) memory, no n×n matrix.
 
-    Representations ``i`` and ``j`` of the `GramState` play X and Y.
+    Representations ``i`` and ``j`` of the `GramState` (or of a
+    `repalign.measures.pair_moments.PairStatistic`) play X and Y.
 
     With K = X Xᵀ: ⟨K, L⟩ = ‖XᵀY‖²_F, and after centring the columns ⟨HKH, HLH⟩ = ‖X̃ᵀỸ‖²_F.
     The diagonal of H K H is aᵢ = ‖x̃ᵢ‖², so ⟨K', L'⟩ = ‖X̃ᵀỸ‖²_F − Σᵢ aᵢbᵢ. HSIC_u is invariant

@@ -35,14 +35,15 @@ def procrustes(X, Y):
     Williams, Kunz, Kornblith & Linderman (2021). Generalized Shape Metrics on Neural
     Representations (the angular form, `procrustes_distance`).
     """
-    X, Y = check_pair(X, Y, min_rows=2)
+    X, Y = check_pair(X, Y, min_rows=2, finite=False)  # `paired_spectra` checks
     return procrustes_from_spectra(paired_spectra(X, Y))
 
 
 def procrustes_from_spectra(spectra):
     """The Procrustes score from `repalign.measures.spectra` (either source)."""
     nuclear = spectra.cross_singular_values().sum()
-    return float(nuclear / np.sqrt(spectra.variances[0].sum() * spectra.variances[1].sum()))
+    total_x, total_y = spectra.total_variances()
+    return float(nuclear / np.sqrt(total_x * total_y))
 
 
 def procrustes_distance(X, Y):

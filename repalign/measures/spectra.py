@@ -12,15 +12,20 @@ this family is a function of
 (`DataSpectra`, O(n²·d) time). Both give the same values.
 """
 
+from functools import cached_property
+
 import numpy as np
 
-from repalign.stats import GramState
+from repalign.measures.pair_moments import pair_statistic
+from repalign.validation import checked_column_means
 
 
 def paired_spectra(X, Y):
-    """Spectra of checked, paired ``X`` and ``Y``, from the cheaper source."""
+    """Spectra of paired ``X`` and ``Y``, checked but for NaN and Inf (the pass of column means
+    checks those), from the cheaper source."""
+    means = [checked_column_means(A, name=name) for A, name in ((X, "X"), (Y, "Y"))]
     if X.shape[0] >= X.shape[1] + Y.shape[1] + 2:
-        return feature_spectra(GramState.from_arrays([X, Y]), 0, 1)
+        return feature_spectra(pair_statistic(X, Y, means, norms=False), 0, 1)
     return DataSpectra(X, Y)
 
 
@@ -31,16 +36,15 @@ def feature_spectra(state, i, j, principal=None):
     computes them once per representation, not once per pair).
     """
     principal = principal or (lambda k: principal_axes(state, k))
-    cross = state.pair(i, j, center=True).cross(0, 1)
-    return FeatureSpectra(cross, principal(i), principal(j))
+    return FeatureSpectra(state.pair(i, j, center=True), lambda: (principal(i), principal(j)))
 
 
 def principal_axes(state, k):
-    """The `PrincipalAxes` of representation k of a `GramState`."""
-    moments = state.pair(k, k, center=True)
+    """The `PrincipalAxes` of representation k of a `GramState` (or a `PairStatistic`)."""
+    centred = state.pair(k, k, center=True).cross(0, 0)
     mean = state.mean(k)
-    norm = np.sqrt(moments.norm_sum(0) + moments.n * (mean @ mean))  # ‖X‖²_F = ‖X̃‖²_F + n‖μ‖²
-    return PrincipalAxes(moments.cross(0, 0), norm)
+    norm = np.sqrt(np.trace(centred) + state.n * (mean @ mean))  # ‖X‖²_F = ‖X̃‖²_F + n‖μ‖²
+    return PrincipalAxes(centred, norm)
 
 
 class PrincipalAxes:
@@ -60,13 +64,35 @@ class PrincipalAxes:
 
 
 class FeatureSpectra:
-    """From centred second moments: the principal axes of each side and X̃ᵀỸ, all d×d."""
+    """From centred second moments (`repalign.stats.PairMoments`): X̃ᵀỸ, and the principal
+    axes of each side (``axes()`` gives both), all d×d. The axes cost an eigendecomposition of
+    each side, so they are computed only when a measure reads them (CCA and SVCCA do,
+    Procrustes does not)."""
 
-    def __init__(self, cross, axes_x, axes_y):
-        self._cross = cross
-        self.variances = [axes_x.variances, axes_y.variances]
-        self._bases = [axes_x.basis, axes_y.basis]
-        self.ranks = [axes_x.rank, axes_y.rank]
+    def __init__(self, moments, axes):
+        self._moments = moments
+        self._cross = moments.cross(0, 1)
+        self._axes = axes
+
+    @cached_property
+    def _principal(self):
+        return self._axes()
+
+    @property
+    def variances(self):
+        return [axes.variances for axes in self._principal]
+
+    @property
+    def ranks(self):
+        return [axes.rank for axes in self._principal]
+
+    @property
+    def _bases(self):
+        return [axes.basis for axes in self._principal]
+
+    def total_variances(self):
+        """‖X̃‖²_F and ‖Ỹ‖²_F, the traces of X̃ᵀX̃ and ỸᵀỸ."""
+        return [np.trace(self._moments.cross(r, r)) for r in (0, 1)]
 
     def cross_singular_values(self):
         """Singular values of X̃ᵀỸ."""
@@ -99,6 +125,10 @@ class DataSpectra:
             for s, A in zip(singular, (X, Y), strict=True)
         ]
         self._singular = singular
+
+    def total_variances(self):
+        """‖X̃‖²_F and ‖Ỹ‖²_F, the sums of the principal variances."""
+        return [variances.sum() for variances in self.variances]
 
     def cross_singular_values(self):
         """Singular values of X̃ᵀỸ = Vₓ Sₓ Uₓᵀ U_y S_y V_yᵀ, i.e. of Sₓ Uₓᵀ U_y S_y."""
