@@ -75,11 +75,14 @@ class MomentTask(StoreTask):
 
     With ``first_new``, only the rows of the statistic that involve the representations from
     that index on are computed (`BorderState`), for a run that adds them to a saved state.
+    ``precision`` is the type of each block's products ("float64" or "float32"; the states
+    accumulate in float64 either way, docs/design.md §4, "Precision").
     """
 
-    def __init__(self, store, names, shifts, first_new=None):
+    def __init__(self, store, names, shifts, first_new=None, precision="float64"):
         super().__init__(store)
         self.names, self.shifts, self.first_new = list(names), shifts, first_new
+        self.precision = precision
 
     def rows(self, unit):
         return unit[1] - unit[0]
@@ -88,10 +91,10 @@ class MomentTask(StoreTask):
         blocks = [self.read(name, unit) for name in self.names]
         dims = [b.shape[1] for b in blocks]
         if self.first_new is None:
-            state = GramState(dims, self.shifts)
+            state = GramState(dims, self.shifts, self.precision)
         else:
-            state = BorderState(dims, self.shifts, self.first_new)
-        for rows in row_slices(len(blocks[0]), state.width):
+            state = BorderState(dims, self.shifts, self.first_new, self.precision)
+        for rows in state.row_blocks(len(blocks[0])):
             state.add_block([b[rows] for b in blocks])
         return state
 

@@ -16,10 +16,12 @@ def block_rows(n_cols, *, block_bytes=BLOCK_BYTES):
     return max(64, block_bytes // (8 * max(n_cols, 1)))
 
 
-def row_slices(n_rows, n_cols, *, block_bytes=BLOCK_BYTES):
-    """Yield slices that cut ``n_rows`` rows into blocks of `block_rows` rows (the last may be
-    shorter)."""
+def row_slices(n_rows, n_cols, *, block_bytes=BLOCK_BYTES, max_rows=None):
+    """Yield slices that cut ``n_rows`` rows into blocks of `block_rows` rows, or of
+    ``max_rows`` if fewer (the last may be shorter)."""
     rows = block_rows(n_cols, block_bytes=block_bytes)
+    if max_rows is not None:
+        rows = min(rows, max_rows)
     for start in range(0, n_rows, rows):
         yield slice(start, min(start + rows, n_rows))
 

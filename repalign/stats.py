@@ -18,7 +18,7 @@ Cost: O(n·D²) time in one SYRK per row block, O(D²) memory, independent of n.
 """
 
 import numpy as np
-from scipy.linalg.blas import dsyrk
+from scipy.linalg.blas import dsyrk, ssyrk
 
 from repalign.blocks import row_slices
 
@@ -33,8 +33,15 @@ def moment_matrix_bytes(dims):
     return 8 * (sum(d + 1 for d in dims) + 1) ** 2
 
 
-class GramState:
-    """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts.
+PRECISIONS = ("float64", "float32")
+FLOAT32_BLOCK_ROWS = 4096
+"""Most rows one float32 block sums before its product joins the float64 state: a block's
+entries carry at most about b·ε₃₂ relative rounding (docs/design.md §4, "Precision")."""
+
+
+class MomentRows:
+    """The layout of the rows z = [x¹ − c¹, ‖x¹ − c¹‖², …, xᴹ − cᴹ, ‖xᴹ − cᴹ‖², 1] of a list of
+    representation widths and shifts, and how a block of them is built.
 
     Parameters
     ----------
@@ -43,30 +50,77 @@ class GramState:
     shifts : sequence of ndarray, optional
         The shift cᵏ subtracted from each representation's rows before accumulation; zeros by
         default. States can only be added when their shifts are identical.
+    precision : {"float64", "float32"}
+        The type each block's rows and products are computed in; the state accumulates the
+        blocks in float64 either way (docs/design.md §4, "Precision").
     """
 
-    def __init__(self, dims, shifts=None):
+    def __init__(self, dims, shifts=None, precision="float64"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}.")
         self.dims = tuple(int(d) for d in dims)
         if shifts is None:
             shifts = [np.zeros(d) for d in self.dims]
         self.shifts = [np.asarray(c, dtype=np.float64).copy() for c in shifts]
+        self.precision = precision
         self.offsets = np.concatenate([[0], np.cumsum([d + 1 for d in self.dims])])
-        size = int(self.offsets[-1]) + 1
+
+    @property
+    def width(self):
+        """Side of the moment matrix, D + 1."""
+        return int(self.offsets[-1]) + 1
+
+    def row_blocks(self, n):
+        """Slices that cut n rows into the blocks `add_block` takes: `repalign.blocks.row_slices`,
+        and in float32 at most `FLOAT32_BLOCK_ROWS` rows."""
+        if self.precision == "float64":
+            return row_slices(n, self.width)
+        return row_slices(n, self.width, max_rows=FLOAT32_BLOCK_ROWS)
+
+    def _same_layout(self, other):
+        return (
+            self.dims == other.dims
+            and self.precision == other.precision
+            and all(np.array_equal(a, b) for a, b in zip(self.shifts, other.shifts, strict=True))
+        )
+
+    def _rows(self, blocks):
+        """The rows z of a block, in the state's precision, shape (rows, D + 1).
+
+        In float32 each entry is the float64 x − c rounded once to float32, and its squared
+        norm is summed in float32 from those entries.
+        """
+        rows = blocks[0].shape[0]
+        Z = np.empty((rows, self.width), dtype=self.precision)
+        for k, (block, shift) in enumerate(zip(blocks, self.shifts, strict=True)):
+            start, stop = self.offsets[k], self.offsets[k + 1] - 1
+            U = Z[:, start:stop]
+            np.subtract(block, shift, out=U)
+            np.einsum("ij,ij->i", U, U, out=Z[:, stop])
+        Z[:, -1] = 1.0
+        return Z
+
+
+class GramState(MomentRows):
+    """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts
+    (`MomentRows`), accumulated in float64."""
+
+    def __init__(self, dims, shifts=None, precision="float64"):
+        super().__init__(dims, shifts, precision)
         # Upper triangle only, Fortran order, so that dsyrk accumulates into it in place.
-        self._upper = np.zeros((size, size), order="F")
+        self._upper = np.zeros((self.width, self.width), order="F")
         self._moved = {}  # centre (bool) -> full moment matrix moved to it; see `pair`
 
     @classmethod
-    def from_arrays(cls, arrays, *, center=True):
-        """Accumulate in-memory arrays (rows paired), block by block in float64.
+    def from_arrays(cls, arrays, *, center=True, precision="float64"):
+        """Accumulate in-memory arrays (rows paired), block by block.
 
         With ``center=True`` the shifts are the exact column means (one cheap extra pass),
         which keeps every centred quantity accurate.
         """
         shifts = [_column_means(A) for A in arrays] if center else None
-        state = cls([A.shape[1] for A in arrays], shifts)
-        n = arrays[0].shape[0]
-        for rows in row_slices(n, state.width):
+        state = cls([A.shape[1] for A in arrays], shifts, precision)
+        for rows in state.row_blocks(arrays[0].shape[0]):
             state.add_block([A[rows] for A in arrays])
         return state
 
@@ -80,46 +134,36 @@ class GramState:
         return state
 
     @property
-    def width(self):
-        """Side of the moment matrix, D + 1."""
-        return self._upper.shape[0]
-
-    @property
     def n(self):
         """Number of rows accumulated."""
         return round(self._upper[-1, -1])
 
     def add_block(self, blocks):
-        """Add one row block: a list with one (rows, dₖ) array per representation."""
+        """Add one row block: a list with one (rows, dₖ) array per representation.
+
+        float64: one dsyrk into the state. float32: one ssyrk of the block, whose upper triangle
+        is then added to the float64 state.
+        """
         Z = self._rows(blocks)
-        # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
-        self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+        # Zᵀ of a C-ordered Z is Fortran-ordered: the syrk reads it without a copy.
+        if self.precision == "float64":
+            self._upper = dsyrk(1.0, Z.T, beta=1.0, c=self._upper, trans=0, overwrite_c=True)
+        else:
+            self._upper += ssyrk(1.0, Z.T, trans=0)
         self._moved.clear()
 
-    def _rows(self, blocks):
-        """The rows z of a block, float64, shape (rows, D + 1)."""
-        rows = blocks[0].shape[0]
-        Z = np.empty((rows, self.width))
-        for k, (block, shift) in enumerate(zip(blocks, self.shifts, strict=True)):
-            start, stop = self.offsets[k], self.offsets[k + 1] - 1
-            U = Z[:, start:stop]
-            np.subtract(block, shift, out=U)
-            np.einsum("ij,ij->i", U, U, out=Z[:, stop])
-        Z[:, -1] = 1.0
-        return Z
-
     def __add__(self, other):
-        total = GramState(self.dims, self.shifts)
+        total = GramState(self.dims, self.shifts, self.precision)
         total._upper = self._upper.copy(order="F")
         total += other
         return total
 
     def __iadd__(self, other):
         """Add ``other`` in place: no new D×D matrix (an actor adds one per unit)."""
-        if self.dims != other.dims or not all(
-            np.array_equal(a, b) for a, b in zip(self.shifts, other.shifts, strict=True)
-        ):
-            raise ValueError("GramState: only states with the same widths and shifts add up.")
+        if not self._same_layout(other):
+            raise ValueError(
+                "GramState: only states with the same widths and shifts (and precision) add up."
+            )
         np.add(self._upper, other._upper, out=self._upper)
         self._moved.clear()
         return self
@@ -177,37 +221,36 @@ class GramState:
         return full
 
 
-class BorderState(GramState):
-    """The rows of Σ zzᵀ that involve the representations from ``first_new`` on.
-
-    Accumulates Z_newᵀ Z (a rectangular GEMM): adding representations to an existing state
-    costs n·D_new·D instead of n·D² (`GramState.extended`).
+class BorderState(MomentRows):
+    """The rows of Σ zzᵀ that involve the representations from ``first_new`` on: Z_newᵀ Z,
+    a (D_new × (D + 1)) float64 matrix, accumulated by one rectangular GEMM per row block, so
+    that adding representations to an existing state costs n·D_new·D instead of n·D²/2
+    (`GramState.extended`). It holds no D×D matrix.
     """
 
-    def __init__(self, dims, shifts, first_new):
-        super().__init__(dims, shifts)
+    def __init__(self, dims, shifts, first_new, precision="float64"):
+        super().__init__(dims, shifts, precision)
+        self.first_new = first_new
         self._new = slice(int(self.offsets[first_new]), int(self.offsets[-1]))
         self.rows_matrix = np.zeros((self._new.stop - self._new.start, self.width))
-        self._rows_seen = 0
-
-    @property
-    def n(self):
-        return self._rows_seen
+        self.n = 0
 
     def add_block(self, blocks):
         Z = self._rows(blocks)
         self.rows_matrix += Z[:, self._new].T @ Z
-        self._rows_seen += len(Z)
+        self.n += len(Z)
 
     def __iadd__(self, other):
+        if not self._same_layout(other) or self.first_new != other.first_new:
+            raise ValueError("BorderState: only borders of the same layout add up.")
         self.rows_matrix += other.rows_matrix
-        self._rows_seen += other._rows_seen
+        self.n += other.n
         return self
 
     def __add__(self, other):
-        total = BorderState(self.dims, self.shifts, 0)
-        total._new, total.rows_matrix = self._new, self.rows_matrix + other.rows_matrix
-        total._rows_seen = self._rows_seen + other._rows_seen
+        total = BorderState(self.dims, self.shifts, self.first_new, self.precision)
+        total.rows_matrix, total.n = self.rows_matrix.copy(), self.n
+        total += other
         return total
 
 

@@ -71,7 +71,8 @@ def _moment_state(job, members):
     (None: all of them). With a saved state, only the blocks of new representations."""
     previous = job.previous
     if previous is None or not set(previous["names"]) <= set(members):
-        task = MomentTask(job.store.path, members, job.pilot_shifts(members))
+        shifts = job.pilot_shifts(members)
+        task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision)
         description = f"moments ({len(members)} representations)"
         return job.run_units(task, job.row_units(members), description), None
     old = previous["names"]
@@ -79,7 +80,9 @@ def _moment_state(job, members):
     if not new:
         return previous["moments"], 0
     shifts = list(previous["moments"].shifts) + job.pilot_shifts(new)
-    task = MomentTask(job.store.path, members, shifts, first_new=len(old))
+    task = MomentTask(
+        job.store.path, members, shifts, first_new=len(old), precision=job.spec.precision
+    )
     description = f"moments of {len(new)} new representations"
     border = job.run_units(task, job.row_units(members), description)
     computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
