@@ -71,7 +71,7 @@ import jobs.alignment as alignment
 import jobs.passes.moments as moments_pass
 import jobs.passes.rows as pass_rows
 import repalign
-from jobs.engine import Accumulator
+from jobs.ray_slots import Accumulator
 from repalign.blocks import row_slices
 from repalign.spec import parse_spec
 from repalign.stats import GramState
@@ -579,7 +579,7 @@ def part_gemm(args, root, timer):
 
 
 def _checkpoint_seconds(state, path):
-    """Seconds to save ``state`` as `jobs.engine.Accumulator` checkpoints it: pickle, fsync."""
+    """Seconds to save ``state`` as `jobs.ray_slots.Accumulator` checkpoints it: pickle, fsync."""
     began = time.perf_counter()
     with open(path, "wb") as f:
         pickle.dump((1, state), f, protocol=pickle.HIGHEST_PROTOCOL)

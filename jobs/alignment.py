@@ -1,7 +1,8 @@
 """The all-pairs alignment job: every measure of a spec, for every pair of representations.
 
-The driver plans passes over the store and Ray actors run them (`jobs.engine`), each actor
-reading its own rows (docs/design.md §4). Each measure configuration is computed by the pass that
+The driver plans passes over the store and slots run them (`jobs.engine`): in this process for
+a small job, else on Ray actors (`choose_executor`); each slot reads its own rows
+(docs/design.md §4). Each measure configuration is computed by the pass that
 `repalign.registry` names for it, one module of `jobs.passes` each: ``moments`` (every
 linear-kernel measure), ``rbf`` (exact RBF kernels, with the Lemma 1 interval of KA in the
 columns ``lower`` and ``upper``), ``features`` (random features), ``neighbors`` (k-NN measures)
@@ -13,17 +14,18 @@ has its pairs recorded as missing with the reason; the rest of the matrix is com
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import ray
 
-from jobs.engine import run_units, start_ray
+from jobs.engine import run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows
@@ -46,6 +48,10 @@ RUNS = {
     "mmd": mmd.run,
 }
 """The pass of each name of `repalign.registry.PASSES`."""
+LOCAL_MAX_WORK = 3e9
+"""Above this many element-wise operations (`elementwise_work`), a job with no Ray cluster
+starts a local Ray: that work runs on one core in process, and spread over the machine's cores
+it saves more than Ray's start (about 5 s on 2 cores) costs."""
 
 
 @dataclass
@@ -65,8 +71,9 @@ def run_alignment(
 ):
     """Run an `repalign.spec.AlignmentSpec`; returns an `AlignmentResult`.
 
-    ``ray_address`` (or ``RAY_ADDRESS``) joins a running cluster; otherwise a local Ray is
-    started with the machine's CPUs. ``incremental_from`` is the output folder of an earlier
+    The passes run in this process or on Ray as `choose_executor` says: ``ray_address`` (or
+    ``RAY_ADDRESS``) is a cluster to join; with none, a job that needs Ray starts a local one
+    with the machine's CPUs. ``incremental_from`` is the output folder of an earlier
     run of the same store: its saved second moments are reused, and only the blocks of the
     statistic that involve new representations are computed.
     """
@@ -79,12 +86,19 @@ def run_alignment(
             "`repalign align` first to write an aligned copy."
         )
     n = store[names[0]].rows
-    start_ray(ray_address)
-    actors = spec.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    dims = [store[name].dim for name in names]
+    executor, executor_reason = choose_executor(spec, n, dims, ray_address)
+    if executor == "ray":
+        from jobs.ray_slots import cluster_cpus, start_ray
+
+        start_ray(ray_address)
+        actors = spec.actors or cluster_cpus()
+    else:
+        actors = spec.actors or 1
     previous = _previous_state(incremental_from, store, names) if incremental_from else None
     if previous is not None:  # old representations first, in the saved order
         names = previous["names"] + [name for name in names if name not in previous["names"]]
-    job = Job(spec, store, names, n, actors, quiet, state_bytes, previous)
+    job = Job(spec, store, names, n, executor, actors, quiet, state_bytes, previous)
     job.run()
     shutil.rmtree(job.checkpoints, ignore_errors=True)  # every pass is done
     params = {
@@ -92,7 +106,9 @@ def run_alignment(
         "representations": names,
         "measures": [m.model_dump() for m in spec.measures],
         "n": n,
+        "executor": executor,
         "actors": actors,
+        "precision": spec.precision,
         "median_sigma": {"max_rows": MEDIAN_MAX_ROWS, "seed": MEDIAN_SEED},
     }
     table = job.values.table(spec.measures, n)
@@ -104,6 +120,9 @@ def run_alignment(
         "n": n,
         "missing_representations": missing,
         "missing_values": int(sum(s != "ok" for s in table.column("status").to_pylist())),
+        "executor": executor,
+        "executor_reason": executor_reason,
+        "slots": actors,
         "blocks_computed": job.blocks_computed,
         "actor_replays": job.replays,
         "units_resumed": job.resumed,
@@ -117,6 +136,58 @@ def run_alignment(
         },
     }
     return AlignmentResult(table, summary, params, job.saved_state(), job.timings)
+
+
+def choose_executor(spec, n, dims, ray_address=None):
+    """Where a job's passes run, ``"local"`` (this process) or ``"ray"``, and why, in words.
+
+    The rule (docs/design.md §4, "Executors"): the spec's ``executor`` when it names one; Ray
+    when there is a cluster to use (``ray_address``, ``RAY_ADDRESS``, or Ray already started
+    in this process); else in this process unless the job's element-wise work
+    (`elementwise_work`) exceeds `LOCAL_MAX_WORK`, when a local Ray spreads it over the cores.
+    """
+    if spec.executor is not None:
+        return spec.executor, f"the spec asks for executor {spec.executor}"
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return "ray", f"a Ray cluster was given ({address})"
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return "ray", "Ray is running in this process"
+    work = elementwise_work(spec.measures, n, dims)
+    if work > LOCAL_MAX_WORK:
+        return "ray", (
+            f"{work:.2g} element-wise operations (over {LOCAL_MAX_WORK:.0e}): a local Ray "
+            "spreads them over this machine's cores"
+        )
+    return "local", (
+        f"no Ray cluster, and {work:.2g} element-wise operations (at most "
+        f"{LOCAL_MAX_WORK:.0e}): in this process, BLAS on every core"
+    )
+
+
+def elementwise_work(measures, n, dims):
+    """An estimate of a job's operations that are not BLAS products: the work one process does
+    on one core, which Ray's actors would spread over a machine's cores. The moments pass is
+    one SYRK per row block, which BLAS already spreads; the others, per pass used:
+
+    - features: a cosine (RFF) or kernel entry (Nyström) per row and feature, M·n·F;
+    - rbf: a distance and its exponential per pair of rows (the upper triangle), M·n²/2; the
+      products of the M kernel tiles are a GEMM;
+    - mmd: kernel entries of each same-width pair's three blocks, at most M²·n²;
+    - neighbors: each row's similarities to every other row ranked, M·n².
+    """
+    m = len(dims)
+    per_pass = {
+        "moments": lambda configs: 0,
+        "features": lambda configs: m * n * max(c.features for c in configs),
+        "rbf": lambda configs: m * n * n / 2,
+        "mmd": lambda configs: m * m * n * n,
+        "neighbors": lambda configs: m * n * n,
+    }
+    chosen = {}
+    for config in measures:
+        chosen.setdefault(pass_of(config), []).append(config)
+    return sum(per_pass[name](configs) for name, configs in chosen.items())
 
 
 def write_result(result, out):
@@ -180,16 +251,17 @@ class Job:
     """One run of an alignment job: what its passes share (the store, the rows, the actors,
     the values found so far) and the counts its summary reports."""
 
-    def __init__(self, spec, store, names, n, actors, quiet, state_bytes, previous):
+    def __init__(self, spec, store, names, n, executor, slots, quiet, state_bytes, previous):
         self.spec, self.store, self.names, self.n = spec, store, names, n
-        self.actors, self.quiet, self.state_bytes = actors, quiet, state_bytes
+        self.executor, self.slots = executor, slots
+        self.quiet, self.state_bytes = quiet, state_bytes
         self.previous = previous
         self.moments = None  # (names, GramState) when the statistic fits one state
         self.values = Values(names, {name: _manifest_problem(store[name]) for name in names})
         self.blocks_computed = 0
         self.replays = 0
         self.resumed = 0
-        self.nodes = set()  # Ray node ids of the actors whose states made the statistics
+        self.nodes = set()  # Ray node ids of the actors whose states made the statistics (Ray)
         self.checkpoints = Path(spec.out) / ".checkpoints"
         self.timings = {}
 
@@ -208,12 +280,13 @@ class Job:
                 self.timings[name] = round(time.perf_counter() - started, 3)
 
     def run_units(self, task, units, description):
-        """Run ``units`` of ``task`` on the job's actors, counting replays of dead actors."""
-        key = hashlib.sha256(pickle.dumps((task, units, self.actors))).hexdigest()[:16]
+        """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors."""
+        key = hashlib.sha256(pickle.dumps((task, units, self.slots))).hexdigest()[:16]
         state, replays, resumed, nodes = run_units(
             task,
             units,
-            actors=self.actors,
+            slots=self.slots,
+            executor=self.executor,
             description=description,
             quiet=self.quiet,
             checkpoints=self.checkpoints / key,

@@ -34,13 +34,16 @@ def _align(args):
 def add_run(commands):
     run = commands.add_parser(
         "run",
-        help="compute the all-pairs alignment matrix of a store on Ray, tracked in MLflow",
+        help="compute the all-pairs alignment matrix of a store (in process or on Ray), tracked in "
+        "MLflow",
         description="Run an alignment job from a spec file (JSON or YAML), or from flags: "
         "--store, --out and one --measure per configuration, written name[:kernel[:estimator]]"
         "[,key=value...], e.g. --measure cka:linear:song --measure cka:rbf:biased,approx=rff. "
-        "Writes OUT/alignment.parquet and OUT/summary.json and logs one MLflow run; if the "
+        "Writes OUT/alignment.parquet and OUT/summary.json, then logs one MLflow run (by default "
+        "to sqlite:///mlflow.db in the working folder, as MLflow itself would); if the "
         "tracking server cannot be reached, the run is kept in OUT/pending-upload.json for "
-        "`repalign sync`.",
+        "`repalign sync`. A small job runs in this process; a large one, or one given a Ray "
+        "cluster, on Ray.",
     )
     run.add_argument("spec", nargs="?", help="job spec file (.json, .yaml)")
     run.add_argument("--store", help="embedding store (instead of a spec file)")
@@ -48,7 +51,24 @@ def add_run(commands):
     run.add_argument("--measure", action="append", default=[], metavar="NAME:KERNEL:ESTIMATOR")
     run.add_argument("--representations", nargs="+", metavar="NAME", help="names or globs")
     run.add_argument("--experiment", help="MLflow experiment (default: repalign)")
-    run.add_argument("--actors", type=int, help="Ray actors (default: the CPUs Ray offers)")
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where the passes run: in this process (local) or on Ray; default: Ray when a "
+        "cluster is given, else in this process unless the job's element-wise work is large "
+        "(the summary says which and why)",
+    )
+    run.add_argument(
+        "--actors",
+        type=int,
+        help="slots the work is dealt to (default: the CPUs Ray offers; 1 in this process)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=("float64", "float32"),
+        help="the moments pass's block products: float64 (default, exact) or float32 (about "
+        "twice as fast; accumulated in float64; see docs/design.md §4)",
+    )
     _add_cluster_flags(run)
     run.add_argument(
         "--incremental-from",
@@ -57,6 +77,10 @@ def add_run(commands):
         "blocks of new representations",
     )
     run.set_defaults(run=_run)
+
+
+RUN_OPTIONS = ("store", "out", "representations", "experiment", "actors", "executor", "precision")
+"""The flags of `repalign run` that set the spec key of the same name."""
 
 
 def _run(args):
@@ -68,11 +92,7 @@ def _run(args):
     _check_tracking_uri(args.tracking_uri)
     if args.spec:
         spec = load_spec(args.spec, kind="alignment")
-        overrides = {
-            k: getattr(args, k)
-            for k in ("store", "out", "representations", "experiment", "actors")
-            if getattr(args, k) is not None
-        }
+        overrides = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
         if args.measure:
             overrides["measures"] = [parse_measure(m) for m in args.measure]
         spec = parse_spec({**spec.model_dump(exclude_none=True), **overrides})
@@ -84,7 +104,7 @@ def _run(args):
             "out": args.out,
             "measures": [parse_measure(m) for m in args.measure],
         }
-        for key in ("representations", "experiment", "actors"):
+        for key in RUN_OPTIONS[2:]:
             if getattr(args, key) is not None:
                 content[key] = getattr(args, key)
         spec = parse_spec(content)
@@ -97,27 +117,29 @@ def _run(args):
         incremental_from=args.incremental_from,
     )
     path = write_result(result, spec.out)
-    missing = result.summary["missing_values"]
-    print(f"wrote {path} ({result.table.num_rows} rows, {missing} missing)")
+    summary = result.summary
+    print(
+        f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) in "
+        f"{summary['seconds']:.1f} s; executor {summary['executor']} "
+        f"({summary['executor_reason']})"
+    )
     _log("alignment", spec, args.tracking_uri)
-    if missing:
-        print(
-            f"missing representations: {result.summary['missing_representations']}", file=sys.stderr
-        )
+    if summary["missing_values"]:
+        print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
 
 
 def _log(job, spec, tracking_uri, plan=None):
-    """Log the job whose results are in OUT (`jobs.sync`); without a tracking URI, to a SQLite
-    store in OUT with its artifacts beside it. Writes OUT/run.json with the run id and the
-    tracking URI, for callers such as the service. If the tracking server cannot be reached,
-    says so and leaves OUT/pending-upload.json for `repalign sync`."""
+    """Log the job whose results are in OUT (`jobs.sync`); without a tracking URI, where MLflow
+    itself would (`repalign.tracking.default_store`: mlflow.db in the working folder). Writes
+    OUT/run.json with the run id and the tracking URI, for callers such as the service. If the
+    tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
+    `repalign sync`."""
     from jobs.sync import UploadPending, record_pending, upload, use_short_retries
-    from repalign.tracking import public_uri
+    from repalign.tracking import default_store, public_uri
 
     artifacts = None
     if tracking_uri is None:
-        out = os.path.abspath(spec.out)
-        tracking_uri, artifacts = f"sqlite:///{out}/mlflow.db", f"{out}/mlruns"
+        tracking_uri, artifacts = default_store()
     use_short_retries()
     record_pending(
         spec.out,
@@ -299,7 +321,8 @@ def _add_cluster_flags(parser):
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else where MLflow logs by "
+        "default: sqlite:///mlflow.db in the working folder, which `mlflow ui` there shows)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

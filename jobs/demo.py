@@ -2,11 +2,12 @@
 
 On first use it trains the zoo (`repalign.zoo`, preset ``digits``: MLPs and CNNs trained on
 scikit-learn's digits from three seeds, plus untrained controls) into a cache folder. Then it
-runs the alignment job (`jobs.alignment`) over all 60 representations on a local Ray, logs it
-to a local MLflow store, prints the linear-CKA matrix between every network's last hidden
-layer and every measure for a few telling pairs. Then it trains stitchers for a few pairs
-(`jobs.stitching`), prints each with the paper's Theorem 1 bound beside it, and says how to
-open the MLflow UI on both runs.
+runs the alignment job (`jobs.alignment`) over all 60 representations (in this process: it is
+small, `jobs.alignment.choose_executor`), logs it where MLflow logs by default (mlflow.db in the
+working folder, `repalign.tracking.default_store`), prints the linear-CKA matrix between every
+network's last hidden layer and every measure for a few telling pairs. Then it trains stitchers
+for a few pairs (`jobs.stitching`), prints each with the paper's Theorem 1 bound beside it, and
+says how to open the MLflow UI on both runs.
 """
 
 import os
@@ -19,7 +20,7 @@ from jobs.outputs import log_libraries_to
 from repalign.contract import ALIGNMENT_TABLE_FILE, STITCHING_TABLE_FILE
 from repalign.spec import parse_spec
 from repalign.store import open_store
-from repalign.tracking import log_alignment_run, log_stitching_run
+from repalign.tracking import default_store, log_alignment_run, log_stitching_run
 from repalign.zoo import build_zoo
 from repalign.zoo.models import MODELS_FOLDER, TARGETS_FILE
 
@@ -122,7 +123,7 @@ def format_stitches(rows):
     return "\n".join(lines)
 
 
-def run_stitches(store_path, out, tracking_uri, quiet):
+def run_stitches(store_path, out, tracking_uri, artifacts, quiet):
     spec = parse_spec(
         {
             "kind": "stitching",
@@ -140,7 +141,7 @@ def run_stitches(store_path, out, tracking_uri, quiet):
         summary=result.summary,
         experiment=EXPERIMENT,
         tracking_uri=tracking_uri,
-        artifact_location=str(out.resolve() / "mlruns"),
+        artifact_location=artifacts,
     )
     rows = list(zip(STITCHES, result.table.to_pylist(), strict=True))
     print(
@@ -167,14 +168,14 @@ def run(store_path=None, out=None, quiet=False):
     log_libraries_to(out)
     result = run_alignment(spec, quiet=quiet)
     write_result(result, out)
-    tracking_uri = f"sqlite:///{out.resolve()}/mlflow.db"
+    tracking_uri, artifacts = default_store()
     run_id = log_alignment_run(
         result.table,
         params=result.params,
         summary=result.summary,
         experiment=EXPERIMENT,
         tracking_uri=tracking_uri,
-        artifact_location=str(out.resolve() / "mlruns"),
+        artifact_location=artifacts,
     )
     values = {
         (r["measure"], r["kernel"], r["estimator"], r["rep_a"], r["rep_b"]): r["value"]
@@ -185,7 +186,8 @@ def run(store_path=None, out=None, quiet=False):
     print(
         f"repalign demo: the digits model zoo at {store_path} ({origin}): "
         f"{len(store.representations)} representations of n = {result.summary['n']} images, "
-        f"{result.table.num_rows:,} values in {result.summary['seconds']:.0f} s on Ray\n"
+        f"{result.table.num_rows:,} values in {result.summary['seconds']:.0f} s "
+        f"({'in this process' if result.summary['executor'] == 'local' else 'on Ray'})\n"
     )
     layers = list(last_hidden_layers(store).values())
     matrix = [[values[("cka", "linear", "biased", a, b)] for b in layers] for a in layers]
@@ -197,9 +199,11 @@ def run(store_path=None, out=None, quiet=False):
     print(format_matrix(layers, matrix, notes))
     print("\nEvery measure for a few pairs:")
     print(format_pairs(values))
-    stitch_run = run_stitches(store_path, out, tracking_uri, quiet)
+    stitch_run = run_stitches(store_path, out, tracking_uri, artifacts, quiet)
     print(
         f"\nThe whole tables: {out / ALIGNMENT_TABLE_FILE}, {out / STITCHING_TABLE_FILE}; MLflow "
-        f"runs {run_id} (alignment) and {stitch_run} (stitching). To browse them:"
+        f"runs {run_id} (alignment) and {stitch_run} (stitching), logged where MLflow logs by "
+        f"default: {tracking_uri} (mlflow.db in this folder; every job run here without "
+        "--tracking-uri logs there too). To browse them, run in this folder:"
     )
-    print(f"  {Path(os.sys.executable).parent / 'mlflow'} ui --backend-store-uri {tracking_uri}")
+    print(f"  {Path(os.sys.executable).parent / 'mlflow'} ui")

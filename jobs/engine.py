@@ -1,15 +1,19 @@
-"""Running units of work on Ray actors that each accumulate a mergeable partial state.
+"""Running units of work that each give a mergeable partial state: in this process, or on Ray.
 
 A *task* is a small picklable object with ``compute(unit) -> state`` (states support ``+``).
-Units are dealt to a fixed number of slots in turn (unit i to slot i mod n); each slot is one
-actor that adds its units' states in order. The slots' states are then added in slot order.
-So for a given number of actors the result is the same bit for bit, whatever the timing, and
-a slot whose actor dies is replayed from its units on a new actor: the job finishes with the
-identical result (docs/design.md §8: state in a few actors, ``ray.get`` late).
+Units are dealt to a fixed number of slots in turn (unit i to slot i mod n); each slot adds its
+units' states in order, and the slots' states are then added in slot order. So for a given
+number of slots the result is the same bit for bit, whatever the timing and whichever executor
+ran them (docs/design.md §4, "Executors"):
+
+- ``local``: the slots run one after the other in this process (`LocalSlots`); BLAS uses the
+  machine's cores. No Ray is imported or started.
+- ``ray``: each slot is one Ray actor (`jobs.ray_slots.Slots`); a slot whose actor dies is
+  replayed from its units on a new actor.
 
 With a checkpoint folder, each slot also saves its state and the number of units it has added
-(at most every ``checkpoint_seconds``); a slot restarted after its actor, or the whole job,
-died resumes from there, and the result is still the same bit for bit.
+(at most every ``checkpoint_seconds``); a slot restarted after a crash of its actor, or of the
+whole job, resumes from there, and the result is still the same bit for bit.
 """
 
 import os
@@ -17,35 +21,96 @@ import pickle
 import time
 from typing import NamedTuple
 
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
-
 from jobs.progress import Progress
 from repalign.contract import atomic_write
 
-ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
-"""What a slot's calls raise when its actor, or the actor's whole node, died. Killing the node
-of an actor mid-pass gives `ActorDiedError` with Ray 2.60 (tests/test_multinode.py); a call
-that cannot reach the actor for a while raises `ActorUnavailableError`, and a result that only
-the dead node held, `ObjectLostError`. Each replays the slot on a new actor."""
-MAX_REPLAYS = 3
-"""How many times one slot may be replayed after its actor died before the job gives up."""
-WAIT_SECONDS = 10.0
-"""How often the driver looks up from `ray.wait` to check that the job is not stuck."""
-PLACEMENT_SECONDS = 600.0
-"""How long the job waits for the actors of its unfinished slots when no alive node has the
-CPUs they ask (the node they ran on died), before it gives up: time for the node to come back."""
+EXECUTORS = ("local", "ray")
 
 
-def start_ray(address=None):
-    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running."""
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+def run_units(
+    task,
+    units,
+    *,
+    slots,
+    executor,
+    description,
+    quiet=False,
+    checkpoints=None,
+    checkpoint_seconds=30.0,
+):
+    """The sum of ``task.compute(unit)`` over ``units``, dealt to ``slots`` slots.
+
+    Parameters
+    ----------
+    task : object
+        Picklable; ``compute(unit)`` returns a state, ``rows(unit)`` the rows it covers (for
+        the progress bar).
+    units : list
+    slots : int
+    executor : {"local", "ray"}
+        Where the slots run: in this process, or one Ray actor each (Ray must be started).
+    description : str
+        Label of the progress bar (rows, rows/s and an ETA, on stderr; off when ``quiet`` or
+        when stderr is not a terminal).
+    checkpoints : path-like, optional
+        Folder of this pass's checkpoints (one file per slot); it must be specific to the task,
+        the units and the number of slots, as a saved state is resumed without questions.
+
+    Returns
+    -------
+    UnitsResult
+        The state; the number of slots replayed after their actor (or its node) died; the
+        units resumed from checkpoints; the Ray nodes whose actors' states make up the sum
+        (none in process).
+    """
+    if executor == "local":
+        runner = LocalSlots(task, units, slots, checkpoints, checkpoint_seconds)
+    else:
+        from jobs.ray_slots import Slots
+
+        runner = Slots(task, units, slots, checkpoints, checkpoint_seconds)
+    total = sum(task.rows(u) for u in units)
+    with Progress(
+        total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
+    ) as bar:
+        states = runner.run(bar, description)
+    total_state = states[0]
+    for state in states[1:]:
+        total_state = total_state + state
+    nodes = sorted({node for node in runner.nodes if node is not None})
+    return UnitsResult(total_state, sum(runner.replays), runner.resumed, nodes)
 
 
-@ray.remote
-class Accumulator:
-    """One slot: the running sum of the states of the units it was given, in order."""
+class UnitsResult(NamedTuple):
+    """What `run_units` returns."""
+
+    state: object
+    replays: int
+    resumed: int
+    nodes: list
+
+
+def deal(units, count):
+    """The units of each of ``count`` slots (at most one slot per unit): unit i to slot i mod
+    the number of slots."""
+    count = max(1, min(count, len(units)))
+    return [units[s::count] for s in range(count)]
+
+
+def checkpoint_path(folder, slot, count):
+    """Where slot ``slot`` of ``count`` saves its state (None without a checkpoint folder)."""
+    if folder is None:
+        return None
+    return os.path.join(folder, f"slot-{slot}-of-{count}.pkl")
+
+
+class SlotAccumulator:
+    """One slot: the running sum of the states of the units it was given, in order.
+
+    With a ``checkpoint`` file, the state and the count of units added are saved at most every
+    ``checkpoint_seconds``, and a new accumulator resumes from the file: ``done`` units are in
+    its state already.
+    """
 
     def __init__(self, task, checkpoint=None, checkpoint_seconds=None):
         self.task = task
@@ -56,11 +121,8 @@ class Accumulator:
             with open(checkpoint, "rb") as f:
                 self.done, self.state = pickle.load(f)
 
-    def begin(self):
-        """Where this actor runs (its Ray node id), and how many units its checkpoint holds."""
-        return ray.get_runtime_context().get_node_id(), self.done
-
     def add(self, unit):
+        """Add the unit's state; returns the rows it covered."""
         part = self.task.compute(unit)
         if self.state is None:
             self.state = part
@@ -80,213 +142,32 @@ class Accumulator:
     def result(self):
         return self.state
 
-    def pid(self):
-        return os.getpid()
 
+class LocalSlots:
+    """The slots run one after the other in this process; `run` returns their states in slot
+    order. The same dealing, order of sums and checkpoints as the Ray actors, so the same
+    result bit for bit (docs/design.md §4)."""
 
-def run_units(
-    task, units, *, actors, description, quiet=False, checkpoints=None, checkpoint_seconds=30.0
-):
-    """The sum of ``task.compute(unit)`` over ``units``, computed by ``actors`` Ray actors.
-
-    Parameters
-    ----------
-    task : object
-        Picklable; ``compute(unit)`` returns a state, ``rows(unit)`` the rows it covers (for
-        the progress bar).
-    units : list
-    actors : int
-    description : str
-        Label of the progress bar (rows, rows/s and an ETA, on stderr; off when ``quiet`` or
-        when stderr is not a terminal).
-    checkpoints : path-like, optional
-        Folder of this pass's checkpoints (one file per slot); it must be specific to the task,
-        the units and the number of actors, as a saved state is resumed without questions.
-
-    Returns
-    -------
-    UnitsResult
-        The state; the number of slots replayed after their actor (or its node) died; the
-        units resumed from checkpoints; the nodes whose actors' states make up the sum.
-
-    Each slot's actor is killed as soon as its state has arrived, so that its CPU is free for
-    a slot replayed after a node died. While every unfinished slot waits for a CPU, the bar
-    says so; when no alive node has enough CPUs for those actors, the job gives up after
-    `PLACEMENT_SECONDS` with a `TimeoutError`.
-    """
-    slots = Slots(task, units, actors, checkpoints, checkpoint_seconds)
-    total = sum(task.rows(u) for u in units)
-    with Progress(
-        total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
-    ) as bar:
-        states = slots.run(bar, description)
-    total_state = states[0]
-    for state in states[1:]:
-        total_state = total_state + state
-    return UnitsResult(total_state, sum(slots.replays), slots.resumed, sorted(set(slots.nodes)))
-
-
-class Slots:
-    """The units dealt to slots in turn (unit i to slot i mod n), each slot one `Accumulator`
-    actor; `run` returns the slots' states in slot order.
-
-    Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `_cpus_per_actor`). A slot's
-    calls go out only once its actor has started (``begin``): then its checkpointed
-    units are skipped and the rest queued, then its result. Calls are taken in completion
-    order (docs/design.md §8); when one fails because the actor or its node died, the slot is
-    replayed on a new actor, at most `MAX_REPLAYS` times.
-    """
-
-    def __init__(self, task, units, actors, checkpoints=None, checkpoint_seconds=30.0, cpus=None):
+    def __init__(self, task, units, count, checkpoints=None, checkpoint_seconds=30.0):
         self.task = task
-        count = max(1, min(actors, len(units)))
-        self.units = [units[s::count] for s in range(count)]
-        self.cpus = cpus or _cpus_per_actor(count)
+        self.units = deal(units, count)
         self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds
         if checkpoints is not None:
             os.makedirs(checkpoints, exist_ok=True)
-        self.states = [None] * count
-        self.replays = [0] * count
-        self.done_rows = [0] * count  # rows on the progress bar
-        self.handles = [None] * count
-        self.nodes = [None] * count  # None until the slot's actor has started
+        self.replays = [0] * len(self.units)
+        self.nodes = []
         self.resumed = 0
-        self.pending = {}  # ref -> (slot, "begin" | "add" | "result")
 
     def run(self, bar, description):
         """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
-        self.task_ref = ray.put(self.task)
-        waiting = _PlacementWait(description, self.cpus)
-        try:
-            for slot in range(len(self.units)):
-                self._start(slot)
-            while self.pending:
-                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_SECONDS)
-                if not ready:
-                    waiting.check(self._unplaced(), bar)
-                    continue
-                waiting.check([], bar)
-                self._take(ready[0], bar, description)
-        finally:
-            for handle in self.handles:
-                if handle is not None:
-                    ray.kill(handle)
-        return self.states
-
-    def _start(self, slot):
-        """Start the slot's actor; its units are queued once it has started (`_begin`)."""
-        checkpoint = None
-        if self.checkpoints is not None:
-            name = f"slot-{slot}-of-{len(self.units)}.pkl"
-            checkpoint = os.path.join(self.checkpoints, name)
-        self.handles[slot] = Accumulator.options(num_cpus=self.cpus).remote(
-            self.task_ref, checkpoint, self.checkpoint_seconds
-        )
-        self.nodes[slot] = None
-        self.pending[self.handles[slot].begin.remote()] = (slot, "begin")
-
-    def _begin(self, slot, node, done, bar):
-        """Queue the units that the slot's checkpoint does not hold, then its result."""
-        self.nodes[slot] = node
-        if done:
-            self.resumed += done
-            rows = sum(self.task.rows(u) for u in self.units[slot][:done])
-            bar.update(rows)
-            self.done_rows[slot] += rows
-        handle = self.handles[slot]
-        for unit in self.units[slot][done:]:
-            self.pending[handle.add.remote(unit)] = (slot, "add")
-        self.pending[handle.result.remote()] = (slot, "result")
-
-    def _take(self, ref, bar, description):
-        """Take the value of a finished call, or replay its slot if the actor died."""
-        slot, call = self.pending.pop(ref)
-        try:
-            value = ray.get(ref)
-        except ACTOR_FAILURES as failure:
-            self._replay(slot, failure, bar, description)
-            return
-        if call == "begin":
-            self._begin(slot, *value, bar)
-        elif call == "add":
-            bar.update(value)
-            self.done_rows[slot] += value
-        else:
-            self.states[slot] = value
-            ray.kill(self.handles[slot])  # its CPU is free at once, for a replayed slot
-            self.handles[slot] = None
-
-    def _replay(self, slot, failure, bar, description):
-        for ref in [r for r, (s, _) in self.pending.items() if s == slot]:
-            del self.pending[ref]
-        ray.kill(self.handles[slot])
-        self.replays[slot] += 1
-        if self.replays[slot] > MAX_REPLAYS:
-            raise failure
-        bar.write(
-            f"{description}: an actor died ({type(failure).__name__}); replaying "
-            f"its {len(self.units[slot])} units"
-        )
-        bar.update(-self.done_rows[slot])
-        self.done_rows[slot] = 0
-        self._start(slot)
-
-    def _unplaced(self):
-        """The slots waiting for their actor when no slot's actor is working, else none."""
-        slots = {s for s, _ in self.pending.values()}
-        if any(self.nodes[s] is not None for s in slots):
-            return []
-        return sorted(slots)
-
-
-class UnitsResult(NamedTuple):
-    """What `run_units` returns."""
-
-    state: object
-    replays: int
-    resumed: int
-    nodes: list
-
-
-def _cpus_per_actor(actors):
-    """Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
-    else fractions, so that more actors than CPUs still all start; never more than the
-    largest alive node has, since an actor runs on one node."""
-    available = ray.available_resources().get("CPU", actors)
-    cpus = available // actors if available >= actors else available / actors
-    return min(cpus, max(_node_cpus(), default=cpus))
-
-
-def _node_cpus():
-    """The CPUs of each alive node of the cluster."""
-    return [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
-
-
-class _PlacementWait:
-    """Says when every unfinished slot waits for its actor to be placed, and gives up when
-    that has lasted `PLACEMENT_SECONDS` and no alive node has the CPUs such an actor asks."""
-
-    def __init__(self, description, cpus):
-        self.description, self.cpus = description, cpus
-        self.since = None
-
-    def check(self, unplaced, bar):
-        """``unplaced``: the waiting slots when nothing else runs, else empty."""
-        if not unplaced:
-            self.since = None
-            return
-        nodes = _node_cpus()
-        message = (
-            f"{self.description}: the actors of slots {unplaced} are waiting for a node with "
-            f"{self.cpus:g} free CPUs (alive nodes: {len(nodes)}, with "
-            f"{sum(nodes):g} CPUs in all, {ray.available_resources().get('CPU', 0):g} free)"
-        )
-        if self.since is None:
-            self.since = time.monotonic()
-            bar.write(message)
-        elif max(nodes, default=0) < self.cpus:
-            if time.monotonic() - self.since >= PLACEMENT_SECONDS:
-                raise TimeoutError(
-                    f"{message}; no alive node has {self.cpus:g} CPUs, and none joined in "
-                    f"{PLACEMENT_SECONDS:g} s."
-                )
+        states = []
+        for slot, units in enumerate(self.units):
+            checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
+            accumulator = SlotAccumulator(self.task, checkpoint, self.checkpoint_seconds)
+            if accumulator.done:
+                self.resumed += accumulator.done
+                bar.update(sum(self.task.rows(u) for u in units[: accumulator.done]))
+            for unit in units[accumulator.done :]:
+                bar.update(accumulator.add(unit))
+            states.append(accumulator.result())
+        return states

@@ -27,9 +27,9 @@ import pyarrow as pa
 import ray
 from torch import nn
 
-from jobs.engine import Slots, start_ray
 from jobs.outputs import write_table_and_summary
 from jobs.progress import Progress
+from jobs.ray_slots import Slots, start_ray
 from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.measures.alignment import kernel_measure
@@ -214,7 +214,7 @@ def _hidden_layers(store, model, names):
 
 
 class StitchPairs:
-    """The stitching job's task for `jobs.engine.Slots`: unit i is pair i, and its state is
+    """The stitching job's task for `jobs.ray_slots.Slots`: unit i is pair i, and its state is
     the list ``[(i, row)]``, so that a slot's state is the rows of its pairs, in order."""
 
     def __init__(self, store_path, pairs, settings):

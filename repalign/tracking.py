@@ -550,6 +550,15 @@ def _add_once(entries, key, entry, *, kind):
     entries[key] = entry
 
 
+def default_store():
+    """Where MLflow itself logs when no tracking URI is set (MLflow 3): ``sqlite:///mlflow.db``
+    in the working folder, with artifacts in ``./mlruns`` beside it; returned as absolute
+    paths, ``(tracking_uri, artifact_location)``, so that a pending upload synced from another
+    folder still lands there. `mlflow ui` run in that folder shows every run logged to it."""
+    folder = Path.cwd()
+    return f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")
+
+
 def prepare_store(tracking_uri):
     """Create the tables of a database tracking store now, once: jobs that start together
     would otherwise race to create them (MLflow makes them on first use)."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,17 @@ def paired_data(seed, n, dx, dy, *, dtype=np.float64, offset=3.0):
     X = rng.standard_normal((n, dx)) * rng.uniform(0.5, 2.0, dx) + offset
     Y = X @ rng.standard_normal((dx, dy)) + 0.5 * rng.standard_normal((n, dy)) - offset
     return X.astype(dtype), Y.astype(dtype)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_mlflow_store_in_the_repository():
+    """Jobs without a tracking URI log to mlflow.db in their working folder (MLflow's default):
+    a test that runs one must run it in a temporary folder, not here."""
+    root = Path(__file__).resolve().parent.parent
+    before = {name: (root / name).exists() for name in ("mlflow.db", "mlruns")}
+    yield
+    made = [name for name, existed in before.items() if (root / name).exists() and not existed]
+    assert not made, f"a test made {made} in {root}: run its job in a temporary folder"
 
 
 @pytest.fixture

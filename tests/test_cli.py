@@ -28,10 +28,16 @@ def test_unknown_command_fails_with_usage():
 
 
 @pytest.fixture(scope="module")
-def demo_output(tmp_path_factory):
+def demo_folder(tmp_path_factory):
+    """The folder the demo runs in: MLflow's default store, mlflow.db, is made there."""
+    return tmp_path_factory.mktemp("demo-cwd")
+
+
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory, demo_folder):
     store = tmp_path_factory.mktemp("zoo")
     out = tmp_path_factory.mktemp("demo-out")
-    result = repalign("demo", "--store", str(store), "--out", str(out))
+    result = repalign("demo", "--store", str(store), "--out", str(out), cwd=demo_folder)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -67,9 +73,11 @@ def test_demo_values_make_sense(demo_output):
     assert len(pairs) == 4 and "same architecture, other seed" in pairs[0]
 
 
-def test_demo_logs_to_mlflow_and_says_how_to_open_it(demo_output):
-    command = next(line for line in demo_output.splitlines() if " ui --backend-store-uri " in line)
-    uri = command.split("--backend-store-uri ")[1].strip()
+def test_demo_logs_to_mlflow_and_says_how_to_open_it(demo_output, demo_folder):
+    """Where MLflow logs by default (mlflow.db in the working folder), and the demo says so."""
+    uri = f"sqlite:///{demo_folder}/mlflow.db"
+    assert f"default: {uri} (mlflow.db in this folder" in demo_output
+    assert demo_output.rstrip().endswith("mlflow ui")
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -108,7 +116,8 @@ def test_demo_prints_stitches_with_their_bound(demo_output):
 
 def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
     store = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("zoo"))
-    again = repalign("demo", "--store", str(store), "--out", str(store.parent / "again"))
+    folder = tmp_path_factory.mktemp("again")
+    again = repalign("demo", "--store", str(store), "--out", str(folder / "out"), cwd=folder)
     assert again.returncode == 0
     assert "(cached)" in again.stdout
     assert parse_matrix(again.stdout) == parse_matrix(demo_output)

@@ -19,8 +19,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import engine
+from jobs import ray_slots
 from jobs.alignment import run_alignment
+from jobs.engine import run_units
 from jobs.stitching import run_stitching
 from jobs.tasks import RangeTask
 from repalign.contract import PROGRESS_FILE_ENV
@@ -204,11 +205,11 @@ def test_an_actor_no_alive_node_can_hold_ends_the_job_with_a_message(
     ray_session, small_store, monkeypatch
 ):
     task, units, _ = small_store
-    monkeypatch.setattr(engine, "_cpus_per_actor", lambda actors: 3)  # as on a lost 3-CPU node
-    monkeypatch.setattr(engine, "WAIT_SECONDS", 0.2)
-    monkeypatch.setattr(engine, "PLACEMENT_SECONDS", 1.0)
+    monkeypatch.setattr(ray_slots, "_cpus_per_actor", lambda actors: 3)  # as on a lost 3-CPU node
+    monkeypatch.setattr(ray_slots, "WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(ray_slots, "PLACEMENT_SECONDS", 1.0)
     with pytest.raises(TimeoutError, match=r"slots \[0, 1\] are waiting .* no alive node has 3"):
-        engine.run_units(task, units, actors=2, description="ranges", quiet=True)
+        run_units(task, units, slots=2, executor="ray", description="ranges", quiet=True)
     deadline = time.monotonic() + 30  # the killed actors' requests are withdrawn
     while ray_session.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -218,15 +219,15 @@ def test_an_actor_no_alive_node_can_hold_ends_the_job_with_a_message(
 def test_an_actor_waiting_for_a_busy_cpu_waits(ray_session, small_store, monkeypatch):
     """The CPUs exist but are taken: no timeout, the job goes on once one is free."""
     task, units, arrays = small_store
-    monkeypatch.setattr(engine, "WAIT_SECONDS", 0.2)
-    monkeypatch.setattr(engine, "PLACEMENT_SECONDS", 0.5)
-    blocker = engine.Accumulator.options(num_cpus=2).remote(None)
+    monkeypatch.setattr(ray_slots, "WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(ray_slots, "PLACEMENT_SECONDS", 0.5)
+    blocker = ray_slots.Accumulator.options(num_cpus=2).remote(None)
     ray_session.get(blocker.begin.remote())
-    monkeypatch.setattr(engine, "_cpus_per_actor", lambda actors: 1)
+    monkeypatch.setattr(ray_slots, "_cpus_per_actor", lambda actors: 1)
     results = {}
     job = threading.Thread(
         target=lambda: results.update(
-            r=engine.run_units(task, units, actors=2, description="ranges", quiet=True)
+            r=run_units(task, units, slots=2, executor="ray", description="ranges", quiet=True)
         )
     )
     job.start()

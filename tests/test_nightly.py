@@ -42,7 +42,8 @@ def related(rng, latent, width):
 
 
 def nightly(path, out, previous=None, *extra):
-    """Run the command in this process (Ray is the session's); (exit code, stdout)."""
+    """Run the command in this process (Ray is the session's) from ``path``, where MLflow's
+    default store is; (exit code, stdout)."""
     args = ["nightly", str(path / "job.yaml"), "--out", str(path / out), "--quiet", *extra]
     if previous is not None:
         args += ["--previous", str(path / previous)]
@@ -50,6 +51,7 @@ def nightly(path, out, previous=None, *extra):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("RAY_ADDRESS", raising=False)
+        patch.chdir(path)
         code = main(args)
     return code, stdout.getvalue()
 
@@ -115,7 +117,7 @@ def test_the_first_night_runs_in_full_and_reports_no_moves(nights):
     assert changes["threshold"] == 0.05  # the default
     record = read(path, "night-1", "nightly.json")
     assert record["plan"] == "full" and record["run_id"] in stdout
-    assert record["tracking_uri"] == f"sqlite:///{path / 'night-1'}/mlflow.db"
+    assert record["tracking_uri"] == f"sqlite:///{path}/mlflow.db"
     assert "plan: full" in stdout
     assert (path / "night-1" / "alignment.parquet").exists()
 

@@ -1,4 +1,5 @@
-"""`repalign run` as a user runs it: a spec file, a local Ray, a local MLflow store."""
+"""`repalign run` as a user runs it: a spec file, in process or on a local Ray, MLflow's default
+store in the working folder."""
 
 import json
 
@@ -61,12 +62,12 @@ def test_writes_the_table_and_reports_the_run(finished_run):
     assert summary["representations"] == 3 and summary["missing_values"] == 2
     record = json.loads((path / "out" / "run.json").read_text())
     assert f"MLflow run {record['run_id']} " in result.stdout
-    assert record["tracking_uri"] == f"sqlite:///{path / 'out'}/mlflow.db"
+    assert record["tracking_uri"] == f"sqlite:///{path}/mlflow.db"  # MLflow's default, cwd
 
 
 def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):
     path, _, result = finished_run
-    client = MlflowClient(f"sqlite:///{path / 'out' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("zoo-nightly")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id in result.stdout
@@ -132,3 +133,30 @@ def test_bad_input_is_refused_with_a_clear_message(finished_run, args, message):
     result = repalign_cli("run", *args, cwd=path)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_jobs_from_one_folder_log_two_runs_into_one_store(tmp_path):
+    """No tracking URI: each job logs where MLflow would, mlflow.db in the working folder, made
+    once; a small job runs in process and says so."""
+    rng = np.random.default_rng(4)
+    for name in ("a.x", "b.x"):
+        data = rng.standard_normal((200, 16)).astype(np.float32)
+        write_representation(tmp_path / "store", name, np.arange(200), data)
+    for out in ("first", "second"):
+        result = repalign_cli(
+            "run", "--store", "store", "--out", out, "--measure", "cka", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert "executor local (no Ray cluster" in result.stdout
+    assert not (tmp_path / "first" / "mlflow.db").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("repalign").experiment_id])
+    logged = {
+        json.loads((tmp_path / out / "run.json").read_text())["run_id"]
+        for out in ("first", "second")
+    }
+    assert {run.info.run_id for run in runs} == logged and len(logged) == 2
+    for run in runs:
+        assert run.info.artifact_uri.startswith(
+            f"{tmp_path / 'mlruns'}/"
+        ) or run.info.artifact_uri.startswith(f"file://{tmp_path / 'mlruns'}/")

@@ -41,6 +41,8 @@ def finished_run(folder):
         "out",
         "--measure",
         "cka",
+        "--executor",
+        "ray",  # a job this small would run in process, and Ray would have nothing to say
         cwd=folder,
         home=folder / "home",
     )

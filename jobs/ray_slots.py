@@ -1,0 +1,205 @@
+"""The slots of `jobs.engine.run_units` as Ray actors, one `Accumulator` each.
+
+Each slot is one actor that adds its units' states in order (`jobs.engine.SlotAccumulator`);
+a slot whose actor, or the actor's whole node, dies is replayed from its units on a new actor,
+and resumes from its checkpoint when it has one: the job finishes with the identical result
+(docs/design.md §8: state in a few actors, ``ray.get`` late).
+"""
+
+import os
+import time
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
+
+from jobs.engine import SlotAccumulator, checkpoint_path, deal
+
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
+"""What a slot's calls raise when its actor, or the actor's whole node, died. Killing the node
+of an actor mid-pass gives `ActorDiedError` with Ray 2.60 (tests/test_multinode.py); a call
+that cannot reach the actor for a while raises `ActorUnavailableError`, and a result that only
+the dead node held, `ObjectLostError`. Each replays the slot on a new actor."""
+MAX_REPLAYS = 3
+"""How many times one slot may be replayed after its actor died before the job gives up."""
+WAIT_SECONDS = 10.0
+"""How often the driver looks up from `ray.wait` to check that the job is not stuck."""
+PLACEMENT_SECONDS = 600.0
+"""How long the job waits for the actors of its unfinished slots when no alive node has the
+CPUs they ask (the node they ran on died), before it gives up: time for the node to come back."""
+
+
+def start_ray(address=None):
+    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running."""
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+
+
+@ray.remote
+class Accumulator(SlotAccumulator):
+    """One slot on a Ray actor (`jobs.engine.SlotAccumulator`)."""
+
+    def begin(self):
+        """Where this actor runs (its Ray node id), and how many units its checkpoint holds."""
+        return ray.get_runtime_context().get_node_id(), self.done
+
+    def pid(self):
+        return os.getpid()
+
+
+def cluster_cpus():
+    """The CPUs of the Ray cluster this process is connected to (at least 1)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+class Slots:
+    """The units dealt to slots in turn (unit i to slot i mod n), each slot one `Accumulator`
+    actor; `run` returns the slots' states in slot order.
+
+    Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `_cpus_per_actor`). A slot's
+    calls go out only once its actor has started (``begin``): then its checkpointed
+    units are skipped and the rest queued, then its result. Calls are taken in completion
+    order (docs/design.md §8); when one fails because the actor or its node died, the slot is
+    replayed on a new actor, at most `MAX_REPLAYS` times.
+    """
+
+    def __init__(self, task, units, actors, checkpoints=None, checkpoint_seconds=30.0, cpus=None):
+        self.task = task
+        self.units = deal(units, actors)
+        count = len(self.units)
+        self.cpus = cpus or _cpus_per_actor(count)
+        self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds
+        if checkpoints is not None:
+            os.makedirs(checkpoints, exist_ok=True)
+        self.states = [None] * count
+        self.replays = [0] * count
+        self.done_rows = [0] * count  # rows on the progress bar
+        self.handles = [None] * count
+        self.nodes = [None] * count  # None until the slot's actor has started
+        self.resumed = 0
+        self.pending = {}  # ref -> (slot, "begin" | "add" | "result")
+
+    def run(self, bar, description):
+        """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
+        self.task_ref = ray.put(self.task)
+        waiting = _PlacementWait(description, self.cpus)
+        try:
+            for slot in range(len(self.units)):
+                self._start(slot)
+            while self.pending:
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=WAIT_SECONDS)
+                if not ready:
+                    waiting.check(self._unplaced(), bar)
+                    continue
+                waiting.check([], bar)
+                self._take(ready[0], bar, description)
+        finally:
+            for handle in self.handles:
+                if handle is not None:
+                    ray.kill(handle)
+        return self.states
+
+    def _start(self, slot):
+        """Start the slot's actor; its units are queued once it has started (`_begin`)."""
+        checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
+        self.handles[slot] = Accumulator.options(num_cpus=self.cpus).remote(
+            self.task_ref, checkpoint, self.checkpoint_seconds
+        )
+        self.nodes[slot] = None
+        self.pending[self.handles[slot].begin.remote()] = (slot, "begin")
+
+    def _begin(self, slot, node, done, bar):
+        """Queue the units that the slot's checkpoint does not hold, then its result."""
+        self.nodes[slot] = node
+        if done:
+            self.resumed += done
+            rows = sum(self.task.rows(u) for u in self.units[slot][:done])
+            bar.update(rows)
+            self.done_rows[slot] += rows
+        handle = self.handles[slot]
+        for unit in self.units[slot][done:]:
+            self.pending[handle.add.remote(unit)] = (slot, "add")
+        self.pending[handle.result.remote()] = (slot, "result")
+
+    def _take(self, ref, bar, description):
+        """Take the value of a finished call, or replay its slot if the actor died."""
+        slot, call = self.pending.pop(ref)
+        try:
+            value = ray.get(ref)
+        except ACTOR_FAILURES as failure:
+            self._replay(slot, failure, bar, description)
+            return
+        if call == "begin":
+            self._begin(slot, *value, bar)
+        elif call == "add":
+            bar.update(value)
+            self.done_rows[slot] += value
+        else:
+            self.states[slot] = value
+            ray.kill(self.handles[slot])  # its CPU is free at once, for a replayed slot
+            self.handles[slot] = None
+
+    def _replay(self, slot, failure, bar, description):
+        for ref in [r for r, (s, _) in self.pending.items() if s == slot]:
+            del self.pending[ref]
+        ray.kill(self.handles[slot])
+        self.replays[slot] += 1
+        if self.replays[slot] > MAX_REPLAYS:
+            raise failure
+        bar.write(
+            f"{description}: an actor died ({type(failure).__name__}); replaying "
+            f"its {len(self.units[slot])} units"
+        )
+        bar.update(-self.done_rows[slot])
+        self.done_rows[slot] = 0
+        self._start(slot)
+
+    def _unplaced(self):
+        """The slots waiting for their actor when no slot's actor is working, else none."""
+        slots = {s for s, _ in self.pending.values()}
+        if any(self.nodes[s] is not None for s in slots):
+            return []
+        return sorted(slots)
+
+
+def _cpus_per_actor(actors):
+    """Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
+    else fractions, so that more actors than CPUs still all start; never more than the
+    largest alive node has, since an actor runs on one node."""
+    available = ray.available_resources().get("CPU", actors)
+    cpus = available // actors if available >= actors else available / actors
+    return min(cpus, max(_node_cpus(), default=cpus))
+
+
+def _node_cpus():
+    """The CPUs of each alive node of the cluster."""
+    return [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+
+
+class _PlacementWait:
+    """Says when every unfinished slot waits for its actor to be placed, and gives up when
+    that has lasted `PLACEMENT_SECONDS` and no alive node has the CPUs such an actor asks."""
+
+    def __init__(self, description, cpus):
+        self.description, self.cpus = description, cpus
+        self.since = None
+
+    def check(self, unplaced, bar):
+        """``unplaced``: the waiting slots when nothing else runs, else empty."""
+        if not unplaced:
+            self.since = None
+            return
+        nodes = _node_cpus()
+        message = (
+            f"{self.description}: the actors of slots {unplaced} are waiting for a node with "
+            f"{self.cpus:g} free CPUs (alive nodes: {len(nodes)}, with "
+            f"{sum(nodes):g} CPUs in all, {ray.available_resources().get('CPU', 0):g} free)"
+        )
+        if self.since is None:
+            self.since = time.monotonic()
+            bar.write(message)
+        elif max(nodes, default=0) < self.cpus:
+            if time.monotonic() - self.since >= PLACEMENT_SECONDS:
+                raise TimeoutError(
+                    f"{message}; no alive node has {self.cpus:g} CPUs, and none joined in "
+                    f"{PLACEMENT_SECONDS:g} s."
+                )

@@ -1,0 +1,144 @@
+"""Where a job's passes run (`jobs.engine`, `jobs.alignment.choose_executor`): in this process
+or on Ray, with the same table; and the rule that chooses (docs/design.md §4, "Executors")."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jobs.alignment import LOCAL_MAX_WORK, choose_executor, elementwise_work, run_alignment
+from jobs.engine import run_units
+from jobs.tasks import MomentTask
+from repalign.spec import parse_spec
+from tests.test_engine import EVERY_MEASURE, SHARDS, WIDTHS, make_store
+
+NAMES = ["m0.a", "m1.a", "m2.a", "m3.a"]  # one shard, uneven shards, two of equal width
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("executors-store")
+    return path, make_store(path, WIDTHS, SHARDS, n=1500)
+
+
+def job(path, executor, slots, measures=EVERY_MEASURE):
+    content = {"store": str(path), "out": str(path / f"out-{executor}-{slots}")}
+    content.update(measures=measures, representations=NAMES, executor=executor, actors=slots)
+    return run_alignment(parse_spec(content), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def local_tables(store):
+    path, _ = store
+    return {slots: job(path, "local", slots) for slots in (1, 2)}
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_ray_gives_the_local_table_bit_for_bit_at_the_same_slot_count(
+    ray_session, store, local_tables, slots
+):
+    """Every measure kind (moments, rbf tiles, random features, neighbours, MMD tiles)."""
+    path, _ = store
+    on_ray = job(path, "ray", slots)
+    assert on_ray.summary["executor"] == "ray" and on_ray.summary["nodes"]
+    local = local_tables[slots]
+    assert local.summary["executor"] == "local" and local.summary["nodes"] == []
+    assert on_ray.table.equals(local.table)
+
+
+def test_slot_counts_agree_to_rounding(local_tables):
+    """Other slot counts add the same rows' states in another order: the values agree to the
+    rounding of that order, far below 1e-12 relative for these sums of n = 1,500 rows."""
+    one, two = (local_tables[s].table.to_pylist() for s in (1, 2))
+    assert [r["status"] for r in one] == [r["status"] for r in two]
+    assert sum(r["status"] == "ok" for r in one) > 150
+    for a, b in zip(one, two, strict=True):
+        if a["status"] == "ok":
+            assert b["value"] == pytest.approx(a["value"], rel=1e-12, abs=1e-12), a
+
+
+def test_a_local_job_starts_no_ray(store):
+    """Run in a fresh process: the job's table is written without ray ever imported."""
+    path, _ = store
+    code = (
+        "import sys; from jobs.alignment import run_alignment; from repalign.spec import "
+        f"parse_spec; spec = parse_spec({{'store': {str(path)!r}, 'out': {str(path / 'fresh')!r},"
+        " 'measures': [{'name': 'cka'}, {'name': 'cka', 'kernel': 'rbf'}]}); "
+        "result = run_alignment(spec, quiet=True); "
+        "print(result.summary['executor'], 'ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["local", "False"]
+
+
+def test_local_checkpoints_resume_to_the_same_state(store, tmp_path, monkeypatch):
+    """A pass that dies after some units resumes from each slot's checkpoint: same state."""
+    path, _ = store
+    task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
+    units = [(start, start + 100) for start in range(0, 1500, 100)]
+    whole = run_units(task, units, slots=2, executor="local", description="m", quiet=True)
+    compute, calls = task.compute, []
+
+    def dies_at_the_ninth(unit):
+        calls.append(unit)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return compute(unit)
+
+    monkeypatch.setattr(task, "compute", dies_at_the_ninth)
+    options = dict(slots=2, executor="local", description="m", quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
+    monkeypatch.setattr(task, "compute", compute)
+    resumed = run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
+    assert resumed.resumed == 8  # slot 0's 8 units were saved; slot 1 starts afresh
+    np.testing.assert_array_equal(resumed.state.moments, whole.state.moments)
+
+
+@pytest.mark.parametrize(
+    ("given", "address", "environment", "measures", "expected"),
+    [
+        ("ray", None, None, [{"name": "cka"}], ("ray", "the spec asks")),
+        ("local", "10.0.0.1:6379", None, [{"name": "cka"}], ("local", "the spec asks")),
+        (None, "10.0.0.1:6379", None, [{"name": "cka"}], ("ray", "a Ray cluster was given")),
+        (None, None, "10.0.0.1:6379", [{"name": "cka"}], ("ray", "a Ray cluster was given")),
+        (None, None, None, [{"name": "cka"}], ("local", "no Ray cluster")),
+        (None, None, None, [{"name": "cka", "kernel": "rbf"}], ("ray", "over 3e+09")),
+    ],
+)
+def test_the_rule_that_chooses_the_executor(
+    monkeypatch, given, address, environment, measures, expected
+):
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # no Ray in this process
+    if environment is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", environment)
+    content = {"store": "s", "out": "o", "measures": measures}
+    if given is not None:
+        content["executor"] = given
+    n, dims = 20_000, [64] * 20  # exact RBF: 20 · 20,000² / 2 = 4e9 kernel entries
+    executor, reason = choose_executor(parse_spec(content), n, dims, address)
+    assert (executor, expected[1] in reason) == (expected[0], True), reason
+
+
+def test_element_wise_work_counts_each_pass_once():
+    spec = parse_spec(
+        {
+            "store": "s",
+            "out": "o",
+            "measures": [
+                {"name": "cka"},
+                {"name": "ka", "kernel": "rbf"},
+                {"name": "cka", "kernel": "rbf"},
+                {"name": "mutual_knn"},
+            ],
+        }
+    )
+    n, dims = 1000, [8, 8, 8]
+    # rbf once for both of its configurations (one pass of kernel tiles), neighbours once
+    assert elementwise_work(spec.measures, n, dims) == 3 * n * n / 2 + 3 * n * n
+    assert elementwise_work(spec.measures[:1], n, dims) == 0  # the moments are a SYRK
+    assert LOCAL_MAX_WORK > 0
