@@ -164,4 +164,5 @@ class FeatureProducts:
 
 
 def _squared_frobenius(A):
-    return float(np.vdot(A, A))
+    # einsum reads a strided block of the moment matrix in place; vdot would copy it first
+    return float(np.einsum("ij,ij->", A, A))
