@@ -36,6 +36,17 @@ from repalign.measures import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """`repalign.pairwise` (`repalign.all_pairs`), imported when first used: it needs the
+    spec's pydantic models, which a plain ``import repalign`` does not load."""
+    if name == "pairwise":
+        from repalign.all_pairs import pairwise
+
+        return pairwise
+    raise AttributeError(f"module 'repalign' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "bures_wasserstein_squared",
@@ -58,6 +69,7 @@ __all__ = [
     "median_sigma",
     "mmd2",
     "mutual_knn",
+    "pairwise",
     "procrustes",
     "procrustes_distance",
     "rbf_gram",
