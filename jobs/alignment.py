@@ -14,10 +14,8 @@ has its pairs recorded as missing with the reason; the rest of the matrix is com
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.engine import run_units
+from jobs.engine import forced_executor, run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows
@@ -146,13 +144,9 @@ def choose_executor(spec, n, dims, ray_address=None):
     in this process); else in this process unless the job's element-wise work
     (`elementwise_work`) exceeds `LOCAL_MAX_WORK`, when a local Ray spreads it over the cores.
     """
-    if spec.executor is not None:
-        return spec.executor, f"the spec asks for executor {spec.executor}"
-    address = ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        return "ray", f"a Ray cluster was given ({address})"
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        return "ray", "Ray is running in this process"
+    forced = forced_executor(spec.executor, ray_address)
+    if forced is not None:
+        return forced
     work = elementwise_work(spec.measures, n, dims)
     if work > LOCAL_MAX_WORK:
         return "ray", (

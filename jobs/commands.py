@@ -161,8 +161,8 @@ def _log(job, spec, tracking_uri, plan=None):
 def add_stitch(commands):
     stitch = commands.add_parser(
         "stitch",
-        help="train stitchers between the models of a zoo on Ray, with the paper's bound beside "
-        "each, tracked in MLflow",
+        help="train stitchers between the models of a zoo (in process or on Ray), with the paper's "
+        "bound beside each, tracked in MLflow",
         description="Run a stitching job from a spec file (JSON or YAML, kind: stitching), or "
         "from flags: --store, --out and optionally one --pair SOURCE TARGET per stitch "
         "(representation names MODEL.LAYER; default: every model into every trained model at "
@@ -178,7 +178,15 @@ def add_stitch(commands):
     stitch.add_argument("--affine", action="store_true", default=None, help="affine stitchers")
     stitch.add_argument("--optimizer", choices=("lbfgs", "adam"), help="default: lbfgs")
     stitch.add_argument("--experiment", help="MLflow experiment (default: repalign)")
-    stitch.add_argument("--workers", type=int, help="parallel tasks (default: Ray's CPUs)")
+    stitch.add_argument(
+        "--workers", type=int, help="parallel tasks (default: Ray's CPUs; 1 in this process)"
+    )
+    stitch.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where the pairs are trained: in this process (local) or on Ray; default: Ray "
+        "when a cluster is given or for more than 8 pairs, else in this process",
+    )
     _add_cluster_flags(stitch)
     stitch.set_defaults(run=_stitch)
 
@@ -194,7 +202,7 @@ def _stitch(args):
         load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
     )
     content["kind"] = "stitching"
-    for key in ("store", "out", "experiment", "workers"):
+    for key in ("store", "out", "experiment", "workers", "executor"):
         if getattr(args, key) is not None:
             content[key] = getattr(args, key)
     if args.pair:
@@ -212,7 +220,10 @@ def _stitch(args):
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)
     summary = result.summary
-    print(f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed)")
+    print(
+        f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
+        f"{summary['executor']} ({summary['executor_reason']})"
+    )
     _log("stitching", spec, args.tracking_uri)
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)

@@ -18,6 +18,7 @@ whole job, resumes from there, and the result is still the same bit for bit.
 
 import os
 import pickle
+import sys
 import time
 from typing import NamedTuple
 
@@ -25,6 +26,20 @@ from jobs.progress import Progress
 from repalign.contract import atomic_write
 
 EXECUTORS = ("local", "ray")
+
+
+def forced_executor(requested, ray_address=None):
+    """The executor a job must use whatever its size, and why, or None when its size decides:
+    the one ``requested`` (a spec's ``executor``), else Ray when there is a cluster to use
+    (``ray_address``, ``RAY_ADDRESS``, or Ray already started in this process)."""
+    if requested is not None:
+        return requested, f"the spec asks for executor {requested}"
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return "ray", f"a Ray cluster was given ({address})"
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return "ray", "Ray is running in this process"
+    return None
 
 
 def run_units(

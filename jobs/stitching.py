@@ -1,5 +1,5 @@
-"""The stitching job: train a stitcher for every pair of a zoo, in parallel on Ray, with the
-paper's Theorem 1 bound beside each (docs/theory.md §4.5).
+"""The stitching job: train a stitcher for every pair of a zoo, in this process or in parallel on
+Ray (`choose_executor`), with the paper's Theorem 1 bound beside each (docs/theory.md §4.5).
 
 A pair maps the representation ``source`` (``model.layer``) into the layer ``target`` of a
 trained model, whose remaining layers and a softmax are the frozen head g₂. The risk is the
@@ -13,8 +13,8 @@ stopping; the test split is only evaluated. On the fit rows the plug-in risk at 
 exceeds the bound (the per-S inequality [E26]); on the test split the bound uses S* as fitted,
 not refitted, and holds as well.
 
-Each pair is one Ray task with one CPU, torch on one thread, deterministic: the table is the
-same whatever the number of workers.
+Each pair is one unit of a slot (`jobs.engine`; on Ray, an actor with one CPU), torch on one
+thread, deterministic: the table is the same whatever the number of workers and executor.
 """
 
 import json
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import ray
+from threadpoolctl import threadpool_limits
 from torch import nn
 
+from jobs.engine import LocalSlots, forced_executor
 from jobs.outputs import write_table_and_summary
 from jobs.progress import Progress
-from jobs.ray_slots import Slots, start_ray
 from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.measures.alignment import kernel_measure
@@ -49,6 +49,9 @@ from repalign.stitching import (
 from repalign.store import open_store
 from repalign.zoo.models import MODELS_FOLDER, deterministic_torch, load_model, load_targets
 
+LOCAL_MAX_PAIRS = 8
+"""A stitching job with no Ray cluster trains at most this many pairs in process, one after
+another; a pair takes seconds on one thread, so more pairs pay for a local Ray's start."""
 COLUMNS = [
     ("source", pa.string()),
     ("target", pa.string()),
@@ -96,13 +99,13 @@ class StitchingResult:
 
 
 def run_stitching(spec, *, ray_address=None, quiet=False):
-    """Train every pair's stitcher of a `repalign.spec.StitchingSpec` on Ray.
+    """Train every pair's stitcher of a `repalign.spec.StitchingSpec`, in process or on Ray.
 
     Parameters
     ----------
     spec : StitchingSpec
     ray_address : str, optional
-        A Ray cluster to join; a local Ray by default.
+        A Ray cluster to join; with none, `choose_executor` says where the pairs run.
     quiet : bool, default=False
         No progress bar.
 
@@ -117,17 +120,26 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
         for name in (pair.source, pair.target):
             store[name]
     load_targets(spec.store)  # fail here, not in every task, when the zoo has none
-    start_ray(ray_address)
-    workers = spec.workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    executor, executor_reason = choose_executor(spec, len(pairs), ray_address)
     settings = spec.stitcher.model_dump()
     task = StitchPairs(spec.store, [(p.source, p.target) for p in pairs], settings)
-    # one CPU a pair, so that torch's thread count, and with it the table, is the same for
-    # any number of workers
-    slots = Slots(task, list(range(len(pairs))), workers, cpus=1)
+    units = list(range(len(pairs)))
+    if executor == "ray":
+        import ray
+
+        from jobs.ray_slots import Slots, start_ray
+
+        start_ray(ray_address)
+        workers = spec.workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        # one CPU a pair, as torch runs on one thread (`deterministic_torch`)
+        slots = Slots(task, units, workers, cpus=1)
+    else:
+        workers = spec.workers or 1
+        slots = LocalSlots(task, units, workers)
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
         states = slots.run(bar, "stitching")
     rows = [row for _, row in sorted(entry for state in states for entry in state or [])]
-    nodes = set(slots.nodes)  # Ray node ids of the actors that gave the rows
+    nodes = {node for node in slots.nodes if node}  # Ray node ids of the actors that gave rows
     table = pa.table({name: pa.array([r[name] for r in rows], kind) for name, kind in COLUMNS})
     failed = [r for r in rows if r["status"] != "ok"]
     ok = [r for r in rows if r["status"] == "ok"]
@@ -137,6 +149,8 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
         "failures": {f"{r['source']} -> {r['target']}": r["reason"] for r in failed},
         "plugin_within_bound": sum(r["plugin_within_bound"] for r in ok),
         "workers": workers,
+        "executor": executor,
+        "executor_reason": executor_reason,
         "nodes": sorted(nodes),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -149,6 +163,22 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
         "risk": "mean squared distance of softmax probabilities to one-hot labels (Brier)",
     }
     return StitchingResult(table, summary, params)
+
+
+def choose_executor(spec, pairs, ray_address=None):
+    """Where the pairs are trained, ``"local"`` (this process) or ``"ray"``, and why.
+
+    As the alignment job (`jobs.engine.forced_executor`): the spec's ``executor``, else Ray
+    when there is a cluster; else in this process for at most `LOCAL_MAX_PAIRS` pairs, and on
+    a local Ray beyond, where training pairs side by side on the cores (each on one thread)
+    saves more than Ray's start costs.
+    """
+    forced = forced_executor(spec.executor, ray_address)
+    if forced is not None:
+        return forced
+    if pairs > LOCAL_MAX_PAIRS:
+        return "ray", f"{pairs} pairs (over {LOCAL_MAX_PAIRS}): trained side by side on Ray"
+    return "local", f"no Ray cluster, and {pairs} pairs (at most {LOCAL_MAX_PAIRS}): in process"
 
 
 def write_result(result, out):
@@ -238,7 +268,9 @@ def stitch_pair(store_path, source, target, settings):
     source_model, target_model = source.split(".", 1)[0], target.split(".", 1)[0]
     row.update(source=source, target=target, source_model=source_model, target_model=target_model)
     try:
-        with deterministic_torch():
+        # one thread for torch and for BLAS: a sum split over threads rounds differently, and
+        # the table must not depend on where the pair ran
+        with deterministic_torch(), threadpool_limits(limits=1):
             row.update(_stitch(store_path, source, target, settings), status="ok", reason="")
     except (RepalignError, np.linalg.LinAlgError) as exc:
         row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")

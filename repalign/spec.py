@@ -12,7 +12,7 @@ key. An alignment spec has these keys:
     out: folder for alignment.parquet and the run's state
     actors: slots the work is dealt to: Ray actors, or in-process slots (default: the CPUs Ray
         offers; one in process)
-    executor: local | ray (default: chosen by the job's size, `jobs.executors.choose_executor`)
+    executor: local | ray (default: chosen by the job's size, `jobs.alignment.choose_executor`)
     precision: float64 | float32 (default float64): the precision of each block's products in
         the moments pass; float32 accumulates across blocks in float64 (docs/design.md §4)
 
@@ -27,7 +27,8 @@ A stitching spec (`StitchingSpec`):
         trained model at matching relative depth, untrained controls included)
     stitcher: {affine, optimizer, max_epochs, patience, learning_rate, validation_fraction, seed}
     experiment, out: as above
-    workers: parallel stitching tasks (default: the CPUs Ray offers)
+    workers: parallel stitching tasks (default: the CPUs Ray offers; 1 in process)
+    executor: local | ray (default: chosen by the number of pairs, `jobs.stitching.choose_executor`)
 """
 
 import json
@@ -193,6 +194,7 @@ class StitchingSpec(BaseModel):
     experiment: str = "repalign"
     out: str
     workers: int | None = Field(default=None, ge=1)
+    executor: Literal["local", "ray"] | None = None
 
 
 SPECS = {"alignment": AlignmentSpec, "stitching": StitchingSpec}

@@ -39,7 +39,7 @@ def full_job(zoo, ray_session, tmp_path_factory):
     return run_stitching(spec, quiet=True), out
 
 
-def spec_for(zoo, out, pairs, workers):
+def spec_for(zoo, out, pairs, workers, executor=None):
     return parse_spec(
         {
             "kind": "stitching",
@@ -47,6 +47,7 @@ def spec_for(zoo, out, pairs, workers):
             "out": str(out),
             "workers": workers,
             "pairs": [{"source": s, "target": t} for s, t in pairs],
+            "executor": executor,
         }
     )
 
@@ -165,12 +166,13 @@ def test_the_job_equals_the_maths_on_the_stored_arrays(full_job, zoo):
     assert row["penalty"] == pytest.approx(row["stitched_risk_test"] - row["target_risk_test"])
 
 
-def test_two_workers_give_the_same_table_as_one(zoo, ray_session, tmp_path):
+def test_two_ray_workers_give_the_table_of_one_in_process(zoo, ray_session, tmp_path):
     pairs = [(p.source, p.target) for p in default_pairs(zoo)][::7]
-    one = run_stitching(spec_for(zoo, tmp_path / "one", pairs, 1), quiet=True)
-    two = run_stitching(spec_for(zoo, tmp_path / "two", pairs, 2), quiet=True)
+    one = run_stitching(spec_for(zoo, tmp_path / "one", pairs, 1, "local"), quiet=True)
+    two = run_stitching(spec_for(zoo, tmp_path / "two", pairs, 2, "ray"), quiet=True)
     assert one.table.equals(two.table)
-    assert one.summary["workers"] == 1 and two.summary["workers"] == 2
+    assert (one.summary["workers"], one.summary["executor"]) == (1, "local")
+    assert (two.summary["workers"], two.summary["executor"]) == (2, "ray")
 
 
 def test_mlflow_holds_a_parent_run_a_nested_run_per_pair_and_the_plots(full_job, tmp_path):
@@ -244,9 +246,9 @@ def test_the_command_line_runs_a_stitching_job(zoo, tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "wrote" in result.stdout and "(2 pairs, 0 failed)" in result.stdout
+    assert "wrote" in result.stdout and "(2 pairs, 0 failed); executor local" in result.stdout
     rows = pq.read_table(tmp_path / "out" / "stitching.parquet").to_pylist()
     assert [r["control"] for r in rows] == [False, True]
-    client = MlflowClient(f"sqlite:///{tmp_path}/out/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # MLflow's default, in the cwd
     experiment = client.get_experiment_by_name("repalign")
     assert len(client.search_runs([experiment.experiment_id])) == 3  # parent + 2 pairs
