@@ -211,13 +211,14 @@ class GramState(MomentRows):
         ):
             raise ValueError("GramState.extended: the border must extend this state's layout.")
         full = GramState(border.dims, border.shifts)
-        cut = int(self.offsets[-1])
-        M = np.zeros((full.width, full.width))
-        index_old = np.r_[0:cut, -1]
-        M[np.ix_(index_old, index_old)] = self.moments
-        M[cut:-1, :] = border.rows_matrix
-        M[:, cut:-1] = border.rows_matrix.T
-        full._upper = np.asfortranarray(np.triu(M))
+        cut, rows = int(self.offsets[-1]), border.rows_matrix
+        # Upper triangles, written in place: old × old and old × 1, then the border's rows.
+        full._upper[:cut, :cut] = np.triu(self._upper[:cut, :cut])
+        full._upper[:cut, -1] = self._upper[:cut, -1]
+        full._upper[-1, -1] = self._upper[-1, -1]
+        full._upper[:cut, cut:-1] = rows[:, :cut].T
+        full._upper[cut:-1, cut:-1] = np.triu(rows[:, cut:-1].T)
+        full._upper[cut:-1, -1] = rows[:, -1]
         return full
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from repalign.stats import GramState
+from repalign.stats import BorderState, GramState
 from tests.conftest import paired_data
 from tests.reference import rounding
 
@@ -115,3 +115,32 @@ def test_in_place_addition_equals_addition_and_keeps_the_matrix():
     np.testing.assert_allclose(left.moments, expected, rtol=1e-15)
     with pytest.raises(ValueError, match="same widths and shifts"):
         left += GramState([3, 5])
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_a_border_extends_a_state_to_the_state_of_all(precision):
+    """Old state + the border of new representations (two units, merged) = the state of all,
+    computed at once: the same sums of products, in other groupings (2n·ε·Σ|terms| in float64;
+    in float32 the block products' own bound, b·ε₃₂·Σ|terms|, tests/test_precision.py)."""
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal((900, d)) * 2 + d for d in (3, 5, 4, 2)]
+    shifts = [A[:100].mean(0) for A in arrays]
+    old = GramState((3, 5), shifts[:2])
+    old.add_block(arrays[:2])
+    first, second = (BorderState((3, 5, 4, 2), shifts, 2, precision) for _ in range(2))
+    first.add_block([A[:400] for A in arrays])
+    second.add_block([A[400:] for A in arrays])
+    extended = old.extended(first + second)
+    whole = GramState((3, 5, 4, 2), shifts)
+    whole.add_block(arrays)
+    magnitude = GramState((3, 5, 4, 2))
+    magnitude.add_block([np.abs(A - c) for A, c in zip(arrays, shifts, strict=True)])
+    eps = np.finfo(np.float64 if precision == "float64" else np.float32).eps
+    assert extended.n == whole.n == 900
+    assert np.all(np.abs(extended.moments - whole.moments) <= 2 * 900 * eps * magnitude.moments)
+    old_block = slice(0, int(old.offsets[-1]))
+    assert np.array_equal(extended.moments[old_block, old_block], old.moments[old_block, old_block])
+    other_shifts = BorderState((3, 5, 4), [shifts[0] + 1, *shifts[1:3]], 2)
+    other_shifts.add_block(arrays[:3])
+    with pytest.raises(ValueError, match="extend this state's layout"):
+        old.extended(other_shifts)
