@@ -17,9 +17,22 @@ X), this measures, in one run:
 Everything is reported as ratios (library/GEMM, Gram/library); on a shared machine the
 seconds are context only. Progress goes to stderr, the markdown report to stdout.
 
+Then, against the careful numpy loop (issue 13, "the library at numpy speed"), on the same kind
+of data (float32, width 512):
+
+4. Per pair, at n = 8,000 and 64,000: each linear measure of the library for one pair in
+   memory (`repalign.cka` and its estimators, `kernel_alignment`, `hsic`, `procrustes`, `cca`,
+   `svcca`) against the careful numpy per-pair function `careful_cka` (cast to float64, centre
+   each column, ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F)), interleaved round by round, best of
+   `SPEED_REPEATS`. The target is ≤ 1.1× for `repalign.cka`.
+5. All pairs of 8 representations at n = 8,000: `repalign.pairwise(..., measures=["cka"])`
+   against the careful loop `careful_loop` (each representation centred once, ‖XcᵀXc‖_F once
+   each, ‖XcᵀYc‖²_F per pair) and the per-pair function over all pairs. Target ≤ 1.0×.
+
 Run from the repository root:
 
-    .venv/bin/python benchmarks/measures.py
+    .venv/bin/python benchmarks/measures.py          # everything (several minutes)
+    .venv/bin/python benchmarks/measures.py numpy    # items 4 and 5 only
 """
 
 import datetime
@@ -48,8 +61,27 @@ SINGLE_GRAM_RUN_FROM = 20_000
 TOLERANCE = 1e-6
 
 
+SPEED_SIZES = (8_000, 64_000)
+PAIRWISE_SIZE = 8_000
+PAIRWISE_REPRESENTATIONS = 8
+SPEED_REPEATS = 3
+SIBLINGS = {
+    "cka": repalign.cka,
+    "cka song": partial(repalign.cka, estimator="song"),
+    "cka lange": partial(repalign.cka, estimator="lange"),
+    "kernel_alignment": repalign.kernel_alignment,
+    "hsic": repalign.hsic,
+    "procrustes": repalign.procrustes,
+    "cca": repalign.cca,
+    "svcca": repalign.svcca,
+}
+
+
 def main():
     print_machine()
+    if sys.argv[1:] == ["numpy"]:
+        numpy_speed()
+        return
     references, results = [], []
     for n in SIZES:
         X, Y = make_representations(n)
@@ -64,6 +96,114 @@ def main():
         for r in failures:
             log(f"DISAGREEMENT n={r['n']} {r['estimator']}: rel. diff {r['rel_diff']:.2e}")
         sys.exit(1)
+    numpy_speed()
+
+
+def numpy_speed():
+    """Items 4 and 5 of the module docstring: per pair, then all pairs."""
+    rows = [time_siblings(*make_representations(n)) for n in SPEED_SIZES]
+    print_sibling_table(rows)
+    print_pairwise_table(time_pairwise(PAIRWISE_SIZE))
+    disagreements = [r for r in rows if not r["cka_rel_diff"] < TOLERANCE]
+    if disagreements:
+        log(f"DISAGREEMENT of repalign.cka and careful_cka: {disagreements}")
+        sys.exit(1)
+
+
+def careful_cka(X, Y):
+    """The careful numpy per-pair CKA: float64, centred columns,
+    ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F)."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    X -= X.mean(axis=0)
+    Y -= Y.mean(axis=0)
+    return np.linalg.norm(X.T @ Y) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def careful_loop(arrays):
+    """The careful numpy loop over all pairs: each representation centred once, ‖XcᵀXc‖_F
+    once each, ‖XcᵀYc‖²_F per pair. {(a, b): CKA} for a < b."""
+    centred = []
+    for X in arrays:
+        Xc = X.astype(np.float64)
+        Xc -= Xc.mean(axis=0)
+        centred.append(Xc)
+    norms = [np.linalg.norm(Xc.T @ Xc) for Xc in centred]
+    return {
+        (a, b): np.linalg.norm(centred[a].T @ centred[b]) ** 2 / (norms[a] * norms[b])
+        for a in range(len(arrays))
+        for b in range(a + 1, len(arrays))
+    }
+
+
+def best_of_rounds(calls, repeats):
+    """Best seconds and last value of each call, the calls interleaved round by round."""
+    seconds, values = dict.fromkeys(calls, float("inf")), {}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            values[name] = call()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    return seconds, values
+
+
+def time_siblings(X, Y):
+    n = X.shape[0]
+    log(f"n={n}: careful numpy per pair and the library's linear measures")
+    calls = {"careful": partial(careful_cka, X, Y)}
+    calls.update({name: partial(function, X, Y) for name, function in SIBLINGS.items()})
+    seconds, values = best_of_rounds(calls, SPEED_REPEATS)
+    rel_diff = abs(values["cka"] - values["careful"]) / values["careful"]
+    return {"n": n, "seconds": seconds, "cka_rel_diff": rel_diff}
+
+
+def time_pairwise(n):
+    rng = np.random.default_rng(SEED)
+    arrays = [
+        rng.standard_normal((n, WIDTH), dtype=np.float32) for _ in range(PAIRWISE_REPRESENTATIONS)
+    ]
+    names = [f"model{m}.layer" for m in range(len(arrays))]
+    log(f"n={n}: all pairs of {len(arrays)} representations")
+    pairs = [(a, b) for a in range(len(arrays)) for b in range(a + 1, len(arrays))]
+    calls = {
+        "careful loop": partial(careful_loop, arrays),
+        "careful per pair": lambda: {(a, b): careful_cka(arrays[a], arrays[b]) for a, b in pairs},
+        "repalign.pairwise": lambda: repalign.pairwise(dict(zip(names, arrays, strict=True))),
+    }
+    seconds, values = best_of_rounds(calls, REPEATS)
+    table = {
+        (names.index(r["rep_a"]), names.index(r["rep_b"])): r["value"]
+        for r in values["repalign.pairwise"].to_pylist()
+    }
+    rel_diff = max(abs(table[p] - v) / v for p, v in values["careful loop"].items())
+    return {"n": n, "count": len(arrays), "seconds": seconds, "rel_diff": rel_diff}
+
+
+def print_sibling_table(rows):
+    print(f"### One pair in memory against careful numpy (width {WIDTH}, float32 input)\n")
+    print(f"Best of {SPEED_REPEATS}, interleaved; ratio = seconds / careful numpy's seconds.\n")
+    print("| n | careful numpy (s) | " + " | ".join(SIBLINGS) + " | CKA rel. diff |")
+    print("|---:|---:|" + "---:|" * len(SIBLINGS) + "---:|")
+    for r in rows:
+        careful = r["seconds"]["careful"]
+        cells = " | ".join(f"{r['seconds'][name] / careful:.2f}×" for name in SIBLINGS)
+        print(f"| {r['n']:,} | {careful:.3f} | {cells} | {r['cka_rel_diff']:.1e} |")
+    print()
+
+
+def print_pairwise_table(r):
+    seconds = r["seconds"]
+    loop = seconds["careful loop"]
+    print(
+        f"### All pairs of {r['count']} representations × {WIDTH} at n = {r['n']:,} "
+        f"(linear CKA, best of {REPEATS}, interleaved)\n"
+    )
+    print("| contender | seconds | / careful loop |")
+    print("|:---|---:|---:|")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.3f} | {value / loop:.2f}× |")
+    print(
+        f"\nLargest relative difference of the table from the careful loop: {r['rel_diff']:.1e}\n"
+    )
 
 
 def log(message):
