@@ -43,7 +43,7 @@ from repalign.validation import check_representation
 VALUE_OPTIONS = ("sigma", "k", "variance", "squared")
 """The options of a configuration (`repalign.registry.PARAMETERS`) that the library functions
 take as keyword arguments."""
-SAME = "MMD² compares samples of one space"
+MMD_WIDTHS = "MMD² compares samples of one space"
 """Why MMD² of representations of different widths is missing (a job's words)."""
 
 
@@ -99,7 +99,10 @@ def _configs(measures):
         try:
             config = content if isinstance(content, Measure) else Measure.model_validate(content)
         except ValidationError as exc:
-            problems = "; ".join(e["msg"] for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'measure'}: {e['msg']}"
+                for e in exc.errors()
+            )
             raise SpecError(f"measures[{index}] ({item!r}): {problems}") from None
         if config.approx != "none" or config.against is not None:
             raise SpecError(
