@@ -14,7 +14,9 @@ Kornblith et al. 2019), the centring terms, and the squared-norm columns that th
 HSIC of Song et al. (2012) needs (Σ‖xᵢ‖²‖yᵢ‖², Xᵀ‖y‖²). The state is a plain sum over rows, so
 row blocks can be processed anywhere and merged with ``+``.
 
-Cost: O(n·D²) time in one SYRK per row block, O(D²) memory, independent of n.
+Cost: O(n·D²) time in one SYRK per row block, O(D²) memory, independent of n. A block's
+products are float64, or float32 with ``precision="float32"`` (half the time; the blocks are
+still added in float64, docs/design.md §4, "Precision").
 """
 
 import numpy as np
