@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.engine import forced_executor, run_units
+from jobs.engine import forced_executor, machine_cpus, run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows
@@ -47,9 +47,10 @@ RUNS = {
 }
 """The pass of each name of `repalign.registry.PASSES`."""
 LOCAL_MAX_WORK = 3e9
-"""Above this many element-wise operations (`elementwise_work`), a job with no Ray cluster
-starts a local Ray: that work runs on one core in process, and spread over the machine's cores
-it saves more than Ray's start (about 5 s on 2 cores) costs."""
+"""Above this many element-wise operations (`elementwise_work`; about 10 s of one core's work), a
+job with no Ray cluster starts a local Ray: its slots then hold no GIL between numpy calls (the
+per-tile and top-k bookkeeping), and an actor that dies is replayed alone, for the cost of
+Ray's start (about 5 s on 2 cores). Below, its slots are threads of this process."""
 
 
 @dataclass
@@ -92,7 +93,7 @@ def run_alignment(
         start_ray(ray_address)
         actors = spec.actors or cluster_cpus()
     else:
-        actors = spec.actors or 1
+        actors = spec.actors or machine_cpus()
     previous = _previous_state(incremental_from, store, names) if incremental_from else None
     if previous is not None:  # old representations first, in the saved order
         names = previous["names"] + [name for name in names if name not in previous["names"]]
@@ -142,7 +143,7 @@ def choose_executor(spec, n, dims, ray_address=None):
     The rule (docs/design.md §4, "Executors"): the spec's ``executor`` when it names one; Ray
     when there is a cluster to use (``ray_address``, ``RAY_ADDRESS``, or Ray already started
     in this process); else in this process unless the job's element-wise work
-    (`elementwise_work`) exceeds `LOCAL_MAX_WORK`, when a local Ray spreads it over the cores.
+    (`elementwise_work`) exceeds `LOCAL_MAX_WORK`, when it starts a local Ray.
     """
     forced = forced_executor(spec.executor, ray_address)
     if forced is not None:
@@ -150,19 +151,19 @@ def choose_executor(spec, n, dims, ray_address=None):
     work = elementwise_work(spec.measures, n, dims)
     if work > LOCAL_MAX_WORK:
         return "ray", (
-            f"{work:.2g} element-wise operations (over {LOCAL_MAX_WORK:.0e}): a local Ray "
-            "spreads them over this machine's cores"
+            f"{work:.2g} element-wise operations (over {LOCAL_MAX_WORK:.0e}): a local Ray, "
+            "an actor per core"
         )
     return "local", (
         f"no Ray cluster, and {work:.2g} element-wise operations (at most "
-        f"{LOCAL_MAX_WORK:.0e}): in this process, BLAS on every core"
+        f"{LOCAL_MAX_WORK:.0e}): in this process, a thread per core"
     )
 
 
 def elementwise_work(measures, n, dims):
-    """An estimate of a job's operations that are not BLAS products: the work one process does
-    on one core, which Ray's actors would spread over a machine's cores. The moments pass is
-    one SYRK per row block, which BLAS already spreads; the others, per pass used:
+    """An estimate of a job's operations that are not BLAS products, which set how long its
+    slots run numpy's element-wise kernels and the Python between them. The moments pass is
+    one SYRK per row block; the others, per pass used:
 
     - features: a cosine (RFF) or kernel entry (Nyström) per row and feature, M·n·F;
     - rbf: a distance and its exponential per pair of rows (the upper triangle), M·n²/2; the

@@ -61,7 +61,8 @@ def add_run(commands):
     run.add_argument(
         "--actors",
         type=int,
-        help="slots the work is dealt to (default: the CPUs Ray offers; 1 in this process)",
+        help="slots the work is dealt to: Ray actors, or threads in this process (default: the "
+        "CPUs Ray offers, or this machine's)",
     )
     run.add_argument(
         "--precision",
@@ -179,7 +180,10 @@ def add_stitch(commands):
     stitch.add_argument("--optimizer", choices=("lbfgs", "adam"), help="default: lbfgs")
     stitch.add_argument("--experiment", help="MLflow experiment (default: repalign)")
     stitch.add_argument(
-        "--workers", type=int, help="parallel tasks (default: Ray's CPUs; 1 in this process)"
+        "--workers",
+        type=int,
+        help="parallel tasks on Ray (default: Ray's CPUs; in this process "
+        "the pairs are trained one after another)",
     )
     stitch.add_argument(
         "--executor",

@@ -6,8 +6,8 @@ units' states in order, and the slots' states are then added in slot order. So f
 number of slots the result is the same bit for bit, whatever the timing and whichever executor
 ran them (docs/design.md §4, "Executors"):
 
-- ``local``: the slots run one after the other in this process (`LocalSlots`); BLAS uses the
-  machine's cores. No Ray is imported or started.
+- ``local``: the slots run in this process, a thread each (`LocalSlots`), BLAS sharing the
+  machine's cores among them. No Ray is imported or started.
 - ``ray``: each slot is one Ray actor (`jobs.ray_slots.Slots`); a slot whose actor dies is
   replayed from its units on a new actor.
 
@@ -19,8 +19,12 @@ whole job, resumes from there, and the result is still the same bit for bit.
 import os
 import pickle
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
+
+from threadpoolctl import threadpool_limits
 
 from jobs.progress import Progress
 from repalign.contract import atomic_write
@@ -159,9 +163,10 @@ class SlotAccumulator:
 
 
 class LocalSlots:
-    """The slots run one after the other in this process; `run` returns their states in slot
-    order. The same dealing, order of sums and checkpoints as the Ray actors, so the same
-    result bit for bit (docs/design.md §4)."""
+    """The slots run in this process, one thread each (numpy, BLAS and Parquet reads release
+    the GIL), with BLAS limited to the machine's cores shared out among them; `run` returns
+    their states in slot order. The same dealing, order of sums and checkpoints as the Ray
+    actors, so the same result bit for bit (docs/design.md §4)."""
 
     def __init__(self, task, units, count, checkpoints=None, checkpoint_seconds=30.0):
         self.task = task
@@ -172,17 +177,40 @@ class LocalSlots:
         self.replays = [0] * len(self.units)
         self.nodes = []
         self.resumed = 0
+        self._lock = threading.Lock()  # the bar and the count of resumed units
 
     def run(self, bar, description):
         """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
-        states = []
-        for slot, units in enumerate(self.units):
-            checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
-            accumulator = SlotAccumulator(self.task, checkpoint, self.checkpoint_seconds)
-            if accumulator.done:
+        count = len(self.units)
+        if count == 1:  # in this thread, BLAS as the caller set it
+            return [self._run_slot(0, bar)]
+        blas_threads = max(1, machine_cpus() // count)
+        with (
+            threadpool_limits(limits=blas_threads, user_api="blas"),
+            ThreadPoolExecutor(count, thread_name_prefix="slot") as pool,
+        ):
+            slots = [pool.submit(self._run_slot, slot, bar) for slot in range(count)]
+            try:
+                return [slot.result() for slot in slots]
+            finally:
+                for slot in slots:
+                    slot.cancel()
+
+    def _run_slot(self, slot, bar):
+        units = self.units[slot]
+        checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
+        accumulator = SlotAccumulator(self.task, checkpoint, self.checkpoint_seconds)
+        if accumulator.done:
+            with self._lock:
                 self.resumed += accumulator.done
                 bar.update(sum(self.task.rows(u) for u in units[: accumulator.done]))
-            for unit in units[accumulator.done :]:
-                bar.update(accumulator.add(unit))
-            states.append(accumulator.result())
-        return states
+        for unit in units[accumulator.done :]:
+            rows = accumulator.add(unit)
+            with self._lock:
+                bar.update(rows)
+        return accumulator.result()
+
+
+def machine_cpus():
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))

@@ -134,7 +134,8 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
         # one CPU a pair, as torch runs on one thread (`deterministic_torch`)
         slots = Slots(task, units, workers, cpus=1)
     else:
-        workers = spec.workers or 1
+        # one after another: torch's and BLAS's thread counts are settings of the whole process
+        workers = 1
         slots = LocalSlots(task, units, workers)
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
         states = slots.run(bar, "stitching")

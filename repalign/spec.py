@@ -10,8 +10,8 @@ key. An alignment spec has these keys:
     measures: a list of {name, kernel, estimator, sigma, approx, features, seed, k, ...}
     experiment: MLflow experiment (default "repalign")
     out: folder for alignment.parquet and the run's state
-    actors: slots the work is dealt to: Ray actors, or in-process slots (default: the CPUs Ray
-        offers; one in process)
+    actors: slots the work is dealt to: Ray actors, or threads in process (default: the CPUs
+        Ray offers, or this machine's)
     executor: local | ray (default: chosen by the job's size, `jobs.alignment.choose_executor`)
     precision: float64 | float32 (default float64): the precision of each block's products in
         the moments pass; float32 accumulates across blocks in float64 (docs/design.md §4)
@@ -27,7 +27,7 @@ A stitching spec (`StitchingSpec`):
         trained model at matching relative depth, untrained controls included)
     stitcher: {affine, optimizer, max_epochs, patience, learning_rate, validation_fraction, seed}
     experiment, out: as above
-    workers: parallel stitching tasks (default: the CPUs Ray offers; 1 in process)
+    workers: parallel stitching tasks on Ray (default: the CPUs Ray offers; in process, one)
     executor: local | ray (default: chosen by the number of pairs, `jobs.stitching.choose_executor`)
 """
 

@@ -1,4 +1,6 @@
-"""The all-pairs engine against the in-memory library, on a real store and a real Ray."""
+"""The all-pairs engine against the in-memory library, on a real store: its passes in process
+(tests/test_executors.py shows Ray gives the same tables bit for bit), and on a real Ray for
+what only Ray does (actors that die, a driver that dies)."""
 
 import threading
 import time
@@ -84,7 +86,9 @@ def store(tmp_path_factory):
 
 
 def spec(path, measures, **extra):
-    return parse_spec({"store": str(path), "out": str(path / "out"), "measures": measures, **extra})
+    """A job spec, in process unless ``extra`` names another executor."""
+    content = {"store": str(path), "out": str(path / "out"), "measures": measures}
+    return parse_spec({**content, "executor": "local", **extra})
 
 
 def assert_matches_library(table, arrays):
@@ -99,7 +103,7 @@ def assert_matches_library(table, arrays):
     return checked
 
 
-def test_every_measure_equals_the_library(ray_session, store):
+def test_every_measure_equals_the_library(store):
     path, arrays = store
     # four of the six (one shard, uneven shards, two of equal width), to keep the library's
     # n×n references few
@@ -115,8 +119,8 @@ def test_every_measure_equals_the_library(ray_session, store):
     assert checked > 170
 
 
-@pytest.mark.parametrize("actors", [1, 3])
-def test_any_number_of_actors_gives_the_library_values(ray_session, store, actors):
+@pytest.mark.parametrize("slots", [1, 3])
+def test_any_number_of_slots_gives_the_library_values(store, slots):
     path, arrays = store
     measures = [
         {"name": "cka", "estimator": "song"},
@@ -124,11 +128,11 @@ def test_any_number_of_actors_gives_the_library_values(ray_session, store, actor
         {"name": "cka", "kernel": "rbf"},
         {"name": "cknna", "k": K},
     ]
-    result = run_alignment(spec(path, measures, actors=actors), quiet=True)
+    result = run_alignment(spec(path, measures, actors=slots), quiet=True)
     assert assert_matches_library(result.table, arrays) == 4 * 21
 
 
-def test_a_tiled_statistic_equals_one_state(ray_session, store):
+def test_a_tiled_statistic_equals_one_state(store):
     path, _ = store
     measures = [{"name": "ka"}, {"name": "cka", "estimator": "lange"}, {"name": "svcca"}]
     whole = run_alignment(spec(path, measures), quiet=True)
@@ -140,7 +144,7 @@ def test_a_tiled_statistic_equals_one_state(ray_session, store):
     )
 
 
-def test_degenerate_representations_are_missing_with_reasons(ray_session, tmp_path):
+def test_degenerate_representations_are_missing_with_reasons(tmp_path):
     arrays = make_store(tmp_path, {"good.a": 4, "good.b": 6}, {"good.a": 700, "good.b": 700}, n=800)
     nan = arrays["good.a"].copy()
     nan[[3, 50]] = np.nan
@@ -173,7 +177,7 @@ def test_degenerate_representations_are_missing_with_reasons(ray_session, tmp_pa
     assert ("cka", "good.a", "good.b") in ok and ("mutual_knn", "good.a", "good.b") in ok
 
 
-def test_an_incremental_run_computes_only_the_new_blocks(ray_session, tmp_path):
+def test_an_incremental_run_computes_only_the_new_blocks(tmp_path):
     widths = {"old.a": 4, "old.b": 7, "old.c": 3, "old.d": 5}
     arrays = make_store(tmp_path, widths, dict.fromkeys(widths, 400), n=1200)
     measures = [{"name": "cka", "estimator": "song"}, {"name": "procrustes"}, {"name": "ka"}]
@@ -205,7 +209,7 @@ def test_an_incremental_run_computes_only_the_new_blocks(ray_session, tmp_path):
     assert assert_matches_library(incremental.table, arrays) == 3 * 21
 
 
-def test_an_incremental_run_refuses_a_changed_representation(ray_session, tmp_path):
+def test_an_incremental_run_refuses_a_changed_representation(tmp_path):
     make_store(tmp_path, {"a.x": 3, "b.x": 4}, {"a.x": 100, "b.x": 100}, n=300)
     first = run_alignment(spec(tmp_path, [{"name": "cka"}]), quiet=True)
     write_result(first, tmp_path / "first")
@@ -218,7 +222,7 @@ def test_an_incremental_run_refuses_a_changed_representation(ray_session, tmp_pa
         )
 
 
-def test_a_misaligned_store_is_refused(ray_session, tmp_path):
+def test_a_misaligned_store_is_refused(tmp_path):
     write_representation(tmp_path, "a.x", np.arange(10), np.eye(10))
     write_representation(tmp_path, "b.x", np.arange(10)[::-1], np.eye(10))
     with pytest.raises(MisalignedError, match="repalign align"):
@@ -246,11 +250,8 @@ def test_killing_an_actor_mid_job_gives_the_identical_table(ray_session, tmp_pat
     # every unit checkpoints, so that the test can see the job is under way before it kills
     monkeypatch.setattr(alignment, "CHECKPOINT_SECONDS", 0.0)
     results = {}
-    job = threading.Thread(
-        target=lambda: results.update(
-            r=run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
-        )
-    )
+    on_ray = spec(tmp_path, measures, actors=2, executor="ray")
+    job = threading.Thread(target=lambda: results.update(r=run_alignment(on_ray, quiet=True)))
     job.start()
     checkpoints = tmp_path / "out" / ".checkpoints"
     deadline = time.time() + 120
@@ -306,6 +307,7 @@ def test_a_job_run_again_after_its_driver_died_resumes_from_checkpoints(
     driver.send_signal(signal.SIGKILL)  # the driver dies mid-pass, as a crash would
     driver.wait()
     assert list(checkpoints.glob("*/slot-*.pkl")), "no checkpoint was written before the kill"
+    # run again in process: the slots' checkpoints are the same whichever executor wrote them
     resumed = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
     assert resumed.summary["units_resumed"] > 0
     assert not checkpoints.exists()  # a finished job leaves no checkpoints

@@ -11,7 +11,7 @@ N = 20_000
 
 
 @pytest.fixture(scope="module")
-def exact(ray_session, tmp_path_factory):
+def exact(tmp_path_factory):
     """A related pair of representations and their exact RBF CKA, from streamed tiles."""
     path = tmp_path_factory.mktemp("approx-store")
     rng = np.random.default_rng(7)
@@ -26,7 +26,8 @@ def exact(ray_session, tmp_path_factory):
 
 
 def job(path, measures):
-    return parse_spec({"store": str(path), "out": str(path / "out"), "measures": measures})
+    content = {"store": str(path), "out": str(path / "out"), "measures": measures}
+    return parse_spec({**content, "executor": "local"})
 
 
 def value(result):

@@ -16,7 +16,8 @@ WIDTHS = {"m0.a": 5, "m1.a": 9, "m2.a": 3}
 
 
 def run(path, measures):
-    spec = parse_spec({"store": str(path), "out": str(path / "out"), "measures": measures})
+    content = {"store": str(path), "out": str(path / "out"), "measures": measures}
+    spec = parse_spec({**content, "executor": "local"})
     return run_alignment(spec, quiet=True)
 
 
@@ -46,7 +47,7 @@ def check_intervals(rows, arrays, sigma):
     return vacuous
 
 
-def test_exact_rbf_ka_carries_the_lemma1_interval(ray_session, tmp_path):
+def test_exact_rbf_ka_carries_the_lemma1_interval(tmp_path):
     n = 1500  # r = sqrt(32 ln(120)/n) ≈ 0.32: the intervals are not all [0, 1]
     arrays = make_store(tmp_path, WIDTHS, dict.fromkeys(WIDTHS, 700), n=n)
     measures = [{"name": "ka", "kernel": "rbf"}, {"name": "cka", "kernel": "rbf"}, {"name": "ka"}]
@@ -64,7 +65,7 @@ def test_exact_rbf_ka_carries_the_lemma1_interval(ray_session, tmp_path):
     assert result.table.schema.field("lower").type == "double"
 
 
-def test_random_feature_ka_has_no_interval(ray_session, tmp_path):
+def test_random_feature_ka_has_no_interval(tmp_path):
     make_store(tmp_path, WIDTHS, dict.fromkeys(WIDTHS, 400), n=400)
     measure = {"name": "ka", "kernel": "rbf", "approx": "rff", "features": 64}
     result = run(tmp_path, [measure])
@@ -73,7 +74,7 @@ def test_random_feature_ka_has_no_interval(ray_session, tmp_path):
     assert result.summary["lemma1"] == {"delta": 0.05, "intervals": 0, "vacuous": 0}
 
 
-def test_small_n_gives_vacuous_intervals_and_missing_pairs_none(ray_session, tmp_path):
+def test_small_n_gives_vacuous_intervals_and_missing_pairs_none(tmp_path):
     n = 120  # r = sqrt(32 ln(120)/120) ≈ 1.24 ≥ 1
     arrays = make_store(tmp_path, {"m0.a": 4, "m1.a": 6}, {"m0.a": 50, "m1.a": 120}, n=n)
     write_representation(tmp_path, "m2.constant", np.arange(n), np.ones((n, 3), np.float32))

@@ -3,10 +3,12 @@ or on Ray, with the same table; and the rule that chooses (docs/design.md §4, "
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
+from jobs import engine
 from jobs.alignment import LOCAL_MAX_WORK, choose_executor, elementwise_work, run_alignment
 from jobs.engine import run_units
 from jobs.tasks import MomentTask
@@ -74,27 +76,48 @@ def test_a_local_job_starts_no_ray(store):
 
 
 def test_local_checkpoints_resume_to_the_same_state(store, tmp_path, monkeypatch):
-    """A pass that dies after some units resumes from each slot's checkpoint: same state."""
+    """A pass that dies in one slot resumes from each slot's checkpoint: the same state. The
+    slots are threads; slot 0 finishes its 8 units, slot 1 dies at its last of 7."""
     path, _ = store
     task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
     units = [(start, start + 100) for start in range(0, 1500, 100)]
-    whole = run_units(task, units, slots=2, executor="local", description="m", quiet=True)
-    compute, calls = task.compute, []
+    options = dict(slots=2, executor="local", description="m", quiet=True)
+    whole = run_units(task, units, **options)
+    compute = task.compute
 
-    def dies_at_the_ninth(unit):
-        calls.append(unit)
-        if len(calls) == 9:
+    def dies_at_the_last_unit_of_slot_1(unit):
+        if unit == units[13]:
             raise KeyboardInterrupt
         return compute(unit)
 
-    monkeypatch.setattr(task, "compute", dies_at_the_ninth)
-    options = dict(slots=2, executor="local", description="m", quiet=True)
+    monkeypatch.setattr(task, "compute", dies_at_the_last_unit_of_slot_1)
     with pytest.raises(KeyboardInterrupt):
         run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
     monkeypatch.setattr(task, "compute", compute)
     resumed = run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
-    assert resumed.resumed == 8  # slot 0's 8 units were saved; slot 1 starts afresh
+    assert resumed.resumed == 8 + 6
     np.testing.assert_array_equal(resumed.state.moments, whole.state.moments)
+
+
+def test_local_slots_are_threads_with_the_cores_shared_out(store, monkeypatch):
+    """Two slots run side by side, each with BLAS on half the cores, as two actors would."""
+    from threadpoolctl import threadpool_info
+
+    path, _ = store
+    task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
+    compute, seen = task.compute, []
+
+    def records_its_thread(unit):
+        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        seen.append((threading.current_thread().name, blas))
+        return compute(unit)
+
+    monkeypatch.setattr(task, "compute", records_its_thread)
+    monkeypatch.setattr(engine, "machine_cpus", lambda: 4)
+    units = [(start, start + 100) for start in range(0, 1500, 100)]
+    run_units(task, units, slots=2, executor="local", description="m", quiet=True)
+    assert len({name for name, _ in seen}) == 2
+    assert all(blas and set(blas) == {2} for _, blas in seen)
 
 
 @pytest.mark.parametrize(

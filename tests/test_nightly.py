@@ -71,7 +71,7 @@ def values(path, out):
 
 
 @pytest.fixture(scope="module")
-def nights(ray_session, tmp_path_factory):
+def nights(tmp_path_factory):
     path = tmp_path_factory.mktemp("nightly")
     rng = np.random.default_rng(7)
     latent = rng.standard_normal((N, 4))
@@ -79,6 +79,7 @@ def nights(ray_session, tmp_path_factory):
     for name, array in arrays.items():
         write_representation(path / "store", name, np.arange(N), array, shard_rows=700)
     job = {"store": str(path / "store"), "out": str(path / "unused"), "measures": MEASURES}
+    job["executor"] = "local"  # tests/test_executors.py shows Ray gives the same tables
     job["experiment"] = "nightly"
     (path / "job.yaml").write_text(yaml.safe_dump(job))
     runs = {"arrays-1": dict(arrays)}

@@ -1,8 +1,8 @@
 """The HTTP service (`services`) with its real parts: job processes of the `repalign` command
 line, a SQLite MLflow store, a SQLite or PostgreSQL database.
 
-The job processes join the session's Ray (``ray_address``) rather than each starting its own;
-the tests of the queue, restart and cancel run `tests.stand_in_repalign` in their place, and a
+The job processes run their passes in process, as a service with no Ray cluster runs small
+jobs (one test's jobs join the session's Ray through ``--ray-address``); the tests of the queue, restart and cancel run `tests.stand_in_repalign` in their place, and a
 real job runs on each database. PostgreSQL repeats the tests whose subject is what the
 database keeps (jobs, schedules)."""
 
@@ -67,10 +67,10 @@ def fresh_state(tmp_path, empty_mlflow_store):
 
 
 @pytest.fixture
-def service(request, tmp_path, ray_address, empty_mlflow_store):
+def service(request, tmp_path, empty_mlflow_store):
     """The service in-process, on SQLite, or (parametrized "postgresql") on a fresh database
-    of the session's PostgreSQL server; its jobs join the session's Ray."""
-    overrides = {"ray_address": ray_address}
+    of the session's PostgreSQL server; no Ray cluster, so its small jobs run in process."""
+    overrides = {}
     if getattr(request, "param", "sqlite") == "postgresql":
         overrides["database_url"] = fresh_database(
             request.getfixturevalue("postgres_url"), tmp_path
@@ -179,7 +179,7 @@ def test_no_token_appears_in_responses_or_logs(service):
 
 
 @both_databases
-def test_a_job_submitted_over_http_equals_repalign_run(service, ray_session):
+def test_a_job_submitted_over_http_equals_repalign_run(service):
     client, tmp_path = service
     created = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
     assert created.status_code == 201
