@@ -2,9 +2,10 @@
 line, a SQLite MLflow store, a SQLite or PostgreSQL database.
 
 The job processes run their passes in process, as a service with no Ray cluster runs small
-jobs (one test's jobs join the session's Ray through ``--ray-address``); the tests of the queue, restart and cancel run `tests.stand_in_repalign` in their place, and a
-real job runs on each database. PostgreSQL repeats the tests whose subject is what the
-database keeps (jobs, schedules)."""
+jobs (one test's jobs join the session's Ray through ``--ray-address``); the tests of the
+queue, restart and cancel run `tests.stand_in_repalign` in their place, and a real job runs on
+each database. PostgreSQL repeats the tests whose subject is what the database keeps (jobs,
+schedules)."""
 
 import json
 import os
