@@ -26,7 +26,9 @@ tracking URI given; MLflow's fluent API and its process-wide state (active run, 
 are neither used nor changed.
 """
 
+import fcntl
 import json
+import os
 import re
 import tempfile
 import time
@@ -554,9 +556,23 @@ def default_store():
     """Where MLflow itself logs when no tracking URI is set (MLflow 3): ``sqlite:///mlflow.db``
     in the working folder, with artifacts in ``./mlruns`` beside it; returned as absolute
     paths, ``(tracking_uri, artifact_location)``, so that a pending upload synced from another
-    folder still lands there. `mlflow ui` run in that folder shows every run logged to it."""
+    folder still lands there. `mlflow ui` run in that folder shows every run logged to it.
+
+    The first job to use it creates its tables, holding a lock on the folder: jobs that start
+    together in a new folder would otherwise race to create them.
+    """
     folder = Path.cwd()
-    return f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")
+    database = folder / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    if not database.exists():
+        lock = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not database.exists():
+                prepare_store(uri)
+        finally:
+            os.close(lock)  # releases the lock
+    return uri, str(folder / "mlruns")
 
 
 def prepare_store(tracking_uri):

@@ -476,3 +476,26 @@ def test_a_table_without_the_alignment_columns_is_refused(table):
         )
     with pytest.raises(TypeError, match=r"pyarrow\.Table or a pandas\.DataFrame; got str"):
         square_matrix("results.parquet", measure="cka", kernel="linear", estimator="biased")
+
+
+def test_jobs_starting_together_in_a_new_folder_share_one_default_store(tmp_path):
+    """Three processes open MLflow's default store of one new folder at once: the first makes
+    its tables under the folder's lock, and each logs a run into it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from mlflow import MlflowClient; from repalign.tracking import default_store; "
+        "uri, _ = default_store(); client = MlflowClient(uri); "
+        "client.create_run(client.get_experiment_by_name('Default').experiment_id); print(uri)"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    uris = {process.communicate(timeout=300)[0].decode().strip() for process in processes}
+    assert [process.returncode for process in processes] == [0, 0, 0]
+    assert uris == {f"sqlite:///{tmp_path}/mlflow.db"}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(client.search_runs(["0"])) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock file left
