@@ -416,7 +416,7 @@ def _median_rows(representation):
     """The rows `repalign.median_sigma` would use: all, or its seeded subsample."""
     n = representation.rows
     if n <= MEDIAN_MAX_ROWS:
-        return representation.read_rows(0, n)[1]
+        return representation.read_values(0, n)
     chosen = np.sort(np.random.default_rng(MEDIAN_SEED).choice(n, MEDIAN_MAX_ROWS, replace=False))
     parts, start = [], 0
     for _, values in representation.batches():

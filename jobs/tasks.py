@@ -34,7 +34,7 @@ class StoreTask:
         return self._store
 
     def read(self, name, rows):
-        return self.store[name].read_rows(*rows)[1]
+        return self.store[name].read_values(*rows)
 
 
 @dataclass
@@ -238,7 +238,7 @@ class MmdTileTask:
         store, name = reference
         if store not in self._stores:
             self._stores[store] = open_store(store)
-        block = self._stores[store][name].read_rows(*rows)[1]
+        block = self._stores[store][name].read_values(*rows)
         return block.astype(np.float64) - self.shifts[p]
 
     def kernel(self, p, A, B, *, rowwise=False):
@@ -341,7 +341,7 @@ class EmbeddingTask:
                 store, name = reference
                 if store not in self._stores:
                     self._stores[store] = open_store(store)
-                rows = self._stores[store][name].read_rows(start, min(stop, count))[1]
+                rows = self._stores[store][name].read_values(start, min(stop, count))
                 embedding.add(feature_map.transform(rows))
             embeddings.append(embedding)
         return EmbeddingPairs({p: tuple(embeddings)})

@@ -93,6 +93,22 @@ def test_blocks_are_aligned_and_exact(tmp_path):
     assert seen == 1000
 
 
+def test_row_ranges_across_shards_and_row_groups(tmp_path):
+    """`read_rows` (ids and values) and `read_values` (values alone, what jobs read) give the
+    stored rows of any range, whichever shards and row groups it spans."""
+    values = np.random.default_rng(4).standard_normal((1000, 6)).astype(np.float32)
+    ids = np.arange(1000) * 7
+    write_representation(tmp_path, "m.l", ids, values, shard_rows=333)
+    representation = open_store(tmp_path)["m.l"]
+    for start, stop in [(0, 1000), (0, 1), (332, 334), (500, 999), (666, 667), (10, 900)]:
+        got_ids, got = representation.read_rows(start, stop)
+        np.testing.assert_array_equal(got_ids, ids[start:stop])
+        np.testing.assert_array_equal(got, values[start:stop])
+        np.testing.assert_array_equal(representation.read_values(start, stop), values[start:stop])
+    with pytest.raises(StoreError, match="rows 1000:1001 are outside 'm.l'"):
+        representation.read_values(1000, 1001)
+
+
 def test_misaligned_representations_are_refused_with_advice(tmp_path):
     values = np.zeros((10, 2)) + np.arange(10)[:, None]
     write_representation(tmp_path, "a.x", np.arange(10), values)

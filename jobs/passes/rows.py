@@ -30,14 +30,14 @@ def tile_ranges(n):
 
 def pilot_mean(representation):
     """Mean of the first rows: a shift that keeps sums of products well conditioned."""
-    rows = representation.read_rows(0, min(PILOT_ROWS, representation.rows))[1]
+    rows = representation.read_values(0, min(PILOT_ROWS, representation.rows))
     return rows.astype(np.float64).mean(axis=0)
 
 
 def median_sample(representation, n):
     """The rows the library's median heuristic would use (seeded subsample if n is large)."""
     if n <= MEDIAN_MAX_ROWS:
-        return representation.read_rows(0, n)[1]
+        return representation.read_values(0, n)
     chosen = np.sort(np.random.default_rng(MEDIAN_SEED).choice(n, MEDIAN_MAX_ROWS, replace=False))
     return gather(representation, chosen)
 
@@ -48,6 +48,6 @@ def gather(representation, rows):
     for start in range(0, representation.rows, step):
         inside = rows[(rows >= start) & (rows < start + step)]
         if len(inside):
-            block = representation.read_rows(start, min(start + step, representation.rows))[1]
+            block = representation.read_values(start, min(start + step, representation.rows))
             parts.append(block[inside - start])
     return np.concatenate(parts) if parts else np.empty((0, representation.dim), np.float32)

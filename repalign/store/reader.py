@@ -58,7 +58,23 @@ class Representation:
 
         Reads only the row groups that overlap the range.
         """
-        ids, values = [], []
+        tables = self._row_range(start, stop, ["sample_id", "embedding"])
+        ids = [ids_array(table.column("sample_id"), self.id_type) for table in tables]
+        values = [embedding_matrix(table.column("embedding"), self.dim) for table in tables]
+        if len(values) == 1:
+            return ids[0], values[0]
+        return np.concatenate(ids), np.concatenate(values)
+
+    def read_values(self, start, stop):
+        """Rows ``start:stop`` of the embedding alone, a float32 array of shape (rows, dim):
+        what a job's passes read (the ids column is not decoded)."""
+        tables = self._row_range(start, stop, ["embedding"])
+        values = [embedding_matrix(table.column("embedding"), self.dim) for table in tables]
+        return values[0] if len(values) == 1 else np.concatenate(values)
+
+    def _row_range(self, start, stop, columns):
+        """The ``columns`` of rows ``start:stop``: one table per row group they overlap."""
+        tables = []
         offset = 0
         for path, shard in zip(self.shard_paths(), self.shards, strict=True):
             rows = int(shard["rows"])
@@ -69,19 +85,15 @@ class Representation:
                     group_rows = parquet.metadata.row_group(group).num_rows
                     low, high = max(start, group_start), min(stop, group_start + group_rows)
                     if low < high:
-                        table = parquet.read_row_group(group)
-                        table = table.slice(low - group_start, high - low)
-                        ids.append(ids_array(table.column("sample_id"), self.id_type))
-                        values.append(embedding_matrix(table.column("embedding"), self.dim))
+                        table = parquet.read_row_group(group, columns=columns)
+                        tables.append(table.slice(low - group_start, high - low))
                     group_start += group_rows
             offset += rows
-        if not values:
+        if not tables:
             raise StoreError(
                 f"rows {start}:{stop} are outside {self.name!r}, which has {self.rows} rows."
             )
-        if len(values) == 1:
-            return ids[0], values[0]
-        return np.concatenate(ids), np.concatenate(values)
+        return tables
 
     def read(self):
         """All rows at once: (ids, float32 array of shape (rows, dim))."""
