@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 LIBRARY = Path(__file__).resolve().parent.parent / "repalign"
 
 
@@ -35,6 +38,27 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
     code = f"import sys, repalign; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "answer"),
+    [(["--help"], "usage"), (["ls", "{store}"], "m.l"), (["validate", "{store}"], "0 errors")],
+)
+def test_quick_commands_import_no_heavy_framework(command, answer, tmp_path):
+    """`repalign --help`, `ls` and `validate` answer without importing torch, Ray or MLflow
+    (seconds of start-up each), the job commands included in the parser."""
+    from repalign.store import write_representation
+
+    write_representation(tmp_path / "store", "m.l", np.arange(4), np.eye(4, dtype=np.float32))
+    args = [arg.format(store=tmp_path / "store") for arg in command]
+    code = (
+        "import sys\nfrom repalign.cli import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+    assert answer in done.stdout
 
 
 def test_the_service_submits_jobs_without_importing_them():
