@@ -6,6 +6,7 @@ itself is imported only when the command runs.
 
 import os
 import sys
+import threading
 
 
 def add_align(commands):
@@ -111,6 +112,7 @@ def _run(args):
         spec = parse_spec(content)
     check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
     log_libraries_to(spec.out)
+    importing = _import_tracking(overlap=_products(spec) > OVERLAP_PRODUCTS)
     result = run_alignment(
         spec,
         ray_address=args.ray_address,
@@ -124,19 +126,61 @@ def _run(args):
         f"{summary['seconds']:.1f} s; executor {summary['executor']} "
         f"({summary['executor_reason']})"
     )
-    _log("alignment", spec, args.tracking_uri)
+    _log("alignment", spec, args.tracking_uri, importing)
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
 
 
-def _log(job, spec, tracking_uri, plan=None):
+OVERLAP_PRODUCTS = 1e10
+"""An alignment job whose statistic takes more multiply-adds than this (n·D², about a second of
+BLAS on 2 cores, as long as MLflow's imports) imports MLflow while it computes
+(`_import_tracking`); a smaller one after, as the thread's share of the GIL would cost it more
+than it hides."""
+
+
+def _products(spec):
+    """n·D² of an alignment job: the multiply-adds of its second-moment statistic."""
+    from repalign.store import open_store
+
+    store = open_store(spec.store)
+    names = store.select(spec.representations)
+    return store[names[0]].rows * sum(store[name].dim + 1 for name in names) ** 2
+
+
+def _import_tracking(*, overlap):
+    """With ``overlap``, import MLflow's client and its SQL store
+    (`repalign.tracking.import_store_modules`) on a thread while the job computes: seconds of
+    imports that logging would otherwise add after the job, taken while the job's numpy, BLAS
+    and Parquet work has released the GIL. Imports only, so a thread still running when a
+    failed job exits leaves nothing half written. `_log` waits for the thread (without
+    ``overlap``, one that does nothing)."""
+    thread = threading.Thread(
+        target=_tracking_modules if overlap else None, name="import-tracking", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _tracking_modules():
+    from jobs.outputs import redirect_library_logs
+    from repalign.tracking import import_store_modules
+
+    import_store_modules()
+    redirect_library_logs()  # before the store's migrations log anything
+
+
+def _log(job, spec, tracking_uri, importing, plan=None):
     """Log the job whose results are in OUT (`jobs.sync`); without a tracking URI, where MLflow
     itself would (`repalign.tracking.default_store`: mlflow.db in the working folder). Writes
     OUT/run.json with the run id and the tracking URI, for callers such as the service. If the
     tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
-    `repalign sync`."""
+    `repalign sync`. ``importing``: the thread of `_import_tracking`, waited for first."""
+    importing.join()
+    from jobs.outputs import redirect_library_logs
     from jobs.sync import UploadPending, record_pending, upload, use_short_retries
     from repalign.tracking import default_store, public_uri
+
+    redirect_library_logs()  # MLflow is imported now, its migrations not yet logged
 
     artifacts = None
     if tracking_uri is None:
@@ -221,6 +265,7 @@ def _stitch(args):
     spec = parse_spec(content, kind="stitching")
     check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
     log_libraries_to(spec.out)
+    importing = _import_tracking(overlap=True)
     result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
     path = write_result(result, spec.out)
     summary = result.summary
@@ -228,7 +273,7 @@ def _stitch(args):
         f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
         f"{summary['executor']} ({summary['executor_reason']})"
     )
-    _log("stitching", spec, args.tracking_uri)
+    _log("stitching", spec, args.tracking_uri, importing)
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
 
@@ -271,12 +316,13 @@ def _nightly(args):
     if args.out is not None:
         spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
     log_libraries_to(spec.out)
+    importing = _import_tracking(overlap=True)
     options = {} if args.threshold is None else {"threshold": args.threshold}
     nightly = run_nightly(
         spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
     )
     print("\n".join(describe(nightly)))
-    _log("nightly", spec, args.tracking_uri, plan=nightly.plan.mode)
+    _log("nightly", spec, args.tracking_uri, importing, plan=nightly.plan.mode)
 
 
 def add_sync(commands):
@@ -319,11 +365,11 @@ def _sync(args):
 
 
 def _check_tracking_uri(tracking_uri):
-    """Refuse a tracking URI no run can be logged to before the job starts (None: the job's
-    own SQLite store)."""
-    from repalign.tracking import check_tracking_uri
-
+    """Refuse a tracking URI no run can be logged to before the job starts (None: MLflow's
+    default store, which needs no check, nor MLflow imported yet)."""
     if tracking_uri is not None:
+        from repalign.tracking import check_tracking_uri
+
         check_tracking_uri(tracking_uri)
 
 

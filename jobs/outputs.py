@@ -4,6 +4,7 @@ file; and the log of its libraries, kept off the terminal."""
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,22 +25,37 @@ def write_table_and_summary(out, files, table, summary):
     return out / files.table
 
 
+LIBRARY_LOGGERS = {"ray": ("ray",), "mlflow": ("mlflow", "alembic")}
+"""The loggers of each library whose lines go to OUT/libraries.log, by the module that sets
+them up when imported."""
+_library_log = []  # the handler of `log_libraries_to`, once a job has called it
+
+
 def log_libraries_to(out):
     """Send what Ray and MLflow log (Ray's token-authentication notice and start-up lines,
     MLflow's database migrations) to OUT/libraries.log instead of the terminal, so that a job's
-    output is its own lines. Both are imported first: each sets its loggers' handlers when
-    imported, which would undo this. OUT is created with the first line logged, so that a job
-    refused before it starts leaves no folder."""
-    import ray  # noqa: F401
-
-    import repalign.tracking  # noqa: F401  (imports MLflow)
-
+    output is its own lines. Each library sets its loggers' handlers when imported, which would
+    undo this: the loggers of a library not imported yet are redirected when it is
+    (`redirect_library_logs`), so that neither is imported before the job needs it. OUT is
+    created with the first line logged, so that a job refused before it starts leaves no
+    folder."""
     handler = _FileInNewFolderHandler(Path(out) / LIBRARY_LOG_FILE, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("ray", "mlflow", "alembic"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
+    _library_log[:] = [handler]
+    redirect_library_logs()
+
+
+def redirect_library_logs():
+    """Point the loggers of the libraries imported so far at the job's library log; nothing
+    when no job set one (`log_libraries_to`). Call it after importing Ray or MLflow."""
+    if not _library_log:
+        return
+    for module, names in LIBRARY_LOGGERS.items():
+        if module in sys.modules:
+            for name in names:
+                logger = logging.getLogger(name)
+                logger.handlers = list(_library_log)
+                logger.propagate = False
 
 
 class _FileInNewFolderHandler(logging.FileHandler):

@@ -13,6 +13,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
 
 from jobs.engine import SlotAccumulator, checkpoint_path, deal
+from jobs.outputs import redirect_library_logs
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
 """What a slot's calls raise when its actor, or the actor's whole node, died. Killing the node
@@ -29,7 +30,9 @@ CPUs they ask (the node they ran on died), before it gives up: time for the node
 
 
 def start_ray(address=None):
-    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running."""
+    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running.
+    Ray's lines go to the job's library log when it has one (`jobs.outputs`)."""
+    redirect_library_logs()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
 

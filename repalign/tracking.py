@@ -552,6 +552,12 @@ def _add_once(entries, key, entry, *, kind):
     entries[key] = entry
 
 
+def import_store_modules():
+    """Import what logging to a database store needs beyond this module (MLflow's SQL store
+    and its ORM, about a second), for a job to do on a thread while it computes."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def default_store():
     """Where MLflow itself logs when no tracking URI is set (MLflow 3): ``sqlite:///mlflow.db``
     in the working folder, with artifacts in ``./mlruns`` beside it; returned as absolute

@@ -26,7 +26,12 @@ TERMINAL = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 
 
 class LocalLauncher:
-    """Jobs as processes of this machine."""
+    """Jobs as processes of this machine, run in the service's state folder: a SQLite tracking
+    store's default artifact root, ./mlruns, is then beside its mlflow.db, as MLflow lays them
+    out, and not wherever the service was started."""
+
+    def __init__(self, folder):
+        self.folder = folder
 
     def start(self, submission_id, arguments, env, log):
         """Start ``python -m repalign ARGUMENTS`` (`repalign.contract.job_arguments`) with
@@ -36,6 +41,7 @@ class LocalLauncher:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.folder,
             start_new_session=True,
         )
         return LocalJob(process)

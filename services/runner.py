@@ -37,7 +37,10 @@ class JobRunner:
         self.handles = {}  # job id -> the launcher's handle of its running command
         address = settings.ray_address or ""
         jobs_api = address.startswith(("http://", "https://"))
-        self.launcher = RayJobsLauncher(address) if jobs_api else LocalLauncher()
+        if jobs_api:
+            self.launcher = RayJobsLauncher(address)
+        else:
+            self.launcher = LocalLauncher(settings.state_dir.resolve())
         self.peak_running = 0
         self._lock = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()

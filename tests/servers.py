@@ -559,8 +559,13 @@ class RayCluster:
             *options,
         ]
         with log:
-            return subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            return subprocess.Popen(  # in its folder: Ray jobs run where the node was started
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                cwd=self.root,
+                start_new_session=True,
             )
 
     def _alive_nodes(self):

@@ -46,6 +46,7 @@ class StandInLauncher(LocalLauncher):
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.folder,
             start_new_session=True,
         )
         return LocalJob(process)

@@ -72,7 +72,8 @@ def test_a_job_log_and_error_never_carry_the_tracking_password(
     uri = f"http://user:secret-password@127.0.0.1:{tracking_server}"
     make_store(tmp_path / "stores" / "zoo")
     with TestClient(create_app(settings_for(tmp_path, tracking_uri=uri))) as client:
-        client.app.state.service.runner.launcher = StandInLauncher()
+        runner = client.app.state.service.runner
+        runner.launcher = StandInLauncher(runner.settings.state_dir.resolve())
         submitted = client.post("/v1/jobs", json=alignment_spec(), headers=AUTH)
         job = wait_for(client, submitted.json()["id"])
         log = client.get(f"/v1/jobs/{job['id']}/logs", headers=AUTH)

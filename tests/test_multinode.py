@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +31,6 @@ from tests.test_engine import make_store
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 JOB_SECONDS = 240
 # Exact RBF CKA on n = 12,288 rows: 12 blocks of 1024 rows, so 78 tiles, over 10 s of work
 # for two actors: long enough to kill a node mid-pass. The linear CKA has one unit.
@@ -89,7 +87,7 @@ def submit(client, command, out, env=None):
     """Submit ``repalign COMMAND`` as a Ray job that writes into ``out``; its job id."""
     tracking = f"sqlite:///{out}/mlflow.db"
     entrypoint = (
-        f"cd {ROOT} && {sys.executable} -m repalign {command} --out {out} "
+        f"mkdir -p {out} && cd {out} && {sys.executable} -m repalign {command} --out {out} "
         f"--tracking-uri {tracking} --quiet"
     )
     return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env or {}})

@@ -105,7 +105,8 @@ def stand_in(service, monkeypatch):
     the test sets it."""
     client, _ = service
     monkeypatch.setenv(SECONDS_ENV, "1")
-    client.app.state.service.runner.launcher = StandInLauncher()
+    service_state = client.app.state.service.runner.settings.state_dir.resolve()
+    client.app.state.service.runner.launcher = StandInLauncher(service_state)
     return service
 
 

@@ -105,7 +105,7 @@ def test_row_ranges_across_shards_and_row_groups(tmp_path):
         np.testing.assert_array_equal(got_ids, ids[start:stop])
         np.testing.assert_array_equal(got, values[start:stop])
         np.testing.assert_array_equal(representation.read_values(start, stop), values[start:stop])
-    with pytest.raises(StoreError, match="rows 1000:1001 are outside 'm.l'"):
+    with pytest.raises(StoreError, match=r"rows 1000:1001 are outside 'm\.l'"):
         representation.read_values(1000, 1001)
 
 
