@@ -71,13 +71,16 @@ class RangeTask(StoreTask):
 
 
 class MomentTask(StoreTask):
-    """Second moments of row ranges: unit = (start, stop).
+    """Second moments of row ranges: unit = (start, stop). Its work is one SYRK per row block,
+    which BLAS spreads over the cores by itself (``blas_bound``).
 
     With ``first_new``, only the rows of the statistic that involve the representations from
     that index on are computed (`BorderState`), for a run that adds them to a saved state.
     ``precision`` is the type of each block's products ("float64" or "float32"; the states
     accumulate in float64 either way, docs/design.md §4, "Precision").
     """
+
+    blas_bound = True
 
     def __init__(self, store, names, shifts, first_new=None, precision="float64"):
         super().__init__(store)
