@@ -29,8 +29,6 @@ from threadpoolctl import threadpool_limits
 from jobs.progress import Progress
 from repalign.contract import atomic_write
 
-EXECUTORS = ("local", "ray")
-
 
 def forced_executor(requested, ray_address=None):
     """The executor a job must use whatever its size, and why, or None when its size decides:
