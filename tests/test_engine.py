@@ -17,6 +17,8 @@ from repalign.errors import MisalignedError
 from repalign.spec import parse_spec
 from repalign.store import write_representation
 
+pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
+
 N = 3000
 WIDTHS = {"m0.a": 5, "m1.a": 9, "m2.a": 5, "m3.a": 12, "m4.a": 3, "m5.a": 7}
 SHARDS = {"m0.a": 500, "m1.a": 777, "m2.a": 3000, "m3.a": 313, "m4.a": 1200, "m5.a": 1000}

@@ -7,6 +7,8 @@ from jobs.alignment import run_alignment
 from repalign.spec import parse_spec
 from repalign.store import write_representation
 
+pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
+
 N = 20_000
 
 

@@ -12,6 +12,8 @@ from repalign.store import write_representation
 from tests import reference
 from tests.test_engine import make_store
 
+pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
+
 WIDTHS = {"m0.a": 5, "m1.a": 9, "m2.a": 3}
 
 

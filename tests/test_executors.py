@@ -15,6 +15,8 @@ from jobs.tasks import MomentTask
 from repalign.spec import parse_spec
 from tests.test_engine import EVERY_MEASURE, SHARDS, WIDTHS, make_store
 
+pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
+
 NAMES = ["m0.a", "m1.a", "m2.a", "m3.a"]  # one shard, uneven shards, two of equal width
 
 

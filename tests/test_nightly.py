@@ -30,6 +30,8 @@ from repalign.errors import InvalidParameterError
 from repalign.spec import parse_spec
 from repalign.store import open_store, write_representation
 
+pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
+
 N = 2000
 THRESHOLD = 0.05
 MEASURES = [{"name": "cka"}, {"name": "procrustes"}, {"name": "ka"}]
