@@ -10,23 +10,16 @@ import pytest
 from jobs.alignment import run_alignment
 from repalign.measures.moments import moment_value
 from repalign.measures.spectra import principal_axes
+from repalign.registry import pass_of
 from repalign.spec import Measure, parse_spec
 from repalign.stats import FLOAT32_BLOCK_ROWS, GramState
 from repalign.store import write_representation
 from tests.reference import rounding
+from tests.test_engine import EVERY_MEASURE
 
 EPS32 = float(np.finfo(np.float32).eps)
-LINEAR = [
-    {"name": "ka"},
-    {"name": "cka"},
-    {"name": "cka", "estimator": "song"},
-    {"name": "cka", "estimator": "lange"},
-    {"name": "hsic"},
-    {"name": "hsic", "estimator": "unbiased"},
-    {"name": "procrustes"},
-    {"name": "cca"},
-    {"name": "svcca"},
-]
+LINEAR = [m for m in EVERY_MEASURE if pass_of(Measure(**m)) == "moments"]
+"""Every configuration of the moments pass, the one that ``precision`` applies to."""
 STATED_ERROR = 1e-6
 """docs/design.md §4, "Precision": the largest difference from float64 of KA, CKA,
 Procrustes, CCA and SVCCA, and of HSIC relative to its value, on well-conditioned data."""
