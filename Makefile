@@ -10,10 +10,11 @@ demo: $(INSTALLED)
 	$(VENV)/bin/repalign demo
 
 # the whole suite (CI); the service's tests need a PostgreSQL server and a headless Chromium:
-# apt installs them (as root). The 15 slowest tests are listed at the end.
+# apt installs them (as root). Two pytest-xdist workers take whole modules, slowest first
+# (tests/conftest.py); the 15 slowest tests are listed at the end.
 test: $(INSTALLED) lint
 	.ci/system-packages
-	$(VENV)/bin/pytest --durations=15
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # the edit loop: lint, then the tests not marked slow (no Ray, server, browser, job process)
 check: $(INSTALLED) lint

@@ -30,10 +30,15 @@ CPUs they ask (the node they ran on died), before it gives up: time for the node
 
 
 def start_ray(address=None):
-    """Join the Ray cluster at ``address``, or start a local one; nothing if Ray is running.
-    Ray's lines go to the job's library log when it has one (`jobs.outputs`)."""
+    """Join the Ray cluster at ``address`` (else ``RAY_ADDRESS``), or start a local one; nothing
+    if Ray is running. Ray's lines go to the job's library log when it has one (`jobs.outputs`).
+
+    With neither, the job starts its own Ray (``address="local"``) rather than joining whichever
+    cluster ``ray start`` last started on this machine, as ``ray.init()`` would: a cluster is
+    used only when it is named."""
     redirect_library_logs()
     if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
 
 

@@ -166,6 +166,8 @@ class NeighborTask(StoreTask):
         return state
 
     def _top_k(self, name, unit):
+        """The k best of each query row: each reference block's own k best (a partition of
+        the block, never copied), merged with the k best so far."""
         queries = self._unit_rows(name, unit)
         best_values = np.full((len(queries), self.k), -np.inf)
         best_indices = np.zeros((len(queries), self.k), dtype=np.int64)
@@ -175,13 +177,13 @@ class NeighborTask(StoreTask):
             similarities = queries @ self._unit_rows(name, (start, stop)).T
             inside = (own >= start) & (own < stop)
             similarities[np.flatnonzero(inside), own[inside] - start] = -np.inf
-            values = np.concatenate([best_values, similarities], axis=1)
-            indices = np.concatenate(
-                [best_indices, np.broadcast_to(np.arange(start, stop), similarities.shape)], axis=1
-            )
-            top = np.argpartition(-values, self.k - 1, axis=1)[:, : self.k]
-            best_values = np.take_along_axis(values, top, axis=1)
-            best_indices = np.take_along_axis(indices, top, axis=1)
+            k = min(self.k, stop - start)
+            top = np.argpartition(similarities, -k, axis=1)[:, -k:]
+            values = np.concatenate([best_values, np.take_along_axis(similarities, top, 1)], 1)
+            indices = np.concatenate([best_indices, top + start], axis=1)
+            keep = np.argpartition(values, -self.k, axis=1)[:, -self.k :]
+            best_values = np.take_along_axis(values, keep, axis=1)
+            best_indices = np.take_along_axis(indices, keep, axis=1)
         order = np.argsort(-best_values, axis=1, kind="stable")
         return np.take_along_axis(best_indices, order, 1), np.take_along_axis(best_values, order, 1)
 
@@ -287,8 +289,11 @@ class FeatureTask(StoreTask):
     """Second moments of random features (RFF or Nyström) of row ranges: unit = (start, stop).
 
     ``maps[m].transform`` gives representation m's features; the state feeds
-    `repalign.approx.approximate_products`.
+    `repalign.approx.approximate_products`. Its work is a SYRK per row block, as in
+    `MomentTask` (``blas_bound``).
     """
+
+    blas_bound = True
 
     def __init__(self, store, names, maps):
         super().__init__(store)

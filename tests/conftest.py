@@ -6,14 +6,41 @@ import pytest
 from tests.servers import MissingSystemPackage, postgres_bindir, postgres_server
 
 SERVER_FIXTURES = {"ray_session", "ray_address", "postgres_url"}
+SLOWEST_MODULES = (
+    "test_engine",
+    "test_service",
+    "test_cli",
+    "test_stitching_job",
+    "test_multinode",
+    "test_mlflow_server",
+    "test_engine_approx",
+    "test_executors",
+    "test_run_cli",
+    "test_approx",
+    "test_terminal",
+    "test_tracking",
+    "test_page",
+    "test_store",
+    "test_submit_checks",
+    "test_nightly",
+    "test_engine_bounds",
+    "test_memory",
+    "test_align",
+)
+"""Modules by the time their tests take (`make test` prints the slowest tests), longest first.
+`make test` gives whole modules to its two pytest-xdist workers in this order, the rest after
+them, so that both finish at about the same time; a stale order costs balance, nothing else."""
 
 
 def pytest_collection_modifyitems(items):
     """Mark `slow` every test that uses the session's Ray or PostgreSQL (`make check` leaves
-    them out); other slow tests carry the mark themselves."""
+    them out); other slow tests carry the mark themselves. Then put the modules in
+    `SLOWEST_MODULES` order (tests within a module keep theirs)."""
     for item in items:
         if SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
 
 
 def paired_data(seed, n, dx, dy, *, dtype=np.float64, offset=3.0):
@@ -42,13 +69,14 @@ def rng():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session, limited to this machine's 2 cores."""
+    """One local Ray for the whole test session, limited to this machine's 2 cores; its own
+    (``address="local"``), never a cluster that a test started with ``ray start``."""
     import os
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

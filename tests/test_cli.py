@@ -115,9 +115,13 @@ def test_demo_prints_stitches_with_their_bound(demo_output):
 
 
 def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
+    """A second demo on the store the first one trained opens it as it is: `ensure_zoo` trains
+    nothing and touches no file."""
+    from jobs.demo import ensure_zoo
+
     store = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("zoo"))
-    folder = tmp_path_factory.mktemp("again")
-    again = repalign("demo", "--store", str(store), "--out", str(folder / "out"), cwd=folder)
-    assert again.returncode == 0
-    assert "(cached)" in again.stdout
-    assert parse_matrix(again.stdout) == parse_matrix(demo_output)
+    files = {path: path.stat().st_mtime_ns for path in store.rglob("*")}
+    opened, build_seconds = ensure_zoo(store)
+    assert build_seconds is None
+    assert len(opened.representations) == 60
+    assert {path: path.stat().st_mtime_ns for path in store.rglob("*")} == files

@@ -66,3 +66,13 @@ def test_the_service_submits_jobs_without_importing_them():
     for path in (LIBRARY.parent / "services").rglob("*.py"):
         for module in imported_modules(path):
             assert module.split(".")[0] != "jobs", (path, module)
+
+
+def test_the_slowest_modules_named_for_scheduling_are_test_modules():
+    """`make test` hands modules to its workers in `SLOWEST_MODULES` order: a name that is not
+    a module here (a typo, a module renamed) would silently drop out of that order."""
+    from tests.conftest import SLOWEST_MODULES
+
+    modules = {path.stem for path in Path(__file__).parent.glob("test_*.py")}
+    assert set(SLOWEST_MODULES) <= modules, set(SLOWEST_MODULES) - modules
+    assert len(set(SLOWEST_MODULES)) == len(SLOWEST_MODULES)

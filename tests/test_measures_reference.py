@@ -109,6 +109,14 @@ def test_cknna(pair, k):
     assert repalign.cknna(X, Y, k=k) == pytest.approx(reference.cknna(X, Y, k), rel=TOL)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cknna_of_unrelated_representations_with_few_or_no_shared_neighbours(seed):
+    """Independent X and Y at k = 1 share few entries of their k-NN masks, or none (CKNNA 0)."""
+    rng = np.random.default_rng(seed)
+    X, Y = rng.standard_normal((12, 3)), rng.standard_normal((12, 4))
+    assert repalign.cknna(X, Y, k=1) == pytest.approx(reference.cknna(X, Y, 1), rel=TOL, abs=TOL)
+
+
 def test_distance_alignment(pair):
     X, Y = pair
     assert repalign.distance_alignment(X, Y) == pytest.approx(

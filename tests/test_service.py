@@ -497,9 +497,10 @@ def test_the_client_commands_talk_to_a_running_service(tmp_path, ray_address, em
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.strip()
         deadline = time.monotonic() + 240
-        while json.loads(repalign("status", job_id).stdout)["status"] != "succeeded":
+        while service.get(f"/v1/jobs/{job_id}")["status"] not in ("succeeded", "failed"):
             assert time.monotonic() < deadline
             time.sleep(0.5)
+        assert json.loads(repalign("status", job_id).stdout)["status"] == "succeeded"
         listing = repalign("status").stdout
         assert job_id in listing and "succeeded" in listing
         query = repalign("query", "--experiment", "from-cli", "--estimator", "song")

@@ -5,7 +5,11 @@ configurations; each takes its first k."""
 from itertools import combinations_with_replacement
 
 from jobs.tasks import NeighborTask
-from repalign.measures.neighbors import cknna_from_neighbors, mutual_knn_from_neighbors
+from repalign.measures.neighbors import (
+    NeighborSets,
+    cknna_from_neighbors,
+    mutual_knn_from_neighbors,
+)
 
 
 def run(job, configs):
@@ -17,7 +21,8 @@ def run(job, configs):
                 job.values.missing(config, a, b, f"k={config.k} must be below n={job.n}")
         return
     names = job.values.usable()
-    rows = max(64, min(4096, 2**27 // (8 * job.n)))
+    # query rows per unit: a block of similarities within 128 MiB, and a unit for every slot
+    rows = max(64, min(4096, 2**27 // (8 * job.n), -(-job.n // job.slots)))
     units = [(s, min(s + rows, job.n)) for s in range(0, job.n, rows)]
     task = NeighborTask(job.store.path, names, k, job.n, reference_rows=max(rows, 4096))
     state = job.run_units(task, units, "neighbours")
@@ -27,11 +32,13 @@ def run(job, configs):
             job.values.fail(configs, name, state.failures[name])
         else:
             found[name] = state.neighbors(name)
+    sets = {
+        (name, config.k): NeighborSets(*(part[:, : config.k] for part in found[name]))
+        for name in found
+        for config in configs
+    }
+    measures = {"mutual_knn": mutual_knn_from_neighbors, "cknna": cknna_from_neighbors}
     for a, b in combinations_with_replacement(list(found), 2):
         for config in configs:
-            nx = tuple(part[:, : config.k] for part in found[a])
-            ny = tuple(part[:, : config.k] for part in found[b])
-            if config.name == "mutual_knn":
-                job.values.record(config, a, b, mutual_knn_from_neighbors, nx[0], ny[0])
-            else:
-                job.values.record(config, a, b, cknna_from_neighbors, nx, ny)
+            x, y = sets[a, config.k], sets[b, config.k]
+            job.values.record(config, a, b, measures[config.name], x, y)

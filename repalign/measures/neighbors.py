@@ -6,8 +6,9 @@ deterministically). Neighbour search is exact and blocked: O(n²·d) time, O(n·
 one block of similarities; no n×n matrix is held.
 """
 
+from functools import cached_property
+
 import numpy as np
-from scipy import sparse
 
 from repalign.blocks import row_slices
 from repalign.errors import ZeroVarianceError
@@ -39,16 +40,17 @@ def mutual_knn(X, Y, *, k=10):
     Huh, Cheung, Wang & Isola (2024). The Platonic Representation Hypothesis, ICML.
     """
     X, Y, k = _check(X, Y, k)
-    neighbors_x, _ = nearest_neighbors(_unit_rows(X, "X"), k)
-    neighbors_y, _ = nearest_neighbors(_unit_rows(Y, "Y"), k)
-    return mutual_knn_from_neighbors(neighbors_x, neighbors_y)
+    neighbors = [
+        NeighborSets(*nearest_neighbors(_unit_rows(A, n), k)) for A, n in ((X, "X"), (Y, "Y"))
+    ]
+    return mutual_knn_from_neighbors(*neighbors)
 
 
 def mutual_knn_from_neighbors(neighbors_x, neighbors_y):
-    """Mutual k-NN from two (n, k) arrays of neighbour indices (`nearest_neighbors`)."""
-    both = np.sort(np.concatenate([neighbors_x, neighbors_y], axis=1), axis=1)
-    shared = (both[:, 1:] == both[:, :-1]).sum(axis=1)  # each set has distinct members
-    return float(shared.mean() / neighbors_x.shape[1])
+    """Mutual k-NN from the `NeighborSets` of X and Y: the shared (row, neighbour) entries
+    over n·k."""
+    shared, _ = neighbors_x.shared_with(neighbors_y)
+    return float(shared.sum() / neighbors_x.keys.size)
 
 
 def cknna(X, Y, *, k=10):
@@ -78,26 +80,60 @@ def cknna(X, Y, *, k=10):
     Huh, Cheung, Wang & Isola (2024). The Platonic Representation Hypothesis, ICML, §A.
     """
     X, Y, k = _check(X, Y, k, min_rows=4)
-    neighbors = [nearest_neighbors(_unit_rows(A, name), k) for A, name in ((X, "X"), (Y, "Y"))]
+    neighbors = [
+        NeighborSets(*nearest_neighbors(_unit_rows(A, n), k)) for A, n in ((X, "X"), (Y, "Y"))
+    ]
     return cknna_from_neighbors(*neighbors)
 
 
 def cknna_from_neighbors(neighbors_x, neighbors_y):
-    """CKNNA from the (indices, similarities) pairs that `nearest_neighbors` gives X and Y."""
-    neighbors = (neighbors_x, neighbors_y)
-    n = neighbors_x[0].shape[0]
-    kernels = [_sparse_rows(n, idx, values) for idx, values in neighbors]
-    masks = [_sparse_rows(n, idx, np.ones_like(values)) for idx, values in neighbors]
-    mutual = masks[0].multiply(masks[1])
-    cross = _sparse_song(kernels[0].multiply(mutual), kernels[1].multiply(mutual))
-    selfs = [_sparse_song(G, G) for G in kernels]
-    for value, name in zip(selfs, ("X", "Y"), strict=True):
-        if not value > 0:
+    """CKNNA from the `NeighborSets` of X and Y."""
+    shared, positions = neighbors_x.shared_with(neighbors_y)
+    keys = neighbors_x.keys[shared]
+    n = neighbors_x.n
+    cross = _song_on_entries(
+        n, keys, neighbors_x.similarities[shared], neighbors_y.similarities[positions[shared]]
+    )
+    for sets, name in ((neighbors_x, "X"), (neighbors_y, "Y")):
+        if not sets.hsic > 0:
             raise ZeroVarianceError(
                 f"CKNNA is undefined: the k-NN kernel of {name} has no variation "
-                f"(HSIC_u = {value:.3g}); try a larger k."
+                f"(HSIC_u = {sets.hsic:.3g}); try a larger k."
             )
-    return float(cross / np.sqrt(selfs[0] * selfs[1]))
+    return float(cross / np.sqrt(neighbors_x.hsic * neighbors_y.hsic))
+
+
+class NeighborSets:
+    """The k nearest neighbours of every row of one representation, as the n·k entries of its
+    k-NN kernel M_K∘K: entry (i, j) has key i·n + j and value K_ij, the cosine similarity.
+
+    Keys are sorted, so the entries two representations share (the mutual mask M = M_K∘M_L)
+    come from one binary search, O(n·k·log(n·k)) per pair: an all-pairs job builds this once
+    per representation and never an n×n matrix.
+
+    Parameters
+    ----------
+    indices, similarities : ndarray of shape (n_samples, k)
+        As `nearest_neighbors` returns them.
+    """
+
+    def __init__(self, indices, similarities):
+        self.n = indices.shape[0]
+        keys = np.arange(self.n)[:, None] * self.n + indices
+        order = np.argsort(keys, axis=1)
+        self.keys = np.take_along_axis(keys, order, axis=1).ravel()
+        self.similarities = np.take_along_axis(similarities, order, axis=1).ravel()
+
+    def shared_with(self, other):
+        """A mask of this set's entries that ``other`` also has, and where each lies in
+        ``other``'s entries (meaningful where the mask is true)."""
+        positions = np.searchsorted(other.keys, self.keys).clip(max=other.keys.size - 1)
+        return other.keys[positions] == self.keys, positions
+
+    @cached_property
+    def hsic(self):
+        """HSIC_u(M_K∘K, M_K∘K), CKNNA's normaliser for this representation."""
+        return _song_on_entries(self.n, self.keys, self.similarities, self.similarities)
 
 
 def nearest_neighbors(U, k):
@@ -139,18 +175,19 @@ def _unit_rows(A, name):
     return A / norms[:, None]
 
 
-def _sparse_rows(n, indices, values):
-    rows = np.repeat(np.arange(n), indices.shape[1])
-    return sparse.csr_array((values.ravel(), (rows, indices.ravel())), shape=(n, n))
+def _song_on_entries(n, keys, a, b):
+    """HSIC_u of two n×n matrices A, B with zero diagonals that are zero outside the sorted
+    entries ``keys`` (key i·n + j), where they hold ``a`` and ``b`` (`song_hsic`).
 
-
-def _sparse_song(A, B):
-    """HSIC_u of two sparse matrices with zero diagonals, without densifying them."""
-    n = A.shape[0]
-    return song_hsic(
-        n,
-        trace=A.multiply(B.T).sum(),
-        sum_r=A.sum(),
-        sum_s=B.sum(),
-        cross_sum=np.asarray(A.sum(axis=0)) @ np.asarray(B.sum(axis=1)),
-    )
+    Tr(AB) = Σᵢⱼ Aᵢⱼ Bⱼᵢ pairs each entry with its transpose, found by binary search;
+    1ᵀAB1 = Σⱼ (column sums of A)ⱼ (row sums of B)ⱼ.
+    """
+    if keys.size == 0:
+        return 0.0
+    rows, columns = np.divmod(keys, n)
+    transposed = columns * n + rows
+    positions = np.searchsorted(keys, transposed).clip(max=keys.size - 1)
+    found = keys[positions] == transposed
+    trace = a[found] @ b[positions[found]]
+    cross_sum = np.bincount(columns, a, minlength=n) @ np.bincount(rows, b, minlength=n)
+    return song_hsic(n, trace=trace, sum_r=a.sum(), sum_s=b.sum(), cross_sum=cross_sum)
