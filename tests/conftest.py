@@ -7,25 +7,26 @@ from tests.servers import MissingSystemPackage, postgres_bindir, postgres_server
 
 SERVER_FIXTURES = {"ray_session", "ray_address", "postgres_url"}
 SLOWEST_MODULES = (
-    "test_engine",
     "test_service",
-    "test_cli",
     "test_stitching_job",
     "test_multinode",
     "test_mlflow_server",
     "test_engine_approx",
+    "test_cli",
+    "test_engine",
     "test_executors",
-    "test_run_cli",
     "test_approx",
+    "test_run_cli",
     "test_terminal",
+    "test_submit_checks",
+    "test_zoo",
     "test_tracking",
     "test_page",
     "test_store",
-    "test_submit_checks",
-    "test_nightly",
-    "test_engine_bounds",
-    "test_memory",
     "test_align",
+    "test_tiles",
+    "test_api_security",
+    "test_memory",
 )
 """Modules by the time their tests take (`make test` prints the slowest tests), longest first.
 `make test` gives whole modules to its two pytest-xdist workers in this order, the rest after

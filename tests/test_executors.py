@@ -167,3 +167,24 @@ def test_element_wise_work_counts_each_pass_once():
     assert elementwise_work(spec.measures, n, dims) == 3 * n * n / 2 + 3 * n * n
     assert elementwise_work(spec.measures[:1], n, dims) == 0  # the moments are a SYRK
     assert LOCAL_MAX_WORK > 0
+
+
+@pytest.mark.parametrize(("environment", "given", "joined"), [
+    (None, None, "local"),  # its own Ray, not the cluster that `ray start` last started here
+    ("127.0.0.1:6379", None, "127.0.0.1:6379"),
+    ("127.0.0.1:6379", "10.0.0.1:6379", "10.0.0.1:6379"),
+])  # fmt: skip
+def test_a_job_joins_only_a_named_ray_cluster(monkeypatch, environment, given, joined):
+    import ray
+
+    from jobs import ray_slots
+
+    if environment is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", environment)
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **options: calls.append(options["address"]))
+    ray_slots.start_ray(given)
+    assert calls == [joined]
