@@ -41,7 +41,7 @@ def mutual_knn(X, Y, *, k=10):
     """
     X, Y, k = _check(X, Y, k)
     neighbors = [
-        NeighborSets(*nearest_neighbors(_unit_rows(A, n), k)) for A, n in ((X, "X"), (Y, "Y"))
+        NeighborSets(*nearest_neighbors(_unit_rows(A, name), k)) for A, name in ((X, "X"), (Y, "Y"))
     ]
     return mutual_knn_from_neighbors(*neighbors)
 
@@ -81,7 +81,7 @@ def cknna(X, Y, *, k=10):
     """
     X, Y, k = _check(X, Y, k, min_rows=4)
     neighbors = [
-        NeighborSets(*nearest_neighbors(_unit_rows(A, n), k)) for A, n in ((X, "X"), (Y, "Y"))
+        NeighborSets(*nearest_neighbors(_unit_rows(A, name), k)) for A, name in ((X, "X"), (Y, "Y"))
     ]
     return cknna_from_neighbors(*neighbors)
 
