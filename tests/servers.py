@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import queue
+import random
 import re
 import shutil
 import signal
@@ -276,7 +277,7 @@ def postgres_server(*, database="test", timeout=30):
     as_user = _unprivileged_prefix()
     root = Path(tempfile.mkdtemp(prefix="repalign-postgres-"))
     data, sockets, log = root / "data", root / "sockets", root / "server.log"
-    port = _free_port()
+    port = free_port()
     initdb = [*as_user, bindir / "initdb", f"--pgdata={data}", f"--username={SUPERUSER}"]
     pg_ctl = [*as_user, bindir / "pg_ctl", f"--pgdata={data}", "--wait", f"--timeout={timeout}"]
     createdb = [
@@ -337,11 +338,31 @@ def _unprivileged_prefix():
     return ["runuser", "-u", SERVER_USER, "--"]
 
 
-def _free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TEST_PORTS = range(20_000, 32_000)
+"""Where the test servers listen: above Ray's worker ports (10002–19999) and below Linux's
+ephemeral range (32768–60999), from which the kernel takes the local port of every outgoing
+connection. A port chosen by binding to port 0 lies in that range, and while the server that
+was to listen on it starts, any process's connection could take it: a Ray node whose agent
+port was taken so died, and its dashboard with it."""
+_given_ports = set()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now, from this test process's share of
+    `TEST_PORTS` (pytest-xdist workers get disjoint shares) and never given out before."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    share = TEST_PORTS[worker :: int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))]
+    for port in random.sample(share, len(share)):
+        if port in _given_ports:
+            continue
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {share}")
 
 
 def _run(command, *, timeout, cwd=None, log=None):
@@ -365,7 +386,7 @@ class MlflowServer:
     def __init__(self, backend_url, artifact_root, log, *, timeout):
         self.backend_url, self.artifact_root = backend_url, str(artifact_root)
         self.log, self.timeout = Path(log), timeout
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
 
@@ -487,8 +508,8 @@ class RayCluster:
 
     def __init__(self, root, ray, env, timeout):
         self.root, self._ray, self._env, self._timeout = root, ray, env, timeout
-        self.gcs_address = f"127.0.0.1:{_free_port()}"
-        self.dashboard_url = f"http://127.0.0.1:{_free_port()}"
+        self.gcs_address = f"127.0.0.1:{free_port()}"
+        self.dashboard_url = f"http://127.0.0.1:{free_port()}"
         self.head_node_id = self.worker_node_id = None
         self._head = self._worker = None
         self._workers_started = 0
@@ -502,7 +523,7 @@ class RayCluster:
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_url.rsplit(':', 1)[1]}",
-                f"--ray-client-server-port={_free_port()}",
+                f"--ray-client-server-port={free_port()}",
                 '--resources={"head": 1}',
             ],
         )
@@ -549,12 +570,12 @@ class RayCluster:
             "--num-cpus=1",
             "--object-store-memory=100000000",
             f"--temp-dir={self.root / 'ray'}",
-            f"--node-manager-port={_free_port()}",
-            f"--object-manager-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--disable-usage-stats",
             *options,
         ]

@@ -22,7 +22,7 @@ from repalign.zoo import build_zoo
 from tests.commands import job_environment, repalign_command, run_repalign
 from tests.servers import (
     MissingSystemPackage,
-    _free_port,
+    free_port,
     mlflow_server,
     postgres_bindir,
     postgres_server,
@@ -188,7 +188,7 @@ def test_sync_takes_a_run_the_interrupted_upload_finished(server, logged_job, tm
 
 
 def test_sync_with_the_server_still_down_keeps_the_upload_pending(logged_job, tmp_path):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     out, _ = pending_copy(logged_job[0], tmp_path / "out", down, "down")
     started = time.monotonic()
     synced = repalign_cli("sync", str(out), cwd=tmp_path)
@@ -212,7 +212,7 @@ def test_sync_names_folders_that_are_not_job_outputs(logged_job, tmp_path):
 def test_a_stitching_job_kept_pending_is_synced_with_its_nested_runs(server, tmp_path):
     zoo = tmp_path / "zoo"
     build_zoo(zoo, "digits-small", progress=False)
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     job = repalign_cli(
         "stitch", "--store", str(zoo), "--out", "out", "--experiment", "stitching",
         "--pair", "mlp-w64-s1.fc3", "mlp-w64-s0.fc3", "--workers", "1",
@@ -260,7 +260,7 @@ def test_a_nightly_run_kept_pending_is_synced_with_its_change_report(server, tmp
         write_representation(tmp_path / "store", name, np.arange(500), values)
     spec = {"store": "store", "out": "out", "experiment": "nightly", "measures": [{"name": "cka"}]}
     (tmp_path / "job.json").write_text(json.dumps(spec))
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     job = repalign_cli("nightly", "job.json", "--tracking-uri", down, "--quiet", cwd=tmp_path)
     assert job.returncode == 0, job.stderr
     out = tmp_path / "out"

@@ -7,7 +7,6 @@ into the service's database; the browser test runs a real job submitted over HTT
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from services import page
 from services.db import Job, now
 from services.main import create_app
 from services.settings import Settings
-from tests.servers import chromium_page
+from tests.servers import chromium_page, free_port
 from tests.test_service import make_store
 from tests.test_tracking import alignment_table
 
@@ -231,13 +230,6 @@ def test_mlflow_links_hide_passwords_and_an_unreachable_mlflow_leaves_the_rest(
 
 
 # -- in a real browser -----------------------------------------------------------------------
-
-
-def free_port():
-    """A port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

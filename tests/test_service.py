@@ -28,6 +28,7 @@ from repalign.spec import parse_spec
 from repalign.store import write_representation
 from services.main import create_app
 from services.settings import Settings
+from tests.servers import free_port
 from tests.stand_in_repalign import LEDGER_ENV, SECONDS_ENV, STAGE, StandInLauncher
 
 pytestmark = pytest.mark.slow  # the service with job processes and servers
@@ -328,14 +329,6 @@ def test_schedules_persist_and_bad_cron_is_422(service):
 
 
 # -- the service as a process: restart -------------------------------------------------------
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:
