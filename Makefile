@@ -10,15 +10,14 @@ demo: $(INSTALLED)
 	$(VENV)/bin/repalign demo
 
 # the whole suite (CI); the service's tests need a PostgreSQL server and a headless Chromium:
-# apt installs them (as root). The 15 slowest tests are listed at the end.
-# On two pytest-xdist workers (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 pytest -n 2 --dist
-# loadfile --no-loadscope-reorder; tests/conftest.py orders the modules for it) the suite took
-# 8 min 55 s to 10 min 48 s on fresh clones instead of about 15, but one run in four failed
-# tests/test_service.py's restart test: a job stopped by the restart had already finished its
-# MLflow run, so the job logged two. Until the service settles that case, CI runs one process.
+# apt installs them (as root). Two pytest-xdist workers, one per core, each taking whole modules
+# (so that a module's fixtures are built once), slowest first (tests/conftest.py orders them);
+# one BLAS and OpenMP thread per worker, as spinning BLAS threads of two workers on two cores
+# burn a quarter of the CPU time. The 15 slowest tests are listed at the end.
+PARALLEL := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 test: $(INSTALLED) lint
 	.ci/system-packages
-	$(VENV)/bin/pytest --durations=15
+	$(PARALLEL) $(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # the edit loop: lint, then the tests not marked slow (no Ray, server, browser, job process)
 check: $(INSTALLED) lint

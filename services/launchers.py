@@ -59,19 +59,8 @@ class LocalJob:
         return self.process.poll()
 
     def stop(self):
-        """Stop the whole process group (the command and the Ray processes it started):
-        SIGTERM, then SIGKILL for whatever is left after `STOP_SECONDS`."""
-        stop_group(self.pid)
-        deadline = time.monotonic() + STOP_SECONDS
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-            while time.monotonic() < deadline:
-                os.killpg(self.pid, 0)  # raises once every member has exited
-                time.sleep(0.05)
-        except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
-            pass
-        stop_group(self.pid, signal.SIGKILL)
-        self.process.wait()
+        """Stop the whole process group: the command and the Ray processes it started."""
+        end_group(self.pid, leader=self.process)
 
     def logs(self):
         return None  # the process writes the job's log file itself
@@ -131,3 +120,23 @@ def stop_group(pid, sig=signal.SIGTERM):
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def end_group(pid, leader=None):
+    """End a job's process group: SIGTERM, then SIGKILL for whatever is left after
+    `STOP_SECONDS`. ``leader``: the group leader's `subprocess.Popen` when this process started
+    it (it is reaped, so that the group empties); a job an earlier service started has been
+    adopted, and is reaped by the system."""
+    stop_group(pid)
+    deadline = time.monotonic() + STOP_SECONDS
+    try:
+        if leader is not None:
+            leader.wait(timeout=STOP_SECONDS)
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # raises once every member has exited
+            time.sleep(0.05)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+        pass
+    stop_group(pid, signal.SIGKILL)
+    if leader is not None:
+        leader.wait()

@@ -8,22 +8,31 @@ address is a dashboard URL.
 
 Every change of state is committed to the database before it takes effect: a job is marked
 running before its process starts, so a service that dies leaves it "running". On the next
-start `JobRunner.recover` stops any process left from it and queues it again, noting why: no job
-is forgotten, and none finishes twice.
+start `JobRunner.recover` stops any process left from it and settles the job from what its
+output folder holds: complete results are kept (their MLflow upload finished if need be), and a
+job stopped before its results were complete is queued again, noting why. No job is forgotten,
+and none logs its run twice.
 """
 
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from repalign.contract import PROGRESS_FILE_ENV, job_arguments, job_command, recorded_run_id
+from repalign.contract import (
+    PENDING_UPLOAD_FILE,
+    PROGRESS_FILE_ENV,
+    job_arguments,
+    job_command,
+    recorded_run_id,
+)
 from repalign.tracking import without_password
 from services import crud
 from services.db import Job, JobStatus, now
-from services.launchers import LocalLauncher, RayJobsLauncher, stop_group
+from services.launchers import LocalLauncher, RayJobsLauncher, end_group
 
 POLL_SECONDS = 0.2
 LOG = logging.getLogger(__name__)
@@ -67,8 +76,8 @@ class JobRunner:
 
     def recover(self):
         """Settle the jobs a previous service left running. A Ray job that the cluster still
-        runs is followed again; a job whose command had finished (its run record is written
-        last) succeeded; any other is stopped and queued again."""
+        runs is followed again. Any other is stopped (`_settle_stopped`): one whose results
+        were complete succeeded, with its MLflow run logged once; the rest are queued again."""
         with self.sessions.begin() as session:
             for job in crud.jobs_with_status(session, JobStatus.RUNNING):
                 handle = self.launcher.find(_submission_id(job), job.pid)
@@ -76,17 +85,35 @@ class JobRunner:
                     self.handles[job.id] = handle
                     self._append_log(job.id, "[service] followed again after a restart\n")
                     continue
-                alive = job.pid is not None and _is_job_process(job.pid)
-                run_id = recorded_run_id(self.out(job.id))
-                if not alive and run_id is not None:
-                    job.status, job.finished_at, job.pid = JobStatus.SUCCEEDED, now(), None
-                    job.mlflow_run_id = run_id
-                    continue
-                if alive:
-                    stop_group(job.pid)
-                job.status, job.pid, job.started_at = JobStatus.QUEUED, None, None
-                job.error = f"queued again: the service stopped while attempt {job.attempts} ran"
-                self._append_log(job.id, f"[service] {job.error}\n")
+                if job.pid is not None and _is_job_process(job.pid):
+                    end_group(job.pid)
+                self._settle_stopped(job)
+
+    def _settle_stopped(self, job):
+        """Settle a job of an earlier service whose command no longer runs, from its output
+        folder (`repalign.contract`): a job writes its results, then its pending upload, logs
+        it, and writes its run record last.
+
+        - A run record: the job succeeded.
+        - A pending upload: the results are complete, and the job was stopped before, while or
+          after logging them. ``repalign sync`` finishes the upload, keeping a run the job had
+          finished rather than logging it twice. If the tracking server cannot be reached,
+          the upload stays pending, as a job that met it down leaves it.
+        - Neither: the job is queued again.
+        """
+        out = self.out(job.id)
+        if recorded_run_id(out) is None and (out / PENDING_UPLOAD_FILE).exists():
+            self._append_log(job.id, "[service] results complete; finishing their upload\n")
+            with open(self.folder(job.id) / "log.txt", "ab") as log:
+                command = job_command(["sync", str(out)], python=sys.executable)
+                subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if recorded_run_id(out) is not None or (out / PENDING_UPLOAD_FILE).exists():
+            job.status, job.finished_at, job.pid = JobStatus.SUCCEEDED, now(), None
+            job.mlflow_run_id = recorded_run_id(out)
+            return
+        job.status, job.pid, job.started_at = JobStatus.QUEUED, None, None
+        job.error = f"queued again: the service stopped while attempt {job.attempts} ran"
+        self._append_log(job.id, f"[service] {job.error}\n")
 
     def wake(self):
         self._wake.set()

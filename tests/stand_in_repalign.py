@@ -10,7 +10,11 @@ through ``$REPALIGN_PROGRESS_FILE`` once per step, then writes ``run.json`` into
 output folder with a new run id and exits 0. Then it appends the run id to
 ``$STAND_IN_LEDGER`` (when set): the runs that finished, as the MLflow store would list them.
 With ``$STAND_IN_FAILS`` set, it instead fails as a job that cannot reach its tracking server
-does: its last line names the tracking URI it was given, and it exits 1.
+does: its last line names the tracking URI it was given, and it exits 1. With
+``$STAND_IN_HANGS`` set, it goes as far as a real job that is stopped between marking its
+MLflow run FINISHED and writing ``run.json``: it records a pending upload
+(`jobs.sync.record_pending`), logs that upload's run, FINISHED, to the tracking URI it was
+given, appends the run id to the ledger, and then waits to be stopped.
 A stand-in stopped before the end leaves neither. Its name holds "repalign", as the service's
 check of a job process's command line (`services.runner`) expects.
 
@@ -35,6 +39,7 @@ STEPS = 4
 SECONDS_ENV = "STAND_IN_SECONDS"  # how long a job takes, default 1 s
 LEDGER_ENV = "STAND_IN_LEDGER"
 FAILS_ENV = "STAND_IN_FAILS"
+HANGS_ENV = "STAND_IN_HANGS"
 
 
 class StandInLauncher(LocalLauncher):
@@ -78,16 +83,42 @@ def main(arguments):
         beside.wait()
         print(f"the tracking server at {arguments[3]} could not be reached", flush=True)
         return 1
+    if HANGS_ENV in os.environ:
+        _append_to_ledger(_log_finished_upload(out, arguments[3], spec["experiment"]))
+        time.sleep(3600)
     run_id = uuid.uuid4().hex
     with atomic_write(out / RUN_FILE) as temporary:
         temporary.write_text(json.dumps({"run_id": run_id, "tracking_uri": arguments[3]}))
-    if LEDGER_ENV in os.environ:
-        with open(os.environ[LEDGER_ENV], "a") as ledger:
-            ledger.write(run_id + "\n")
+    _append_to_ledger(run_id)
     beside.kill()
     beside.wait()
     print(f"stand-in {arguments[0]} finished: run {run_id}", flush=True)
     return 0
+
+
+def _log_finished_upload(out, tracking_uri, experiment):
+    """Record a pending upload in ``out`` and log its run, FINISHED, as `jobs.sync.upload`
+    would before writing run.json; the run id."""
+    from mlflow import MlflowClient
+
+    from jobs.sync import record_pending
+    from repalign.contract import PENDING_UPLOAD_FILE
+    from repalign.tracking import UPLOAD_TAG
+
+    record_pending(out, "alignment", tracking_uri=tracking_uri, experiment=experiment)
+    upload = json.loads((out / PENDING_UPLOAD_FILE).read_text())["upload"]
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run_id = client.create_run(experiment_id, tags={UPLOAD_TAG: upload}).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _append_to_ledger(run_id):
+    if LEDGER_ENV in os.environ:
+        with open(os.environ[LEDGER_ENV], "a") as ledger:
+            ledger.write(run_id + "\n")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,13 @@ from repalign.store import write_representation
 from services.main import create_app
 from services.settings import Settings
 from tests.servers import free_port
-from tests.stand_in_repalign import LEDGER_ENV, SECONDS_ENV, STAGE, StandInLauncher
+from tests.stand_in_repalign import (
+    HANGS_ENV,
+    LEDGER_ENV,
+    SECONDS_ENV,
+    STAGE,
+    StandInLauncher,
+)
 
 pytestmark = pytest.mark.slow  # the service with job processes and servers
 
@@ -416,6 +422,40 @@ def test_a_restarted_service_keeps_every_job_and_schedule_and_runs_each_once(
         # each job's run finished once: an attempt stopped by the restart logged nothing
         finished = ledger.read_text().split()
         assert sorted(finished) == sorted(j["mlflow_run_id"] for j in jobs.values())
+    finally:
+        service.kill()
+
+
+def test_a_job_stopped_after_logging_its_run_succeeds_after_a_restart_with_that_one_run(
+    tmp_path, empty_mlflow_store
+):
+    """The restart race: the job had marked its MLflow run FINISHED but not yet written
+    run.json. Queued again, it would log a second run; the service finishes its upload."""
+    from mlflow import MlflowClient
+
+    fresh_state(tmp_path, empty_mlflow_store)
+    make_store(tmp_path / "stores" / "zoo")
+    ledger = tmp_path / "finished-runs"
+    stand_ins = {SECONDS_ENV: "0.2", LEDGER_ENV: str(ledger), HANGS_ENV: "1"}
+    service = ServiceProcess(tmp_path, free_port(), stand_in=True, env=stand_ins).start()
+    try:
+        job_id = service.post("/v1/jobs", alignment_spec()).json()["id"]
+        deadline = time.monotonic() + 120
+        while not (ledger.exists() and ledger.read_text().strip()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        service.kill()  # the job's run is FINISHED; its process waits, run.json unwritten
+        service.start()
+        while (job := service.get(f"/v1/jobs/{job_id}"))["status"] != "succeeded":
+            assert job["status"] in ("running", "queued") and time.monotonic() < deadline, job
+            time.sleep(0.2)
+        (logged,) = ledger.read_text().split()
+        assert job["attempts"] == 1 and job["mlflow_run_id"] == logged
+        client = MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("service-test").experiment_id
+        assert [run.info.run_id for run in client.search_runs([experiment])] == [logged]
+        log = httpx.get(f"{service.url}/v1/jobs/{job_id}/logs", headers=AUTH).text
+        assert "results complete; finishing their upload" in log
     finally:
         service.kill()
 
