@@ -26,7 +26,7 @@ import pyarrow as pa
 from jobs.engine import forced_executor, machine_cpus, run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
-from jobs.passes.rows import median_sample, pilot_mean, unit_rows
+from jobs.passes.rows import median_sample, pilot_mean, unit_rows, whole_row_groups
 from repalign.contract import RESULT_FILES, atomic_write
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
@@ -34,6 +34,7 @@ from repalign.registry import MEASURES, PASSES, pass_of
 from repalign.results import Values
 from repalign.stats import STATE_BYTES, GramState
 from repalign.store import open_store
+from repalign.store.format import row_group_rows
 
 CHECKPOINT_SECONDS = 30.0
 """Each actor saves its partial state at most this often, under OUT/.checkpoints; a job run
@@ -306,9 +307,12 @@ class Job:
         return state
 
     def row_units(self, names, width=None):
-        """Row ranges of a row pass over ``names`` (of total ``width``; default their dims)."""
+        """Row ranges of a row pass over ``names`` (of total ``width``; default their dims):
+        about `jobs.passes.rows.unit_rows` rows each, rounded to whole row groups of the store
+        (`whole_row_groups`)."""
         width = width or sum(self.store[name].dim for name in names) or 1
-        rows = unit_rows(width, len(names))
+        groups = [row_group_rows(self.store[name].dim) for name in names]
+        rows = whole_row_groups(unit_rows(width, len(names)), groups)
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):

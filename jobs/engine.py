@@ -122,25 +122,33 @@ def checkpoint_path(folder, slot, count):
 
 
 class SlotAccumulator:
-    """One slot: the running sum of the states of the units it was given, in order.
+    """One slot: the running sum of the states of its ``units``, added in order.
+
+    For a task that splits its work into ``load(unit)`` and ``accumulate(data)`` (a
+    `jobs.tasks.RowTask`), the next unit is read on a thread of the slot while this one is
+    computed, so that reading overlaps computing; a slot then holds the data of two units.
 
     With a ``checkpoint`` file, the state and the count of units added are saved at most every
     ``checkpoint_seconds``, and a new accumulator resumes from the file: ``done`` units are in
     its state already.
     """
 
-    def __init__(self, task, checkpoint=None, checkpoint_seconds=None):
-        self.task = task
+    def __init__(self, task, units, checkpoint=None, checkpoint_seconds=None):
+        self.task, self.units = task, list(units)
         self.state, self.done = None, 0
         self.checkpoint, self.checkpoint_seconds = checkpoint, checkpoint_seconds
         self.saved_at = time.monotonic()
         if checkpoint is not None and os.path.exists(checkpoint):
             with open(checkpoint, "rb") as f:
                 self.done, self.state = pickle.load(f)
+        self._reader = None
+        if hasattr(task, "load"):
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        self._loading = None  # (index of a unit, the future of its data)
 
     def add(self, unit):
-        """Add the unit's state; returns the rows it covered."""
-        part = self.task.compute(unit)
+        """Add the unit's state (the slot's next unit); returns the rows it covered."""
+        part = self._compute(unit)
         if self.state is None:
             self.state = part
         else:
@@ -151,12 +159,29 @@ class SlotAccumulator:
                 self._save()
         return self.task.rows(unit)
 
+    def _compute(self, unit):
+        """The unit's state; starts reading the slot's next unit first."""
+        if self._reader is None:
+            return self.task.compute(unit)
+        index, loading = self._loading or (None, None)
+        self._loading = None
+        if index == self.done and self.units[index] == unit:
+            data = loading.result()
+        else:
+            data = self.task.load(unit)
+        following = self.done + 1
+        if following < len(self.units):
+            self._loading = (following, self._reader.submit(self.task.load, self.units[following]))
+        return self.task.accumulate(data)
+
     def _save(self):
         with atomic_write(self.checkpoint) as temporary, open(temporary, "wb") as f:
             pickle.dump((self.done, self.state), f, protocol=pickle.HIGHEST_PROTOCOL)
         self.saved_at = time.monotonic()
 
     def result(self):
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
         return self.state
 
 
@@ -197,7 +222,7 @@ class LocalSlots:
     def _run_slot(self, slot, bar):
         units = self.units[slot]
         checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
-        accumulator = SlotAccumulator(self.task, checkpoint, self.checkpoint_seconds)
+        accumulator = SlotAccumulator(self.task, units, checkpoint, self.checkpoint_seconds)
         if accumulator.done:
             with self._lock:
                 self.resumed += accumulator.done

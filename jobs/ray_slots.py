@@ -110,7 +110,7 @@ class Slots:
         """Start the slot's actor; its units are queued once it has started (`_begin`)."""
         checkpoint = checkpoint_path(self.checkpoints, slot, len(self.units))
         self.handles[slot] = Accumulator.options(num_cpus=self.cpus).remote(
-            self.task_ref, checkpoint, self.checkpoint_seconds
+            self.task_ref, self.units[slot], checkpoint, self.checkpoint_seconds
         )
         self.nodes[slot] = None
         self.pending[self.handles[slot].begin.remote()] = (slot, "begin")

@@ -37,6 +37,27 @@ class StoreTask:
         return self.store[name].read_values(*rows)
 
 
+class RowTask(StoreTask):
+    """A task whose unit is a row range ``(start, stop)`` of each of ``names``, its work split in
+    two so that a slot reads the next unit while it computes this one
+    (`jobs.engine.SlotAccumulator`): `load` reads the unit's rows of every representation
+    (Parquet decoding, which releases the GIL), and `accumulate` makes the state from them."""
+
+    def __init__(self, store, names):
+        super().__init__(store)
+        self.names = list(names)
+
+    def rows(self, unit):
+        return unit[1] - unit[0]
+
+    def load(self, unit):
+        """The unit's rows of each representation: a list of float32 (rows, dₖ) arrays."""
+        return [self.read(name, unit) for name in self.names]
+
+    def compute(self, unit):
+        return self.accumulate(self.load(unit))
+
+
 @dataclass
 class ColumnRanges:
     """Column minima and maxima of several representations over the rows seen."""
@@ -55,22 +76,14 @@ class ColumnRanges:
         return [bool((low == high).all()) for low, high in zip(self.low, self.high, strict=True)]
 
 
-class RangeTask(StoreTask):
+class RangeTask(RowTask):
     """Column ranges of row ranges: unit = (start, stop)."""
 
-    def __init__(self, store, names):
-        super().__init__(store)
-        self.names = list(names)
-
-    def rows(self, unit):
-        return unit[1] - unit[0]
-
-    def compute(self, unit):
-        blocks = [self.read(name, unit) for name in self.names]
+    def accumulate(self, blocks):
         return ColumnRanges([b.min(axis=0) for b in blocks], [b.max(axis=0) for b in blocks])
 
 
-class MomentTask(StoreTask):
+class MomentTask(RowTask):
     """Second moments of row ranges: unit = (start, stop). Its work is one SYRK per row block,
     which BLAS spreads over the cores by itself (``blas_bound``).
 
@@ -83,15 +96,10 @@ class MomentTask(StoreTask):
     blas_bound = True
 
     def __init__(self, store, names, shifts, first_new=None, precision="float64"):
-        super().__init__(store)
-        self.names, self.shifts, self.first_new = list(names), shifts, first_new
-        self.precision = precision
+        super().__init__(store, names)
+        self.shifts, self.first_new, self.precision = shifts, first_new, precision
 
-    def rows(self, unit):
-        return unit[1] - unit[0]
-
-    def compute(self, unit):
-        blocks = [self.read(name, unit) for name in self.names]
+    def accumulate(self, blocks):
         dims = [b.shape[1] for b in blocks]
         if self.first_new is None:
             state = GramState(dims, self.shifts, self.precision)
@@ -285,7 +293,7 @@ class MmdTileTask:
         return state
 
 
-class FeatureTask(StoreTask):
+class FeatureTask(RowTask):
     """Second moments of random features (RFF or Nyström) of row ranges: unit = (start, stop).
 
     ``maps[m].transform`` gives representation m's features; the state feeds
@@ -296,16 +304,12 @@ class FeatureTask(StoreTask):
     blas_bound = True
 
     def __init__(self, store, names, maps):
-        super().__init__(store)
-        self.names, self.maps = list(names), maps
+        super().__init__(store, names)
+        self.maps = maps
 
-    def rows(self, unit):
-        return unit[1] - unit[0]
-
-    def compute(self, unit):
+    def accumulate(self, blocks):
         state = GramState([m.n_features for m in self.maps])
-        blocks = [self.read(name, unit) for name in self.names]
-        for rows in row_slices(unit[1] - unit[0], state.width):
+        for rows in row_slices(len(blocks[0]), state.width):
             state.add_block([m.transform(b[rows]) for m, b in zip(self.maps, blocks, strict=True)])
         return state
 

@@ -85,17 +85,17 @@ def test_local_checkpoints_resume_to_the_same_state(store, tmp_path, monkeypatch
     units = [(start, start + 100) for start in range(0, 1500, 100)]
     options = dict(slots=2, executor="local", description="m", quiet=True)
     whole = run_units(task, units, **options)
-    compute = task.compute
+    load = task.load
 
-    def dies_at_the_last_unit_of_slot_1(unit):
+    def dies_at_the_last_unit_of_slot_1(unit):  # read ahead, it fails when the unit is due
         if unit == units[13]:
             raise KeyboardInterrupt
-        return compute(unit)
+        return load(unit)
 
-    monkeypatch.setattr(task, "compute", dies_at_the_last_unit_of_slot_1)
+    monkeypatch.setattr(task, "load", dies_at_the_last_unit_of_slot_1)
     with pytest.raises(KeyboardInterrupt):
         run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
-    monkeypatch.setattr(task, "compute", compute)
+    monkeypatch.setattr(task, "load", load)
     resumed = run_units(task, units, checkpoints=tmp_path, checkpoint_seconds=0.0, **options)
     assert resumed.resumed == 8 + 6
     np.testing.assert_array_equal(resumed.state.moments, whole.state.moments)
@@ -107,19 +107,46 @@ def test_local_slots_are_threads_with_the_cores_shared_out(store, monkeypatch):
 
     path, _ = store
     task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
-    compute, seen = task.compute, []
+    accumulate, seen = task.accumulate, []
 
-    def records_its_thread(unit):
+    def records_its_thread(blocks):
         blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
         seen.append((threading.current_thread().name, blas))
-        return compute(unit)
+        return accumulate(blocks)
 
-    monkeypatch.setattr(task, "compute", records_its_thread)
+    monkeypatch.setattr(task, "accumulate", records_its_thread)
     monkeypatch.setattr(engine, "machine_cpus", lambda: 4)
     units = [(start, start + 100) for start in range(0, 1500, 100)]
     run_units(task, units, slots=2, executor="local", description="m", quiet=True)
     assert len({name for name, _ in seen}) == 2
     assert all(blas and set(blas) == {2} for _, blas in seen)
+
+
+def test_a_slot_reads_its_next_unit_while_it_computes_and_adds_the_same_state(store, monkeypatch):
+    """A row task's next unit is loaded on the slot's reader thread while the slot computes;
+    the states are added in the same order, so the sum is the one of plain ``compute``."""
+    path, _ = store
+    task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
+    units = [(start, start + 100) for start in range(0, 1500, 100)]
+    options = dict(slots=2, executor="local", description="m", quiet=True)
+    load, loads = task.load, []
+
+    def records_its_thread(unit):
+        loads.append((unit, threading.current_thread().name))
+        return load(unit)
+
+    monkeypatch.setattr(task, "load", records_its_thread)
+    ahead = run_units(task, units, **options)
+    read_ahead = sorted(unit for unit, thread in loads if thread.startswith("reader"))
+    assert sorted(unit for unit, _ in loads) == units  # each unit read once
+    assert read_ahead == sorted(set(units) - {units[0], units[1]})  # all but each slot's first
+
+    class ComputeOnly:  # the same task without load/accumulate: nothing is read ahead
+        def __init__(self, task):
+            self.rows, self.compute = task.rows, task.compute
+
+    plain = run_units(ComputeOnly(MomentTask(path, NAMES, task.shifts)), units, **options)
+    np.testing.assert_array_equal(ahead.state.moments, plain.state.moments)
 
 
 @pytest.mark.parametrize(

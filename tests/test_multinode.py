@@ -219,7 +219,7 @@ def test_an_actor_waiting_for_a_busy_cpu_waits(ray_session, small_store, monkeyp
     task, units, arrays = small_store
     monkeypatch.setattr(ray_slots, "WAIT_SECONDS", 0.2)
     monkeypatch.setattr(ray_slots, "PLACEMENT_SECONDS", 0.5)
-    blocker = ray_slots.Accumulator.options(num_cpus=2).remote(None)
+    blocker = ray_slots.Accumulator.options(num_cpus=2).remote(None, [])
     ray_session.get(blocker.begin.remote())
     monkeypatch.setattr(ray_slots, "_cpus_per_actor", lambda actors: 1)
     results = {}

@@ -16,7 +16,6 @@ from jobs.tasks import MomentTask, RangeTask
 from repalign.measures.moments import moment_value
 from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
-from repalign.store.format import row_group_rows
 
 
 def run(job, configs):
@@ -85,21 +84,9 @@ def _moment_state(job, members):
         job.store.path, members, shifts, first_new=len(old), precision=job.spec.precision
     )
     description = f"moments of {len(new)} new representations"
-    border = job.run_units(task, _border_units(job, members), description)
+    border = job.run_units(task, job.row_units(members), description)
     computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
     return previous["moments"].extended(border), computed
-
-
-def _border_units(job, members):
-    """Row ranges of a border pass: about the rows of `job.row_units`, in whole row groups of
-    the narrowest member (`repalign.store.format.row_group_rows`; the wider members' groups
-    divide them when the widths are powers of two). A border's product is a narrow GEMM, so
-    reading every member's rows is most of its cost, and a unit that cuts a row group decodes
-    it a second time (docs/design.md §4, "Incremental runs")."""
-    group = max(row_group_rows(job.store[name].dim) for name in members)
-    start, stop = job.row_units(members)[0]
-    rows = max(1, round((stop - start) / group)) * group
-    return [(first, min(first + rows, job.n)) for first in range(0, job.n, rows)]
 
 
 def find_constants(job):

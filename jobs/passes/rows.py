@@ -23,6 +23,20 @@ def unit_rows(width, representations):
     return rows - rows % block if rows > block else rows
 
 
+def whole_row_groups(rows, groups):
+    """``rows`` rounded to a whole number of the largest row group among ``groups`` (the rows
+    per Parquet row group of each representation a pass reads) that is at most twice ``rows``:
+    a unit that cuts a row group decodes it a second time, with the next unit. Row groups hold
+    `repalign.store.format.ROW_GROUP_BYTES`, so those of representations whose widths are powers
+    of two divide one another; larger groups (narrow representations) are still cut.
+    """
+    fitting = [g for g in groups if g <= 2 * rows]
+    if not fitting:
+        return rows
+    step = max(fitting)
+    return max(1, round(rows / step)) * step
+
+
 def tile_ranges(n):
     """The row ranges (start, stop) of the tiles of n rows, `TILE_ROWS` each."""
     return [(start, min(start + TILE_ROWS, n)) for start in range(0, n, TILE_ROWS)]
