@@ -172,8 +172,12 @@ class GramState(MomentRows):
 
     @property
     def moments(self):
-        """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1)."""
-        return np.triu(self._upper) + np.triu(self._upper, 1).T
+        """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1): a new array."""
+        full = np.triu(self._upper)
+        full += full.T  # numpy buffers the overlapping transpose
+        diagonal = np.einsum("ii->i", full)  # a writable view
+        diagonal /= 2
+        return full
 
     def mean(self, k):
         """Column means of representation k."""
@@ -265,24 +269,28 @@ def _column_means(A):
 
 
 def _reshift(M, dims, deltas):
-    """Moments after moving each representation's shift by δ, i.e. z' = T z.
+    """Moments after moving each representation's shift by δ, i.e. z' = T z, written over ``M``.
 
     For one representation, u' = u − δ and ‖u'‖² = ‖u‖² − 2δᵀu + ‖δ‖², an affine map of
     [u, ‖u‖², 1]; the new moments are T M Tᵀ. T is identity plus a few rank-one pieces, so it is
-    applied as row operations, O(D²) instead of a dense O(D³) product.
+    applied as row operations (T M), then the same as column operations ((T M) Tᵀ), in place:
+    O(D²) instead of a dense O(D³) product. Each norm row (column) is moved before its
+    representation's rows (columns), whose old values it needs; the last row and column, of
+    the constant 1, are moved by neither.
     """
-
-    def apply_rows(A):
-        out = A.copy()
-        start = 0
-        for d, delta in zip(dims, deltas, strict=True):
-            u, norm = slice(start, start + d), start + d
-            out[u] -= np.outer(delta, A[-1])
-            out[norm] = A[norm] - 2.0 * delta @ A[u] + (delta @ delta) * A[-1]
-            start += d + 1
-        return out
-
-    return apply_rows(apply_rows(M).T).T
+    start = 0
+    for d, delta in zip(dims, deltas, strict=True):
+        u, norm = slice(start, start + d), start + d
+        M[norm] += (delta @ delta) * M[-1] - 2.0 * (delta @ M[u])
+        M[u] -= np.outer(delta, M[-1])
+        start += d + 1
+    start = 0
+    for d, delta in zip(dims, deltas, strict=True):
+        u, norm = slice(start, start + d), start + d
+        M[:, norm] += (delta @ delta) * M[:, -1] - 2.0 * (M[:, u] @ delta)
+        M[:, u] -= np.outer(M[:, -1], delta)
+        start += d + 1
+    return M
 
 
 class PairMoments:
