@@ -12,10 +12,11 @@ import pytest
 import repalign
 from jobs import alignment
 from jobs.alignment import run_alignment, write_result
+from jobs.passes import moments as moments_pass
 from jobs.passes import rows
 from repalign.errors import MisalignedError
 from repalign.spec import parse_spec
-from repalign.store import write_representation
+from repalign.store import open_store, write_representation
 
 pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
 
@@ -145,11 +146,20 @@ def test_any_number_of_slots_gives_the_library_values(store, library_values, slo
     assert assert_matches_library(result.table, arrays, library_values) == 4 * 21
 
 
-def test_a_tiled_statistic_equals_one_state(store):
-    path, _ = store
+def test_a_tiled_statistic_equals_one_state(store, monkeypatch):
+    """Also: each representation's principal axes (SVCCA) are computed once per job, not
+    once per tile that holds it."""
+    path, arrays = store
     measures = [{"name": "ka"}, {"name": "cka", "estimator": "lange"}, {"name": "svcca"}]
     whole = run_alignment(spec(path, measures), quiet=True)
+    decomposed = []
+    principal_axes = moments_pass.principal_axes
+    monkeypatch.setattr(
+        moments_pass, "principal_axes", lambda s, k: decomposed.append(k) or principal_axes(s, k)
+    )
     tiled = run_alignment(spec(path, measures), quiet=True, state_bytes=2_000)
+    assert len(moments_pass.statistic_tiles(open_store(path), list(arrays), 2_000)) > 2
+    assert len(decomposed) == len(arrays)
     assert tiled.summary["pass_seconds"]["moments"] > 0
     assert tiled.state is None  # a tiled statistic is not saved for incremental runs
     np.testing.assert_allclose(
@@ -283,6 +293,7 @@ CRASHING_DRIVER = """
 import sys
 import ray
 from jobs import alignment
+from jobs.passes import moments as moments_pass
 from jobs.passes import rows
 from repalign.spec import parse_spec
 

@@ -7,7 +7,6 @@ that involve new representations are computed. The moments also say which repres
 are constant; a job without this pass finds them with `find_constants`.
 """
 
-import functools
 from itertools import combinations_with_replacement
 
 import numpy as np
@@ -26,6 +25,7 @@ def run(job, configs):
     tiles = [(names, names)]
     if job.previous is None:
         tiles = statistic_tiles(job.store, names, job.state_bytes)
+    axes = {}  # name -> its principal axes, from the first tile that holds it
     for group_a, group_b in tiles:
         members = group_a if group_a == group_b else group_a + group_b
         state, computed = _moment_state(job, members)
@@ -35,18 +35,28 @@ def run(job, configs):
         else:
             pairs = [(a, b) for a in group_a for b in group_b]
         job.blocks_computed += computed if computed is not None else len(pairs)
-        _record(job, configs, state, members, pairs)
+        _record(job, configs, state, members, pairs, axes)
 
 
-def _record(job, configs, state, members, pairs):
+def _record(job, configs, state, members, pairs, axes):
+    """Record the values of ``pairs`` from the tile's ``state``. ``axes`` holds each
+    representation's principal axes (Procrustes, CCA, SVCCA) across the job's tiles: an
+    eigendecomposition of its d×d block, made once per representation, not once per tile."""
     index = {name: i for i, name in enumerate(members)}
     for name in members:
         if _is_constant(state, index[name]):
             job.values.constant[name] = f"{name} is constant (zero variance)"
-    axes = functools.cache(functools.partial(principal_axes, state))
+
+    def axes_of(k):
+        name = members[k]
+        if name not in axes:
+            axes[name] = principal_axes(state, k)
+        return axes[name]
+
     for a, b in pairs:
         for config in configs:
-            job.values.record(config, a, b, moment_value, config, state, index[a], index[b], axes)
+            i, j = index[a], index[b]
+            job.values.record(config, a, b, moment_value, config, state, i, j, axes_of)
 
 
 def statistic_tiles(store, names, state_bytes):
