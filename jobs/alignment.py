@@ -129,6 +129,7 @@ def run_alignment(
         "nodes": sorted(job.nodes),
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
+        "reads_per_row": job.reads_per_row(),
         "lemma1": {
             "delta": rbf.LEMMA1_DELTA,
             "intervals": len(job.values.intervals),
@@ -260,6 +261,8 @@ class Job:
         self.nodes = set()  # Ray node ids of the actors whose states made the statistics (Ray)
         self.checkpoints = Path(spec.out) / ".checkpoints"
         self.timings = {}
+        self.passing = None  # the pass now running
+        self.reads = {}  # pass -> the (representation, start, stop) row ranges its units read
 
     def run(self):
         """Run the passes the measures need, in the order of `repalign.registry.PASSES`."""
@@ -268,12 +271,20 @@ class Job:
             chosen[pass_of(config)].append(config)
         needs_constants = any(not MEASURES[c.name].constants for c in self.spec.measures)
         if not chosen["moments"] and needs_constants and self.values.usable():
+            self.passing = "constants"
             moments.find_constants(self)
         for name, configs in chosen.items():
             if configs:
                 started = time.perf_counter()
+                self.passing = name
                 RUNS[name](self, configs)
                 self.timings[name] = round(time.perf_counter() - started, 3)
+
+    def reads_per_row(self):
+        """For each pass, how many times it read each row it read, on average: the rows its
+        units read (``task.reads``) over the distinct rows among them. The driver's own reads
+        (pilot means, the median heuristic's sample) are not counted."""
+        return {name: round(rows_read_per_row(ranges), 3) for name, ranges in self.reads.items()}
 
     def run_units(self, task, units, description):
         """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors.
@@ -290,6 +301,9 @@ class Job:
             and getattr(task, "blas_bound", False)
         ):
             slots = 1
+        self.reads.setdefault(self.passing, []).extend(
+            read for unit in units for read in task.reads(unit)
+        )
         key = hashlib.sha256(pickle.dumps((task, units, slots))).hexdigest()[:16]
         state, replays, resumed, nodes = run_units(
             task,
@@ -344,3 +358,22 @@ def _manifest_problem(representation):
     if bad:
         return f"{representation.name} holds NaN or Inf in {bad} rows"
     return ""
+
+
+def rows_read_per_row(ranges):
+    """Rows read over distinct rows read, for (representation, start, stop) row ranges."""
+    by_representation = {}
+    for key, start, stop in ranges:
+        by_representation.setdefault(key, []).append((start, stop))
+    read = sum(stop - start for _, start, stop in ranges)
+    distinct = 0
+    for spans in by_representation.values():
+        end = None
+        for start, stop in sorted(spans):
+            if end is None or start >= end:
+                distinct += stop - start
+                end = stop
+            elif stop > end:
+                distinct += stop - end
+                end = stop
+    return read / distinct if distinct else 0.0

@@ -124,7 +124,7 @@ def _run(args):
     print(
         f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) in "
         f"{summary['seconds']:.1f} s; executor {summary['executor']} "
-        f"({summary['executor_reason']})"
+        f"({summary['executor_reason']}); each row read {_times_read(summary['reads_per_row'])}"
     )
     _log("alignment", spec, args.tracking_uri, importing)
     if summary["missing_values"]:
@@ -147,6 +147,16 @@ def _products(spec):
     store = open_store(spec.store)
     names = store.select(spec.representations)
     return store[names[0]].rows * sum(store[name].dim + 1 for name in names) ** 2
+
+
+def _times_read(reads_per_row):
+    """How many times the passes read each row, in words: "once (moments)", "1× (moments),
+    49× (rbf)"."""
+    if not reads_per_row:
+        return "by no pass"
+    if all(times == 1 for times in reads_per_row.values()):
+        return f"once ({', '.join(reads_per_row)})"
+    return ", ".join(f"{times:g}× ({name})" for name, times in reads_per_row.items())
 
 
 def _import_tracking(*, overlap):

@@ -4,6 +4,10 @@ Each task reads its own rows of the store (the driver never loads data) and retu
 mergeable state: a `GramState` of second moments, an `RbfTileState` of exact kernel tiles,
 a `NeighborState` of top-k lists, or an `MmdTileState` of two-sample kernel sums. Float32 is
 read, float64 accumulated.
+
+Each task also says what a unit reads, ``reads(unit)``: a list of (representation, start, stop)
+row ranges, a representation named by its name or, for tasks that read several stores, by
+(store, name). The job sums them into how many times each row is read (`reads_per_row`).
 """
 
 from dataclasses import dataclass, field
@@ -49,6 +53,9 @@ class RowTask(StoreTask):
 
     def rows(self, unit):
         return unit[1] - unit[0]
+
+    def reads(self, unit):
+        return [(name, *unit) for name in self.names]
 
     def load(self, unit):
         """The unit's rows of each representation: a list of float32 (rows, dₖ) arrays."""
@@ -121,6 +128,11 @@ class RbfTileTask(StoreTask):
         (i0, i1), (j0, j1) = unit
         return (i1 - i0) * (j1 - j0) // max(1, self.n)
 
+    def reads(self, unit):
+        rows_i, rows_j = unit
+        sides = [rows_i] if rows_i == rows_j else [rows_i, rows_j]
+        return [(name, *side) for name in self.names for side in sides]
+
     def compute(self, unit):
         rows_i, rows_j = unit
         state = RbfTileState(self.sigmas, self.n, shifts=self.shifts)
@@ -163,6 +175,10 @@ class NeighborTask(StoreTask):
 
     def rows(self, unit):
         return unit[1] - unit[0]
+
+    def reads(self, unit):
+        """The query rows, then every row as a reference."""
+        return [(name, *rows) for name in self.names for rows in (unit, (0, self.n))]
 
     def compute(self, unit):
         state = NeighborState()
@@ -246,6 +262,14 @@ class MmdTileTask:
             return rows_i[1] - rows_i[0]
         side = 0 if family == "xx" else 1
         return (rows_i[1] - rows_i[0]) * (rows_j[1] - rows_j[0]) // self.row_counts[p][side]
+
+    def reads(self, unit):
+        p, family, rows_i, rows_j = unit
+        x, y = self.pairs[p]
+        if family == "linear":
+            return [(x, *rows_i), (y, *rows_i)]
+        first, second = {"xx": (x, x), "yy": (y, y), "xy": (x, y)}[family]
+        return [(first, *rows_i), (second, *rows_j)]
 
     def read(self, p, reference, rows):
         store, name = reference
@@ -340,6 +364,12 @@ class EmbeddingTask:
 
     def rows(self, unit):
         return unit[1][1] - unit[1][0]
+
+    def reads(self, unit):
+        p, (start, stop) = unit
+        counts = self.row_counts[p]
+        pairs = zip(self.pairs[p], counts, strict=True)
+        return [(reference, start, min(stop, count)) for reference, count in pairs if start < count]
 
     def compute(self, unit):
         from repalign.approx import MeanEmbedding

@@ -131,6 +131,11 @@ def test_every_measure_equals_the_library(store, library_values):
     assert all(r["measure"] == "mmd2" and "different widths" in r["reason"] for r in missing)
     assert checked == len(rows) - len(missing)
     assert checked > 170
+    reads = result.summary["reads_per_row"]
+    assert set(reads) == {"moments", "rbf", "neighbors", "mmd"}, reads
+    # one pass over the rows; exact RBF: each of the two row blocks is in two of the three
+    # tiles (0, 0), (0, 1), (1, 1)
+    assert reads["moments"] == 1.0 and reads["rbf"] == 2.0
 
 
 @pytest.mark.parametrize("slots", [1, 3])
@@ -158,8 +163,13 @@ def test_a_tiled_statistic_equals_one_state(store, monkeypatch):
         moments_pass, "principal_axes", lambda s, k: decomposed.append(k) or principal_axes(s, k)
     )
     tiled = run_alignment(spec(path, measures), quiet=True, state_bytes=2_000)
-    assert len(moments_pass.statistic_tiles(open_store(path), list(arrays), 2_000)) > 2
+    tiles = moments_pass.statistic_tiles(open_store(path), list(arrays), 2_000)
+    groups = len({tuple(group) for group, _ in tiles})
+    assert len(tiles) == groups * (groups + 1) // 2 > 2
     assert len(decomposed) == len(arrays)
+    # every row is read once per tile that holds its representation: once per group
+    assert whole.summary["reads_per_row"] == {"moments": 1.0}
+    assert tiled.summary["reads_per_row"] == {"moments": float(groups)}
     assert tiled.summary["pass_seconds"]["moments"] > 0
     assert tiled.state is None  # a tiled statistic is not saved for incremental runs
     np.testing.assert_allclose(
@@ -338,3 +348,10 @@ def test_a_job_run_again_after_its_driver_died_resumes_from_checkpoints(
     fresh = run_alignment(spec(tmp_path, measures, actors=2), quiet=True)
     assert fresh.summary["units_resumed"] == 0
     assert resumed.table.column("value").to_pylist() == fresh.table.column("value").to_pylist()
+
+
+def test_rows_read_per_row_counts_overlaps_once_as_distinct_rows():
+    ranges = [("a", 0, 10), ("a", 5, 15), ("a", 20, 30), ("b", 0, 10), ("a", 0, 10)]
+    # 50 rows read; distinct: a has 0–15 and 20–30 (25 rows), b 0–10 (10 rows)
+    assert alignment.rows_read_per_row(ranges) == 50 / 35
+    assert alignment.rows_read_per_row([]) == 0.0
