@@ -130,6 +130,7 @@ def run_alignment(
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
         "reads_per_row": job.reads_per_row(),
+        "bytes_to_driver": job.bytes_to_driver,
         "lemma1": {
             "delta": rbf.LEMMA1_DELTA,
             "intervals": len(job.values.intervals),
@@ -263,6 +264,7 @@ class Job:
         self.timings = {}
         self.passing = None  # the pass now running
         self.reads = {}  # pass -> the (representation, start, stop) row ranges its units read
+        self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
 
     def run(self):
         """Run the passes the measures need, in the order of `repalign.registry.PASSES`."""
@@ -305,7 +307,7 @@ class Job:
             read for unit in units for read in task.reads(unit)
         )
         key = hashlib.sha256(pickle.dumps((task, units, slots))).hexdigest()[:16]
-        state, replays, resumed, nodes = run_units(
+        state, replays, resumed, nodes, received = run_units(
             task,
             units,
             slots=slots,
@@ -317,6 +319,7 @@ class Job:
         )
         self.replays += replays
         self.resumed += resumed
+        self.bytes_to_driver += received
         self.nodes.update(nodes)
         return state
 

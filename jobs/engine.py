@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from jobs.progress import Progress
@@ -95,16 +96,33 @@ def run_units(
     for state in states[1:]:
         total_state = total_state + state
     nodes = sorted({node for node in runner.nodes if node is not None})
-    return UnitsResult(total_state, sum(runner.replays), runner.resumed, nodes)
+    received = sum(array_bytes(state) for state in states) if executor == "ray" else 0
+    return UnitsResult(total_state, sum(runner.replays), runner.resumed, nodes, received)
 
 
 class UnitsResult(NamedTuple):
-    """What `run_units` returns."""
+    """What `run_units` returns; ``bytes_received``: the array bytes of the slots' states
+    that came from Ray actors to this process (none in process)."""
 
     state: object
     replays: int
     resumed: int
     nodes: list
+    bytes_received: int
+
+
+def array_bytes(value):
+    """The bytes of the numpy arrays a state holds: in its attributes, and in the lists,
+    tuples and dicts among them (what pickling it moves, less a small overhead)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(array_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(array_bytes(v) for v in value)
+    if hasattr(value, "__dict__"):
+        return array_bytes(vars(value))
+    return 0
 
 
 def deal(units, count):

@@ -51,6 +51,25 @@ def test_ray_gives_the_local_table_bit_for_bit_at_the_same_slot_count(
     assert on_ray.table.equals(local.table)
 
 
+def test_the_driver_counts_the_state_bytes_it_takes_from_ray_actors(ray_session, store):
+    """Each slot's actor returns one GramState, whose arrays are the (D + 1)² float64 matrix,
+    the shifts and the column offsets; in process, nothing moves."""
+    path, _ = store
+    widths = [WIDTHS[name] for name in NAMES]
+    width = sum(d + 1 for d in widths) + 1
+    state = 8 * width**2 + 8 * sum(widths) + 8 * (len(widths) + 1)
+    task = MomentTask(path, NAMES, [np.zeros(d) for d in widths])
+    units = [(start, start + 100) for start in range(0, 1500, 100)]
+    options = dict(description="m", quiet=True)
+    for slots in (1, 2):
+        on_ray = run_units(task, units, slots=slots, executor="ray", **options)
+        assert on_ray.bytes_received == slots * state
+    assert run_units(task, units, slots=2, executor="local", **options).bytes_received == 0
+    # a job reports them: its 1,500 rows are one unit, so one slot's state
+    summary = job(path, "ray", 2, measures=[{"name": "cka"}]).summary
+    assert summary["bytes_to_driver"] == state
+
+
 def test_slot_counts_agree_to_rounding(local_tables):
     """Other slot counts add the same rows' states in another order: the values agree to the
     rounding of that order, far below 1e-12 relative for these sums of n = 1,500 rows."""
