@@ -1,11 +1,14 @@
 """Row blocks: how repalign walks a large array without copying it whole."""
 
+import math
 from collections import deque
 
 import numpy as np
 
 BLOCK_BYTES = 32 * 2**20
 """Working-set budget of one float64 row block (32 MiB)."""
+BLOCK_SLACK = 1 / 64
+"""How far `row_slices` lets a block exceed `block_rows` rather than cut a sliver block."""
 
 
 def block_rows(n_cols, *, block_bytes=BLOCK_BYTES):
@@ -17,13 +20,23 @@ def block_rows(n_cols, *, block_bytes=BLOCK_BYTES):
 
 
 def row_slices(n_rows, n_cols, *, block_bytes=BLOCK_BYTES, max_rows=None):
-    """Yield slices that cut ``n_rows`` rows into blocks of `block_rows` rows, or of
-    ``max_rows`` if fewer (the last may be shorter)."""
-    rows = block_rows(n_cols, block_bytes=block_bytes)
+    """Yield slices that cut ``n_rows`` rows into as few blocks as hold at most `block_rows`
+    rows each (give or take `BLOCK_SLACK`), or ``max_rows`` if fewer (never more), all of
+    about the same size; the first is the largest.
+
+    Equal blocks, because a short last block costs a SYRK about what a full one does (it
+    still streams the whole D×D state), and the slack, because a range a little over a whole
+    number of blocks (a 4,096-row unit in blocks of 4,084 float32 rows) would otherwise end
+    in a block of a few rows.
+    """
+    if n_rows <= 0:
+        return
+    limit = block_rows(n_cols, block_bytes=block_bytes) * (1 + BLOCK_SLACK)
     if max_rows is not None:
-        rows = min(rows, max_rows)
-    for start in range(0, n_rows, rows):
-        yield slice(start, min(start + rows, n_rows))
+        limit = min(limit, max_rows)
+    size = math.ceil(n_rows / math.ceil(n_rows / limit))
+    for start in range(0, n_rows, size):
+        yield slice(start, min(start + size, n_rows))
 
 
 class RowQueue:

@@ -22,7 +22,7 @@ still added in float64, docs/design.md §4, "Precision").
 import numpy as np
 from scipy.linalg.blas import dsyrk, ssyrk
 
-from repalign.blocks import row_slices
+from repalign.blocks import BLOCK_BYTES, row_slices
 
 STATE_BYTES = 2 * 2**30
 """Largest second-moment state one actor of a job holds; beyond it the job tiles the statistic
@@ -73,11 +73,14 @@ class MomentRows:
         return int(self.offsets[-1]) + 1
 
     def row_blocks(self, n):
-        """Slices that cut n rows into the blocks `add_block` takes: `repalign.blocks.row_slices`,
-        and in float32 at most `FLOAT32_BLOCK_ROWS` rows."""
+        """Slices that cut n rows into the blocks `add_block` takes: `repalign.blocks.row_slices`
+        for the same working-set bytes in either precision (twice the rows in float32), and in
+        float32 at most `FLOAT32_BLOCK_ROWS` rows: each float32 block's product is added to
+        the float64 state, a pass over (D + 1)², so fewer, longer blocks add fewer passes."""
         if self.precision == "float64":
             return row_slices(n, self.width)
-        return row_slices(n, self.width, max_rows=FLOAT32_BLOCK_ROWS)
+        float32_bytes = BLOCK_BYTES * 2  # row_slices counts 8-byte entries
+        return row_slices(n, self.width, block_bytes=float32_bytes, max_rows=FLOAT32_BLOCK_ROWS)
 
     def _same_layout(self, other):
         return (

@@ -100,9 +100,11 @@ def test_merged_float32_states_equal_one_pass():
     shifts = [A[:1024].mean(axis=0, dtype=np.float64) for A in arrays]
     whole = pilot_state(arrays, "float32")
     left, right = GramState((4, 7), shifts, "float32"), GramState((4, 7), shifts, "float32")
-    left.add_block([A[:FLOAT32_BLOCK_ROWS] for A in arrays])
-    right.add_block([A[FLOAT32_BLOCK_ROWS : 2 * FLOAT32_BLOCK_ROWS] for A in arrays])
-    right.add_block([A[2 * FLOAT32_BLOCK_ROWS :] for A in arrays])
+    first, *rest = left.row_blocks(len(arrays[0]))  # the blocks of the one pass
+    assert rest and first.stop <= FLOAT32_BLOCK_ROWS
+    left.add_block([A[first] for A in arrays])
+    for rows in rest:
+        right.add_block([A[rows] for A in arrays])
     np.testing.assert_allclose((left + right).moments, whole.moments, rtol=1e-15)
     with pytest.raises(ValueError, match="same widths and shifts"):
         left += GramState((4, 7), shifts, "float64")
