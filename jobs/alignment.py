@@ -263,7 +263,7 @@ class Job:
         self.checkpoints = Path(spec.out) / ".checkpoints"
         self.timings = {}
         self.passing = None  # the pass now running
-        self.reads = {}  # pass -> the (representation, start, stop) row ranges its units read
+        self.reads = {}  # pass -> the `RowReads` of its units
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
 
     def run(self):
@@ -286,7 +286,7 @@ class Job:
         """For each pass, how many times it read each row it read, on average: the rows its
         units read (``task.reads``) over the distinct rows among them. The driver's own reads
         (pilot means, the median heuristic's sample) are not counted."""
-        return {name: round(rows_read_per_row(ranges), 3) for name, ranges in self.reads.items()}
+        return {name: round(reads.per_row(), 3) for name, reads in self.reads.items()}
 
     def run_units(self, task, units, description):
         """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors.
@@ -303,9 +303,10 @@ class Job:
             and getattr(task, "blas_bound", False)
         ):
             slots = 1
-        self.reads.setdefault(self.passing, []).extend(
-            read for unit in units for read in task.reads(unit)
-        )
+        reads = self.reads.setdefault(self.passing, RowReads())
+        for unit in units:
+            for key, start, stop in task.reads(unit):
+                reads.add(key, start, stop)
         key = hashlib.sha256(pickle.dumps((task, units, slots))).hexdigest()[:16]
         state, replays, resumed, nodes, received = run_units(
             task,
@@ -363,20 +364,28 @@ def _manifest_problem(representation):
     return ""
 
 
-def rows_read_per_row(ranges):
-    """Rows read over distinct rows read, for (representation, start, stop) row ranges."""
-    by_representation = {}
-    for key, start, stop in ranges:
-        by_representation.setdefault(key, []).append((start, stop))
-    read = sum(stop - start for _, start, stop in ranges)
-    distinct = 0
-    for spans in by_representation.values():
-        end = None
-        for start, stop in sorted(spans):
-            if end is None or start >= end:
-                distinct += stop - start
-                end = stop
-            elif stop > end:
-                distinct += stop - end
-                end = stop
-    return read / distinct if distinct else 0.0
+class RowReads:
+    """The rows a pass's units read: how many in all, and the distinct row ranges of each
+    representation (a set: the units of a tiled pass read the same ranges again and again)."""
+
+    def __init__(self):
+        self.read = 0
+        self.spans = {}
+
+    def add(self, key, start, stop):
+        self.read += stop - start
+        self.spans.setdefault(key, set()).add((start, stop))
+
+    def per_row(self):
+        """Rows read over distinct rows read (0 when none was read)."""
+        distinct = 0
+        for spans in self.spans.values():
+            end = None
+            for start, stop in sorted(spans):
+                if end is None or start >= end:
+                    distinct += stop - start
+                    end = stop
+                elif stop > end:
+                    distinct += stop - end
+                    end = stop
+        return self.read / distinct if distinct else 0.0

@@ -351,7 +351,9 @@ def test_a_job_run_again_after_its_driver_died_resumes_from_checkpoints(
 
 
 def test_rows_read_per_row_counts_overlaps_once_as_distinct_rows():
-    ranges = [("a", 0, 10), ("a", 5, 15), ("a", 20, 30), ("b", 0, 10), ("a", 0, 10)]
+    reads = alignment.RowReads()
+    assert reads.per_row() == 0.0
+    for key, start, stop in [("a", 0, 10), ("a", 5, 15), ("a", 20, 30), ("b", 0, 10), ("a", 0, 10)]:
+        reads.add(key, start, stop)
     # 50 rows read; distinct: a has 0–15 and 20–30 (25 rows), b 0–10 (10 rows)
-    assert alignment.rows_read_per_row(ranges) == 50 / 35
-    assert alignment.rows_read_per_row([]) == 0.0
+    assert reads.per_row() == 50 / 35
