@@ -26,8 +26,8 @@ def row_slices(n_rows, n_cols, *, block_bytes=BLOCK_BYTES, max_rows=None):
 
     Equal blocks, because a short last block costs a SYRK about what a full one does (it
     still streams the whole D×D state), and the slack, because a range a little over a whole
-    number of blocks (a 4,096-row unit in blocks of 4,084 float32 rows) would otherwise end
-    in a block of a few rows.
+    number of blocks (a 4,096-row unit of 8 × 512 in blocks of 1,021 rows: four, and 12 rows
+    left over) would otherwise end in a block of a few rows.
     """
     if n_rows <= 0:
         return
