@@ -176,11 +176,7 @@ class GramState(MomentRows):
     @property
     def moments(self):
         """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1): a new array."""
-        full = np.triu(self._upper)
-        full += full.T  # numpy buffers the overlapping transpose
-        diagonal = np.einsum("ii->i", full)  # a writable view
-        diagonal /= 2
-        return full
+        return symmetric_from_upper(self._upper)
 
     def mean(self, k):
         """Column means of representation k."""
@@ -262,6 +258,16 @@ class BorderState(MomentRows):
         total.rows_matrix, total.n = self.rows_matrix.copy(), self.n
         total += other
         return total
+
+
+def symmetric_from_upper(upper):
+    """The symmetric matrix whose upper triangle and diagonal are those of ``upper`` (its strict
+    lower triangle is not read): one triangle copy and one add, a new array."""
+    full = np.triu(upper)
+    full += full.T  # numpy buffers the overlapping transpose
+    diagonal = np.einsum("ii->i", full)  # a writable view
+    diagonal /= 2
+    return full
 
 
 def _column_means(A):

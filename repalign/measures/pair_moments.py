@@ -26,7 +26,7 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 
 from repalign.blocks import row_slices
-from repalign.stats import PairMoments
+from repalign.stats import PairMoments, symmetric_from_upper
 
 
 def pair_statistic(X, Y, means, *, norms):
@@ -36,7 +36,7 @@ def pair_statistic(X, Y, means, *, norms):
     dims = (X.shape[1], Y.shape[1])
     offsets = (0, dims[0] + 1, dims[0] + dims[1] + 2)
     upper = _accumulate((X, Y), means, offsets, norms)
-    return Moments(_symmetric(upper), dims, means)
+    return Moments(symmetric_from_upper(upper), dims, means)
 
 
 class Moments:
@@ -125,9 +125,3 @@ def _accumulate(arrays, means, offsets, norms):
         # Zᵀ of a C-ordered Z is Fortran-ordered: dsyrk reads it without a copy.
         upper = dsyrk(1.0, Z.T, beta=1.0, c=upper, trans=0, overwrite_c=True)
     return upper
-
-
-def _symmetric(upper):
-    M = upper + upper.T
-    M[np.diag_indices_from(M)] *= 0.5
-    return M
