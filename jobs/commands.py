@@ -6,7 +6,6 @@ itself is imported only when the command runs.
 
 import os
 import sys
-import threading
 
 
 def add_align(commands):
@@ -88,6 +87,7 @@ RUN_OPTIONS = ("store", "out", "representations", "experiment", "actors", "execu
 def _run(args):
     from jobs.alignment import run_alignment, write_result
     from jobs.outputs import log_libraries_to
+    from jobs.uploader import Uploader
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
@@ -112,41 +112,27 @@ def _run(args):
         spec = parse_spec(content)
     check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
     log_libraries_to(spec.out)
-    importing = _import_tracking(overlap=_products(spec) > OVERLAP_PRODUCTS)
-    result = run_alignment(
-        spec,
-        ray_address=args.ray_address,
-        quiet=args.quiet,
-        incremental_from=args.incremental_from,
-    )
-    path = write_result(result, spec.out)
-    summary = result.summary
-    print(
-        f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) in "
-        f"{summary['seconds']:.1f} s; executor {summary['executor']} "
-        f"({summary['executor_reason']}); each row read {_times_read(summary['reads_per_row'])}"
-    )
-    _log("alignment", spec, args.tracking_uri, importing)
+    with Uploader("run", spec.out) as uploader:
+        result = run_alignment(
+            spec,
+            ray_address=args.ray_address,
+            quiet=args.quiet,
+            incremental_from=args.incremental_from,
+        )
+        path = write_result(result, spec.out)
+        summary = result.summary
+        print(
+            f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) "
+            f"in {summary['seconds']:.1f} s; executor {summary['executor']} "
+            f"({summary['executor_reason']}); each row read "
+            f"{_times_read(summary['reads_per_row'])}"
+        )
+        status = uploader.log(
+            "alignment", tracking_uri=args.tracking_uri, experiment=spec.experiment
+        )
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
-
-
-OVERLAP_PRODUCTS = 1e12
-"""An alignment job whose statistic takes more multiply-adds than this (n·D²) imports MLflow
-while it computes (`_import_tracking`); a smaller one after. The imports hold the GIL for about
-2 s, which the job's Python between BLAS calls then waits for. `repalign run` of linear CKA on
-8 × 512, two runs each on 2 cores: at n = 8,000 (n·D² = 1.3e11) overlapping made the whole
-command 1.0 s slower (9.5 and 7.7 s against 8.6 and 6.7 s); at n = 64,000 (1.1e12) it was even
-(22.1 and 19.9 s against 24.3 and 19.5 s)."""
-
-
-def _products(spec):
-    """n·D² of an alignment job: the multiply-adds of its second-moment statistic."""
-    from repalign.store import open_store
-
-    store = open_store(spec.store)
-    names = store.select(spec.representations)
-    return store[names[0]].rows * sum(store[name].dim + 1 for name in names) ** 2
+    return status
 
 
 def _times_read(reads_per_row):
@@ -157,62 +143,6 @@ def _times_read(reads_per_row):
     if all(times == 1 for times in reads_per_row.values()):
         return f"once ({', '.join(reads_per_row)})"
     return ", ".join(f"{times:g}× ({name})" for name, times in reads_per_row.items())
-
-
-def _import_tracking(*, overlap):
-    """With ``overlap``, import MLflow's client and its SQL store
-    (`repalign.tracking.import_store_modules`) on a thread while the job computes: seconds of
-    imports that logging would otherwise add after the job, taken while the job's numpy, BLAS
-    and Parquet work has released the GIL. Imports only, so a thread still running when a
-    failed job exits leaves nothing half written. `_log` waits for the thread (without
-    ``overlap``, one that does nothing)."""
-    thread = threading.Thread(
-        target=_tracking_modules if overlap else None, name="import-tracking", daemon=True
-    )
-    thread.start()
-    return thread
-
-
-def _tracking_modules():
-    from jobs.outputs import redirect_library_logs
-    from repalign.tracking import import_store_modules
-
-    import_store_modules()
-    redirect_library_logs()  # before the store's migrations log anything
-
-
-def _log(job, spec, tracking_uri, importing, plan=None):
-    """Log the job whose results are in OUT (`jobs.sync`); without a tracking URI, where MLflow
-    itself would (`repalign.tracking.default_store`: mlflow.db in the working folder). Writes
-    OUT/run.json with the run id and the tracking URI, for callers such as the service. If the
-    tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
-    `repalign sync`. ``importing``: the thread of `_import_tracking`, waited for first."""
-    importing.join()
-    from jobs.outputs import redirect_library_logs
-    from jobs.sync import UploadPending, record_pending, upload, use_short_retries
-    from repalign.tracking import default_store, public_uri
-
-    redirect_library_logs()  # MLflow is imported now, its migrations not yet logged
-
-    artifacts = None
-    if tracking_uri is None:
-        tracking_uri, artifacts = default_store()
-    use_short_retries()
-    record_pending(
-        spec.out,
-        job,
-        tracking_uri=tracking_uri,
-        experiment=spec.experiment,
-        artifact_location=artifacts,
-        plan=plan,
-    )
-    try:
-        run_id, tracking_uri = upload(spec.out)
-    except UploadPending as exc:
-        print(f"MLflow run pending upload: {exc}")
-        return None
-    print(f"MLflow run {run_id} in experiment {spec.experiment!r} at {public_uri(tracking_uri)}")
-    return run_id
 
 
 def add_stitch(commands):
@@ -254,6 +184,7 @@ def add_stitch(commands):
 def _stitch(args):
     from jobs.outputs import log_libraries_to
     from jobs.stitching import run_stitching, write_result
+    from jobs.uploader import Uploader
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_spec
 
@@ -277,17 +208,20 @@ def _stitch(args):
     spec = parse_spec(content, kind="stitching")
     check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
     log_libraries_to(spec.out)
-    importing = _import_tracking(overlap=True)
-    result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
-    path = write_result(result, spec.out)
-    summary = result.summary
-    print(
-        f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
-        f"{summary['executor']} ({summary['executor_reason']})"
-    )
-    _log("stitching", spec, args.tracking_uri, importing)
+    with Uploader("stitch", spec.out) as uploader:
+        result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
+        path = write_result(result, spec.out)
+        summary = result.summary
+        print(
+            f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
+            f"{summary['executor']} ({summary['executor_reason']})"
+        )
+        status = uploader.log(
+            "stitching", tracking_uri=args.tracking_uri, experiment=spec.experiment
+        )
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
+    return status
 
 
 def add_nightly(commands):
@@ -321,6 +255,7 @@ def add_nightly(commands):
 def _nightly(args):
     from jobs.nightly import describe, run_nightly
     from jobs.outputs import log_libraries_to
+    from jobs.uploader import Uploader
     from repalign.spec import load_spec, parse_spec
 
     _check_tracking_uri(args.tracking_uri)
@@ -328,13 +263,18 @@ def _nightly(args):
     if args.out is not None:
         spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
     log_libraries_to(spec.out)
-    importing = _import_tracking(overlap=True)
     options = {} if args.threshold is None else {"threshold": args.threshold}
-    nightly = run_nightly(
-        spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
-    )
-    print("\n".join(describe(nightly)))
-    _log("nightly", spec, args.tracking_uri, importing, plan=nightly.plan.mode)
+    with Uploader("nightly", spec.out) as uploader:
+        nightly = run_nightly(
+            spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
+        )
+        print("\n".join(describe(nightly)))
+        return uploader.log(
+            "nightly",
+            tracking_uri=args.tracking_uri,
+            experiment=spec.experiment,
+            plan=nightly.plan.mode,
+        )
 
 
 def add_sync(commands):

@@ -5,46 +5,58 @@ Huang & Rosasco, ICLR 2025) and their usual companions, exact in memory here, an
 the jobs of the ``jobs`` package.
 """
 
-from repalign.bounds import (
-    bures_wasserstein_squared,
-    cumulative_power,
-    gaussian_mutual_information,
-    gcv,
-    independence_wasserstein_squared,
-    kare,
-    kare_sweep,
-    kta_risk_bound,
-    lemma1_interval,
-    lemma1_radius,
-)
-from repalign.measures import (
-    cca,
-    cka,
-    cknna,
-    distance_alignment,
-    hsic,
-    kernel_alignment,
-    linear_gram,
-    median_sigma,
-    mmd2,
-    mutual_knn,
-    procrustes,
-    procrustes_distance,
-    rbf_gram,
-    svcca,
-)
+import importlib
 
 __version__ = "0.1.0"
 
+_PUBLIC = {
+    "repalign.bounds": (
+        "bures_wasserstein_squared",
+        "cumulative_power",
+        "gaussian_mutual_information",
+        "gcv",
+        "independence_wasserstein_squared",
+        "kare",
+        "kare_sweep",
+        "kta_risk_bound",
+        "lemma1_interval",
+        "lemma1_radius",
+    ),
+    "repalign.measures": (
+        "cca",
+        "cka",
+        "cknna",
+        "distance_alignment",
+        "hsic",
+        "kernel_alignment",
+        "linear_gram",
+        "median_sigma",
+        "mmd2",
+        "mutual_knn",
+        "procrustes",
+        "procrustes_distance",
+        "rbf_gram",
+        "svcca",
+    ),
+    "repalign.all_pairs": ("pairwise",),
+}
+"""The public functions, by the module that defines them."""
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
 
 def __getattr__(name):
-    """`repalign.pairwise` (`repalign.all_pairs`), imported when first used: it needs the
-    spec's pydantic models, which a plain ``import repalign`` does not load."""
-    if name == "pairwise":
-        from repalign.all_pairs import pairwise
+    """A public function, imported from its module when first used (PEP 562): ``import
+    repalign``, which every ``repalign`` command and the jobs' processes do first, then loads
+    neither scipy nor the spec's pydantic models until a command needs them."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'repalign' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
 
-        return pairwise
-    raise AttributeError(f"module 'repalign' has no attribute {name!r}")
+
+def __dir__():
+    return sorted([*globals(), *_MODULE_OF])
 
 
 __all__ = [

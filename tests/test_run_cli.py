@@ -2,6 +2,9 @@
 store in the working folder."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -160,3 +163,67 @@ def test_two_jobs_from_one_folder_log_two_runs_into_one_store(tmp_path):
         assert run.info.artifact_uri.startswith(
             f"{tmp_path / 'mlruns'}/"
         ) or run.info.artifact_uri.startswith(f"file://{tmp_path / 'mlruns'}/")
+
+
+def test_the_job_process_leaves_mlflow_to_its_logging_child(tmp_path):
+    """The command's own process never imports MLflow (`jobs.uploader`): the child imports it
+    while the job computes, logs the run, and prints what the command prints."""
+    rng = np.random.default_rng(5)
+    for name in ("a.x", "b.x"):
+        data = rng.standard_normal((300, 8)).astype(np.float32)
+        write_representation(tmp_path / "store", name, np.arange(300), data)
+    program = (
+        "import sys\n"
+        "from repalign.cli import main\n"
+        "code = main(['run', '--store', 'store', '--out', 'out', '--measure', 'cka', '--quiet'])\n"
+        "print('mlflow imported:', 'mlflow' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        env=job_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mlflow imported: False" in result.stdout
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    assert f"MLflow run {run_id}" in result.stdout
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == (
+        "FINISHED"
+    )
+
+
+def test_a_job_that_fails_logs_nothing_and_leaves_no_logging_child(finished_run):
+    path, _, _ = finished_run
+    folder = path / "failing"
+    folder.mkdir()
+    args = ["--store", str(path / "store"), "--out", "never", "--measure", "cka"]
+    result = repalign_cli("run", *args, "--incremental-from", "no-such-run", cwd=folder)
+    assert result.returncode == 2
+    assert "no-such-run" in result.stderr and "Traceback" not in result.stderr
+    assert list(folder.iterdir()) == []  # no MLflow store, no output
+    children = [
+        process
+        for process in Path("/proc").glob("[0-9]*")
+        if b"jobs.uploader" in _cmdline(process) and _cwd(process) == folder
+    ]
+    assert children == []
+
+
+def _cmdline(process):
+    """A process's command line, or b"" for one that ended meanwhile."""
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _cwd(process):
+    """A process's working folder, or None for one that ended meanwhile."""
+    try:
+        return (process / "cwd").readlink()
+    except OSError:
+        return None

@@ -1,0 +1,136 @@
+"""A job command's MLflow logging, in a child process that imports MLflow while the job runs.
+
+Logging a run takes MLflow, its SQL store and matplotlib: about 2.5 s of imports on one core,
+which a job command used to add after its results were written, and which is most of a small
+job's time. So a job command starts the child as soon as it knows its output folder
+(`Uploader`). The child, ``python -m jobs.uploader COMMAND OUT``, imports those modules and
+then waits on its input, touching nothing. When the results are in OUT, `Uploader.log` sends
+what to log and waits: the child logs as a command always has (`log_results`: the pending
+record first, then the run) and prints the run's id, which the command prints, and the command
+takes the child's exit status. If the job fails, `Uploader.cancel` stops the child, which had
+written nothing.
+
+A thread cannot do this: the imports hold the GIL for seconds, which the job's own Python then
+waits for. The child takes a core from the job while it imports instead (docs/design.md §6).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+NICENESS = 10
+"""The child's niceness: its imports take a core when the job leaves one idle."""
+
+
+class Uploader:
+    """The logging child of one job command.
+
+    Parameters
+    ----------
+    command : str
+        The ``repalign`` subcommand, for the child's error messages.
+    out : path-like
+        The job's output folder; MLflow's own log lines go to its libraries.log.
+
+    Used as a context manager around the job: an exception cancels the child.
+    """
+
+    def __init__(self, command, out):
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "jobs.uploader", command, str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None:
+            self.cancel()
+
+    def log(self, job, *, tracking_uri, experiment, plan=None):
+        """Have the child log the job whose results are in OUT (see `log_results`), and write
+        what it printed to this process's `sys.stdout` and `sys.stderr`; returns its exit
+        status (0: logged, or kept pending for `repalign sync`)."""
+        request = {
+            "job": job,
+            "tracking_uri": tracking_uri,
+            "experiment": experiment,
+            "plan": plan,
+        }
+        printed, errors = self._child.communicate(json.dumps(request) + "\n")
+        sys.stdout.write(printed)
+        sys.stderr.write(errors)
+        return self._child.returncode
+
+    def cancel(self):
+        """Stop the child (the job failed, or the command was interrupted). Before `log` it has
+        written nothing; during it, an interrupted upload stays pending, as after any crash
+        (`jobs.sync`)."""
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+
+
+def log_results(out, job, *, tracking_uri, experiment, plan=None):
+    """Log the job whose results are in ``out`` (`jobs.sync`); with no ``tracking_uri``, where
+    MLflow itself would (`repalign.tracking.default_store`: mlflow.db in the working folder).
+    Writes OUT/run.json with the run id and the tracking URI, for callers such as the service.
+    If the tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
+    `repalign sync`."""
+    from jobs.sync import UploadPending, record_pending, upload, use_short_retries
+    from repalign.tracking import default_store, public_uri
+
+    artifacts = None
+    if tracking_uri is None:
+        tracking_uri, artifacts = default_store()
+    use_short_retries()
+    record_pending(
+        out,
+        job,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        artifact_location=artifacts,
+        plan=plan,
+    )
+    try:
+        run_id, tracking_uri = upload(out)
+    except UploadPending as exc:
+        print(f"MLflow run pending upload: {exc}")
+        return
+    print(f"MLflow run {run_id} in experiment {experiment!r} at {public_uri(tracking_uri)}")
+
+
+def main(command, out):
+    """The child: import, wait for the request on stdin, log; no request (the command's end of
+    the pipe closed) logs nothing."""
+    from jobs.outputs import log_libraries_to, redirect_library_logs
+    from repalign.errors import RepalignError
+    from repalign.tracking import import_store_modules
+
+    os.nice(NICENESS)
+    log_libraries_to(out)
+    import_store_modules()
+    redirect_library_logs()  # before the store's migrations log anything
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    try:
+        log_results(out, **json.loads(line))
+    except RepalignError as exc:
+        print(f"repalign {command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    status = main(*sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Without the interpreter's teardown of MLflow's thousands of modules, about 0.5 s: what
+    # this child wrote is on disk (SQLite commits, artifact files) and nothing runs at exit.
+    os._exit(status)
