@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from repalign import measures as library
 from repalign.blocks import row_slices
 from repalign.errors import InvalidParameterError, NonFiniteError, RowMismatchError
-from repalign.measures.moments import moment_value
+from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.pair_moments import Moments
 from repalign.measures.spectra import principal_axes
 from repalign.registry import MEASURES, pass_of
@@ -38,7 +38,7 @@ from repalign.results import Values
 from repalign.spec import Measure, SpecError, parse_measure
 from repalign.stats import GramState
 from repalign.store import Store, open_store
-from repalign.validation import check_representation
+from repalign.validation import check_option, check_representation
 
 VALUE_OPTIONS = ("sigma", "k", "variance", "squared")
 """The options of a configuration (`repalign.registry.PARAMETERS`) that the library functions
@@ -47,7 +47,7 @@ MMD_WIDTHS = "MMD² compares samples of one space"
 """Why MMD² of representations of different widths is missing (a job's words)."""
 
 
-def pairwise(representations, measures=("cka",)):
+def pairwise(representations, measures=("cka",), *, null="analytic"):
     """Every measure configuration for every pair of ``representations``, the diagonal included.
 
     Parameters
@@ -59,6 +59,10 @@ def pairwise(representations, measures=("cka",)):
         Measure configurations as a job spec takes them: `repalign.spec.Measure`, dicts such
         as ``{"name": "cka", "kernel": "rbf"}``, or strings ``name[:kernel[:estimator]]``
         with ``,key=value`` options (``"cka"``, ``"mutual_knn,k=5"``).
+    null : {"analytic", "none"}, default="analytic"
+        Each pair's permutation null, as a job's spec key ``null``: the columns null_mean,
+        null_std, p_value, q_value and calibrated, in closed form for linear KA, biased CKA and
+        biased HSIC (`repalign.measures.nulls`); null for other configurations.
 
     Returns
     -------
@@ -73,6 +77,7 @@ def pairwise(representations, measures=("cka",)):
     RepalignError
         Bad input, with the name of the representation (see the module docstring).
     """
+    check_option(null, name="null", allowed=("analytic", "none"))
     configs = _configs(measures)
     source = _source(representations)
     values = Values(source.names, dict.fromkeys(source.names, ""))
@@ -82,7 +87,7 @@ def pairwise(representations, measures=("cka",)):
             values.constant[name] = f"{name} is constant (zero variance)"
     linear = [c for c in configs if pass_of(c) == "moments"]
     if linear:
-        _record_moments(values, linear, source, means)
+        _record_moments(values, linear, source, means, null)
     for config in configs:
         if pass_of(config) != "moments":
             _record_library(values, config, source)
@@ -216,18 +221,23 @@ def _refuse_non_finite(name, block, start):
         )
 
 
-def _record_moments(values, configs, source, means):
+def _record_moments(values, configs, source, means, null):
     """The linear-kernel ``configs`` of every pair from one `GramState` of all the
-    representations, shifted by their exact means."""
+    representations, shifted by their exact means; with ``null`` "analytic", their permutation
+    nulls too."""
     state = GramState(source.dims, means)
     for block in source.blocks(_block_rows(source)):
         state.add_block(block)
     state = Moments(state.moments, state.dims, state.shifts)  # its centrings, cheaper
     axes = cache(lambda k: principal_axes(state, k))
+    invariants = cache(lambda k, center: gram_invariants(state, k, center))
     index = {name: k for k, name in enumerate(source.names)}
     for a, b in combinations_with_replacement(source.names, 2):
         for config in configs:
-            values.record(config, a, b, moment_value, config, state, index[a], index[b], axes)
+            i, j = index[a], index[b]
+            values.record(config, a, b, moment_value, config, state, i, j, axes)
+            if null == "analytic":
+                values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
 
 
 def _record_library(values, config, source):

@@ -22,10 +22,11 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
 from repalign.errors import RepalignError
-from repalign.registry import INTERVAL_COLUMNS, RESULT_SCHEMA
+from repalign.registry import LATER_COLUMNS, RESULT_SCHEMA
 
-ALIGNMENT_COLUMNS = tuple(n for n in RESULT_SCHEMA.names if n not in INTERVAL_COLUMNS)
-"""The columns a table must have; tables written before the Lemma 1 interval lack it."""
+ALIGNMENT_COLUMNS = tuple(n for n in RESULT_SCHEMA.names if n not in LATER_COLUMNS)
+"""The columns a table must have; tables written before the Lemma 1 interval or the
+permutation null lack those."""
 MISSING_COLOR = "lightgrey"
 
 

@@ -155,6 +155,11 @@ RESULT_SCHEMA = pa.schema(
         ("std_err", pa.float64()),  # null when the value is exact
         ("lower", pa.float64()),  # the Lemma 1 interval of exact RBF KA; null for other rows
         ("upper", pa.float64()),
+        ("null_mean", pa.float64()),  # the value's permutation null; null where it has none
+        ("null_std", pa.float64()),
+        ("p_value", pa.float64()),  # P(value under the null ≥ value)
+        ("q_value", pa.float64()),  # Benjamini–Hochberg, over the configuration's pairs
+        ("calibrated", pa.float64()),  # (value − null_mean) / (1 − null_mean): KA and CKA
         ("status", pa.string()),  # "ok", or "missing" with the reason
         ("reason", pa.string()),
     ]
@@ -163,4 +168,7 @@ RESULT_SCHEMA = pa.schema(
 representations, the diagonal included, and per measure configuration."""
 
 INTERVAL_COLUMNS = ("lower", "upper")
-"""Columns that tables written before the Lemma 1 interval lack; readers do without them."""
+NULL_COLUMNS = ("null_mean", "null_std", "p_value", "q_value", "calibrated")
+LATER_COLUMNS = INTERVAL_COLUMNS + NULL_COLUMNS
+"""Columns that tables written before the Lemma 1 interval or the permutation null lack;
+readers do without them."""

@@ -1,13 +1,15 @@
-"""What a job or `repalign.pairwise` has found for each pair: a value with its standard error,
-or the reason it is missing; and the long table (`repalign.registry.RESULT_SCHEMA`) built from
-them."""
+"""What a job or `repalign.pairwise` has found for each pair: a value with its standard error
+and its permutation null, or the reason it is missing; and the long table
+(`repalign.registry.RESULT_SCHEMA`) built from them."""
 
 from itertools import combinations_with_replacement
 
 import numpy as np
 import pyarrow as pa
+from scipy.stats import false_discovery_control
 
 from repalign.errors import RepalignError
+from repalign.measures.nulls import calibrated
 from repalign.registry import MEASURES, RESULT_SCHEMA
 
 
@@ -25,6 +27,7 @@ class Values:
         self.constant = {}
         self.found = {}  # (label, a, b) -> (value, std_err, reason)
         self.intervals = {}  # (label, a, b) -> KAInterval, for exact RBF KA
+        self.nulls = {}  # (label, a, b) -> NullDistribution, for a ≠ b
 
     def usable(self):
         """Representations every measure can use: finite and not constant."""
@@ -62,6 +65,17 @@ class Values:
         else:
             self.found[config.label, a, b] = (float(value), std_err, "")
 
+    def record_null(self, config, a, b, function, *args):
+        """Record ``function(value, *args)`` (a `repalign.measures.nulls.NullDistribution`, or
+        None) as the null of the pair's recorded value. A representation against itself, or a
+        pair without a value, has none."""
+        value = self.found.get((config.label, a, b), (None,))[0]
+        if a == b or value is None:
+            return
+        null = function(value, *args)
+        if null is not None:
+            self.nulls[config.label, a, b] = null
+
     def fail(self, configs, name, reason):
         """Record every pair of ``name`` as missing (pairs of unusable representations keep
         their own reason)."""
@@ -78,12 +92,15 @@ class Values:
             pairs = list(combinations_with_replacement(self.names, 2))
             if config.against is not None:
                 pairs = [(name, name) for name in self.names]
+            q_values = self._q_values(config)
             for a, b in pairs:
                 value, std_err, reason = self.found.get(
                     (config.label, a, b),
                     (None, None, self.reason(config, a, b) or "not computed"),
                 )
                 interval = self.intervals.get((config.label, a, b))
+                null = self.nulls.get((config.label, a, b))
+                score = None if null is None else calibrated(config.name, value, null)
                 rows.append(
                     {
                         "rep_a": a,
@@ -96,8 +113,22 @@ class Values:
                         "std_err": std_err,
                         "lower": None if interval is None else interval.lower,
                         "upper": None if interval is None else interval.upper,
+                        "null_mean": None if null is None else null.mean,
+                        "null_std": None if null is None else null.std,
+                        "p_value": None if null is None else null.p_value,
+                        "q_value": q_values.get((a, b)),
+                        "calibrated": score,
                         "status": "ok" if reason == "" else "missing",
                         "reason": reason,
                     }
                 )
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+    def _q_values(self, config):
+        """Benjamini–Hochberg q-values of ``config``'s p-values, over its pairs that have one
+        (never a representation against itself): {(a, b): q}."""
+        pairs = [(a, b) for label, a, b in self.nulls if label == config.label]
+        if not pairs:
+            return {}
+        p_values = [self.nulls[config.label, a, b].p_value for a, b in pairs]
+        return dict(zip(pairs, false_discovery_control(p_values).tolist(), strict=True))

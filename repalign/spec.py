@@ -15,6 +15,9 @@ key. An alignment spec has these keys:
     executor: local | ray (default: chosen by the job's size, `jobs.alignment.choose_executor`)
     precision: float64 | float32 (default float64): the precision of each block's products in
         the moments pass; float32 accumulates across blocks in float64 (docs/design.md §4)
+    null: analytic | none (default analytic): each pair's permutation null (null_mean,
+        null_std, p_value, q_value, calibrated), in closed form for linear KA, biased CKA and
+        biased HSIC (`repalign.measures.nulls`); other configurations have none
 
 Each measure names one definition of `repalign.measures` (docs/design.md §3); the engine's value
 for it equals the library function on the same arrays.
@@ -144,6 +147,7 @@ class AlignmentSpec(BaseModel):
     actors: int | None = Field(default=None, ge=1)
     executor: Literal["local", "ray"] | None = None
     precision: Literal["float64", "float32"] = "float64"
+    null: Literal["analytic", "none"] = "analytic"
 
     @model_validator(mode="after")
     def _distinct(self):

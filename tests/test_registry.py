@@ -11,7 +11,7 @@ from repalign.errors import RepalignError
 from repalign.plots import as_alignment_table
 from repalign.registry import (
     APPROXIMATIONS,
-    INTERVAL_COLUMNS,
+    LATER_COLUMNS,
     MEASURES,
     PARAMETERS,
     PASSES,
@@ -103,7 +103,7 @@ def test_the_spec_allows_exactly_the_registered_names_kernels_and_approximations
 def test_plots_accept_a_table_of_the_schema_and_one_without_the_interval():
     empty = RESULT_SCHEMA.empty_table()
     assert as_alignment_table(empty) is empty
-    older = empty.drop_columns(list(INTERVAL_COLUMNS))
+    older = empty.drop_columns(list(LATER_COLUMNS))
     assert as_alignment_table(older) is older
     with pytest.raises(RepalignError, match=r"it lacks \['reason'\]"):
         as_alignment_table(older.drop_columns(["reason"]))

@@ -7,12 +7,13 @@ that involve new representations are computed. The moments also say which repres
 are constant; a job without this pass finds them with `find_constants`.
 """
 
+import functools
 from itertools import combinations_with_replacement
 
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
-from repalign.measures.moments import moment_value
+from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
 
@@ -53,10 +54,13 @@ def _record(job, configs, state, members, pairs, axes):
             axes[name] = principal_axes(state, k)
         return axes[name]
 
+    invariants = functools.cache(lambda k, center: gram_invariants(state, k, center))
     for a, b in pairs:
         for config in configs:
             i, j = index[a], index[b]
             job.values.record(config, a, b, moment_value, config, state, i, j, axes_of)
+            if job.spec.null == "analytic":
+                job.values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
 
 
 def statistic_tiles(store, names, state_bytes):

@@ -6,6 +6,7 @@ come from"). An all-pairs job and `repalign.pairwise` both read every linear-ker
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
 from repalign.measures.kernel_products import FeatureProducts
+from repalign.measures.nulls import ANALYTIC_NULLS, GramInvariants, null_distribution
 from repalign.measures.procrustes import procrustes_from_spectra
 from repalign.measures.spectra import feature_spectra
 
@@ -22,3 +23,24 @@ def moment_value(config, state, i, j, axes):
     if config.name == "cca":
         return cca_from_spectra(spectra, squared=config.squared)
     return svcca_from_spectra(spectra, variance=config.variance)
+
+
+def moment_null(value, config, state, i, j, invariants):
+    """The permutation null (`repalign.measures.nulls`) of ``value``, the value of ``config``
+    for the pair (i, j) of ``state``; None for a configuration without a closed-form null.
+    ``invariants(k, center)`` gives representation k's `GramInvariants` (`gram_invariants`,
+    cached by the caller): centred for CKA and HSIC, raw for KA."""
+    if config.kernel != "linear" or (config.name, config.estimator) not in ANALYTIC_NULLS:
+        return None
+    center = config.name != "ka"
+    a, b = invariants(i, center), invariants(j, center)
+    if config.name == "hsic":
+        scale = (state.n - 1) ** 2  # HSIC_b = ⟨K̃, L̃⟩ / (n − 1)²
+    else:
+        scale = (a.squared_norm * b.squared_norm) ** 0.5  # KA, CKA = ⟨K, L⟩ / (‖K‖ ‖L‖)
+    return null_distribution(value, scale, a, b)
+
+
+def gram_invariants(state, k, center):
+    """`GramInvariants` of the linear Gram matrix of representation k of ``state``."""
+    return GramInvariants.from_moments(state.pair(k, k, center=center), 0)
