@@ -83,14 +83,23 @@ def last_hidden_layers(store):
 
 
 def format_matrix(labels, matrix, notes):
-    """Rows numbered 1..M, columns by number; cells as .xx (1.0 when it rounds to 1)."""
+    """Rows numbered 1..M, columns by number; cells as .xx, -.xx or 1.0 (when it rounds to 1),
+    and — for a missing value."""
     width = max(len(label) for label in labels)
     header = " " * (width + 5) + "".join(f"{i:>4}" for i in range(1, len(labels) + 1))
     lines = [header]
     for i, (label, row, note) in enumerate(zip(labels, matrix, notes, strict=True), start=1):
-        cells = "".join(f"{v:>4.2f}"[1:].rjust(4) if v < 0.995 else " 1.0" for v in row)
-        lines.append(f"{i:>3}. {label:<{width}}{cells}   {note}")
+        cells = "".join(_cell(v) for v in row)
+        lines.append(f"{i:>3}. {label:<{width}}{cells}   {note}".rstrip())
     return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "   —"
+    if value >= 0.995:
+        return " 1.0"
+    return f"{value:.2f}".replace("0.", ".", 1).rjust(4)
 
 
 def format_pairs(values):
@@ -177,11 +186,9 @@ def run(store_path=None, out=None, quiet=False):
         tracking_uri=tracking_uri,
         artifact_location=artifacts,
     )
-    values = {
-        (r["measure"], r["kernel"], r["estimator"], r["rep_a"], r["rep_b"]): r["value"]
-        for r in result.table.to_pylist()
-    }
-    values.update({(m, k, e, b, a): v for (m, k, e, a, b), v in values.items()})
+    rows = result.table.to_pylist()
+    values = {(r["measure"], r["kernel"], r["estimator"], r["rep_a"], r["rep_b"]): r for r in rows}
+    values.update({(m, k, e, b, a): row for (m, k, e, a, b), row in values.items()})
     origin = f"built in {build_seconds:.0f} s" if build_seconds is not None else "cached"
     print(
         f"repalign demo: the digits model zoo at {store_path} ({origin}): "
@@ -190,15 +197,24 @@ def run(store_path=None, out=None, quiet=False):
         f"({'in this process' if result.summary['executor'] == 'local' else 'on Ray'})\n"
     )
     layers = list(last_hidden_layers(store).values())
-    matrix = [[values[("cka", "linear", "biased", a, b)] for b in layers] for a in layers]
+    cka = [[values[("cka", "linear", "biased", a, b)] for b in layers] for a in layers]
     notes = []
     for name in layers:
         accuracy = (store[name].source or {}).get("test_accuracy")
         notes.append(f"test accuracy {accuracy:.3f}" if accuracy is not None else "")
     print("Linear CKA between every network's last hidden layer:")
-    print(format_matrix(layers, matrix, notes))
+    print(format_matrix(layers, [[r["value"] for r in row] for row in cka], notes))
+    chance = [r for row in cka for r in row if r["q_value"] is not None and r["q_value"] >= 0.05]
+    print(
+        "\nThe same, calibrated against its permutation null, (CKA − null mean)/(1 − null mean): "
+        "0 for\nnetworks whose layers are unrelated, whatever their widths "
+        f"(docs/theory.md §2.10); {len(chance) // 2} pairs\nhave q ≥ 0.05, no more alike than "
+        "chance:"
+    )
+    calibrated = [[r["calibrated"] for r in row] for row in cka]
+    print(format_matrix(layers, calibrated, [""] * len(layers)))
     print("\nEvery measure for a few pairs:")
-    print(format_pairs(values))
+    print(format_pairs({key: row["value"] for key, row in values.items()}))
     stitch_run = run_stitches(store_path, out, tracking_uri, artifacts, quiet)
     print(
         f"\nThe whole tables: {out / ALIGNMENT_TABLE_FILE}, {out / STITCHING_TABLE_FILE}; MLflow "

@@ -28,6 +28,8 @@ ALIGNMENT_COLUMNS = tuple(n for n in RESULT_SCHEMA.names if n not in LATER_COLUM
 """The columns a table must have; tables written before the Lemma 1 interval or the
 permutation null lack those."""
 MISSING_COLOR = "lightgrey"
+SIGNIFICANCE = 0.05
+"""The q-value below which a calibrated heatmap colours a pair."""
 
 
 def as_alignment_table(table):
@@ -88,7 +90,7 @@ def square_matrix(table, *, measure, kernel, estimator):
     return _square_matrix(rows)
 
 
-def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False):
+def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calibrated=False):
     """Draw the alignment matrix of one measure configuration as a heatmap.
 
     Parameters
@@ -104,6 +106,10 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False):
         k-NN). For the ordering only, a missing pair counts as the largest distance seen
         and a distance below 0 (an unbiased estimate above 1) as 0; the colours show the
         values as they are.
+    calibrated : bool, default=False
+        Draw the ``calibrated`` column (docs/theory.md §2.10) instead of the value, in the same
+        order, with grey for the pairs whose q-value is 0.05 or more (no more alike than
+        chance) and for those without a null (the diagonal).
 
     Returns
     -------
@@ -112,11 +118,16 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False):
     """
     rows = _configuration_rows(as_alignment_table(table), measure, kernel, estimator)
     names, matrix = _square_matrix(rows)
-    if cluster:
-        order = _cluster_order(matrix)
-        names = [names[i] for i in order]
-        matrix = matrix[np.ix_(order, order)]
-    return _draw(names, matrix, title=_title(rows, measure, kernel, estimator), label=measure)
+    order = _cluster_order(matrix) if cluster else np.arange(len(names))
+    title, label, grey = _title(rows, measure, kernel, estimator), measure, "missing"
+    if calibrated:
+        _, scores = _square_matrix(rows, "calibrated")
+        _, q_values = _square_matrix(rows, "q_value")
+        matrix = np.where(q_values < SIGNIFICANCE, scores, np.nan)
+        title, label = f"calibrated {title}", f"calibrated {measure}"
+        grey = f"q ≥ {SIGNIFICANCE} or no null"
+    names = [names[i] for i in order]
+    return _draw(names, matrix[np.ix_(order, order)], title=title, label=label, grey=grey)
 
 
 def _configuration_rows(table, measure, kernel, estimator):
@@ -134,8 +145,9 @@ def _configuration_rows(table, measure, kernel, estimator):
     return rows
 
 
-def _square_matrix(rows):
-    """Names in `_model_then_layer` order and the symmetric matrix of the rows of one config."""
+def _square_matrix(rows, column="value"):
+    """Names in `_model_then_layer` order and the symmetric matrix of ``column`` of the rows of
+    one configuration."""
     rep_a, rep_b = rows["rep_a"].to_pylist(), rows["rep_b"].to_pylist()
     names = _model_then_layer(set(rep_a) | set(rep_b))
     index = {name: i for i, name in enumerate(names)}
@@ -151,7 +163,7 @@ def _square_matrix(rows):
             f"{counts[counts > 1][0]} times."
         )
     matrix = np.full((len(names), len(names)), np.nan)
-    values = rows["value"].to_numpy()  # nulls become NaN
+    values = rows[column].to_numpy(zero_copy_only=False)  # nulls become NaN
     matrix[i, j] = values
     matrix[j, i] = values
     return names, matrix
@@ -205,7 +217,7 @@ def _title(rows, measure, kernel, estimator):
     return title
 
 
-def _draw(names, matrix, *, title, label):
+def _draw(names, matrix, *, title, label, grey):
     """The heatmap figure, sized and lettered for ``len(names)`` representations."""
     count = len(names)
     side = min(4.0 + 0.2 * count, 24.0)
@@ -221,7 +233,7 @@ def _draw(names, matrix, *, title, label):
     figure.colorbar(image, ax=axes, shrink=0.8, label=label)
     missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
     if missing:
-        note = f"missing: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
+        note = f"{grey}: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
         patch = Patch(facecolor=MISSING_COLOR, edgecolor="grey", label=note)
         figure.legend(handles=[patch], loc="outside lower left", fontsize=8)
     return figure

@@ -55,6 +55,7 @@ STITCHING_ARTIFACT = "results/stitching.parquet"
 MISSING_ARTIFACT = "results/missing.json"
 SUMMARY_ARTIFACT = "summary.json"
 HEATMAP_FOLDER = "heatmaps"
+CALIBRATED_SUFFIX = "-calibrated"  # heatmaps/<configuration>-calibrated.png
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
 UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
@@ -159,7 +160,8 @@ def log_alignment_run(
     run_name : str, default=None
         None lets MLflow choose one.
     heatmaps : bool, default=True
-        Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration.
+        Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration, and
+        ``…-calibrated.png`` beside it for one with calibrated scores (q ≥ 0.05 grey).
     cluster : bool, default=False
         Order the heatmaps by hierarchical clustering (see
         `repalign.plots.alignment_heatmap`).
@@ -193,6 +195,17 @@ def log_alignment_run(
                 )
                 name = "-".join(part for part in (measure, kernel, estimator) if part)
                 client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
+                if _has_calibrated(table, measure, kernel, estimator):
+                    figure = alignment_heatmap(
+                        table,
+                        measure=measure,
+                        kernel=kernel,
+                        estimator=estimator,
+                        cluster=cluster,
+                        calibrated=True,
+                    )
+                    path = f"{HEATMAP_FOLDER}/{name}{CALIBRATED_SUFFIX}.png"
+                    client.log_figure(run_id, figure, path)
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
     return run_id
 
@@ -446,7 +459,8 @@ def latest_heatmaps(*, tracking_uri=None):
     -------
     list of (str, str, list of str)
         ``(experiment, run id, heatmap names)`` by experiment name; a name is the artifact's
-        file name without ``.png`` (``cka-linear-biased``), in MLflow's listing order. Only
+        file name without ``.png`` (``cka-linear-biased``), in name order with each raw heatmap
+        before its calibrated one (``cka-linear-biased-calibrated``). Only
         the first page of experiments MLflow returns (1,000) is looked at.
     """
     client = MlflowClient(tracking_uri)
@@ -499,8 +513,23 @@ def heatmap_png(run_id, name, *, tracking_uri=None):
 
 
 def _heatmap_names(client, run_id):
+    """The run's heatmap names, each configuration's raw one before its calibrated one."""
     files = client.list_artifacts(run_id, HEATMAP_FOLDER)
-    return [Path(f.path).stem for f in files if not f.is_dir and f.path.endswith(".png")]
+    names = [Path(f.path).stem for f in files if not f.is_dir and f.path.endswith(".png")]
+    return sorted(names, key=lambda name: (name.endswith(CALIBRATED_SUFFIX), name))
+
+
+def _has_calibrated(table, measure, kernel, estimator):
+    """Whether the table has calibrated scores of the configuration (tables written before
+    them have no such column)."""
+    if "calibrated" not in table.column_names:
+        return False
+    rows = table.filter(
+        (pc.field("measure") == measure)
+        & (pc.field("kernel") == kernel)
+        & (pc.field("estimator") == estimator)
+    )
+    return rows["calibrated"].null_count < rows.num_rows
 
 
 def _pair_metrics(table):

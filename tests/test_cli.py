@@ -62,6 +62,30 @@ def test_demo_builds_the_zoo_and_prints_its_matrix(demo_output):
         assert all(matrix[name][j] == matrix[other][i] for j, other in enumerate(names))
 
 
+def test_demo_prints_the_calibrated_matrix_beside_the_raw_one(demo_output):
+    """Calibrated CKA, (CKA − m)/(1 − m) with a null mean 0 ≤ m < 1, is never above the raw CKA;
+    a representation against itself has no null (—)."""
+    raw = parse_matrix(demo_output)
+    names = list(raw)
+    lines = demo_output.split("The same, calibrated against its permutation null")[1]
+    calibrated = {}
+    for line in lines.splitlines():
+        match = re.match(r"\s*\d+\. (\S+)((?:\s+(?:1\.0|-?\.\d\d|—))+)$", line)
+        if match:
+            calibrated[match.group(1)] = match.group(2).split()
+        if len(calibrated) == len(names):
+            break
+    assert list(calibrated) == names
+    for i, name in enumerate(names):
+        assert calibrated[name][i] == "—"
+        for j, cell in enumerate(calibrated[name]):
+            if j != i:
+                assert float(cell) <= raw[name][j] + 0.01  # both printed to 2 decimals
+    seeds = float(calibrated["mlp-w64-s0.fc3"][names.index("mlp-w64-s1.fc3")])
+    untrained = float(calibrated["mlp-w64-s0.fc3"][names.index("mlp-w64-init.fc3")])
+    assert seeds > 0.8 and untrained < seeds
+
+
 def test_demo_values_make_sense(demo_output):
     """Seeds of one architecture agree more than a trained and an untrained network."""
     matrix = parse_matrix(demo_output)

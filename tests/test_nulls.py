@@ -1,6 +1,6 @@
 """The permutation null of linear KA, CKA and HSIC (`repalign.measures.nulls`): its moments
 against the permutations themselves, its p-values under independence and under dependence, and
-the engine's nulls against the library's (docs/theory.md, "The permutation null")."""
+the engine's nulls against the library's (docs/theory.md §2.10)."""
 
 import itertools
 
@@ -13,6 +13,7 @@ from jobs.alignment import run_alignment
 from repalign.errors import UnknownOptionError
 from repalign.measures.nulls import GramInvariants, permutation_moments
 from repalign.measures.pair_moments import pair_statistic
+from repalign.plots import alignment_heatmap, square_matrix
 from repalign.spec import parse_spec
 from repalign.store import write_representation
 
@@ -161,3 +162,55 @@ def test_the_engine_gives_the_library_nulls_with_one_and_two_slots(tmp_path):
                 # Sums of 1,200 rows in another order and about another shift; the parts of
                 # the invariants lose at most 3 digits to cancellation: 1e-9 relative.
                 assert mine[column] == pytest.approx(theirs[column], rel=1e-9, abs=1e-12)
+
+
+def related_and_unrelated_table():
+    """Linear CKA of four representations: a.x and b.x share a latent; c.x and d.x are noise."""
+    rng = np.random.default_rng(9)
+    latent = rng.standard_normal((300, 2))
+    arrays = {
+        "a.x": latent @ rng.standard_normal((2, 6)) + 0.3 * rng.standard_normal((300, 6)),
+        "b.x": latent @ rng.standard_normal((2, 5)) + 0.3 * rng.standard_normal((300, 5)),
+        "c.x": rng.standard_normal((300, 7)),
+        "d.x": rng.standard_normal((300, 4)),
+    }
+    return repalign.pairwise(arrays, measures=["cka"])
+
+
+def test_the_calibrated_heatmap_greys_pairs_no_more_alike_than_chance():
+    table = related_and_unrelated_table()
+    configuration = dict(measure="cka", kernel="linear", estimator="biased")
+    names, _ = square_matrix(table, **configuration)
+    rows = {(r["rep_a"], r["rep_b"]): r for r in table.to_pylist()}
+    figure = alignment_heatmap(table, **configuration, calibrated=True)
+    drawn = figure.axes[0].images[0].get_array()
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            row = rows.get((a, b)) or rows[b, a]
+            if i == j or row["q_value"] >= 0.05:
+                assert drawn.mask[i, j], (a, b)
+            else:
+                assert drawn[i, j] == row["calibrated"], (a, b)
+    assert not drawn.mask[names.index("a.x"), names.index("b.x")]  # the related pair
+
+
+@pytest.mark.slow  # an MLflow store
+def test_a_run_with_nulls_logs_a_calibrated_heatmap_beside_the_raw_one(tmp_path):
+    from mlflow import MlflowClient
+
+    from repalign.tracking import log_alignment_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_alignment_run(
+        related_and_unrelated_table(),
+        params={},
+        summary={},
+        experiment="nulls",
+        tracking_uri=uri,
+        artifact_location=str(tmp_path / "artifacts"),
+    )
+    files = MlflowClient(uri).list_artifacts(run_id, "heatmaps")
+    assert sorted(f.path for f in files) == [
+        "heatmaps/cka-linear-biased-calibrated.png",
+        "heatmaps/cka-linear-biased.png",
+    ]

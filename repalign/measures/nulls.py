@@ -1,5 +1,5 @@
 """The permutation null of linear kernel alignment, CKA and HSIC, in closed form
-(docs/theory.md, "The permutation null").
+(docs/theory.md §2.10).
 
 Under the null hypothesis that the rows of X and Y are not paired, every pairing of them is as
 likely as the observed one. With A, B the two n×n Gram matrices (centred for CKA and HSIC, raw
@@ -118,7 +118,7 @@ class GramInvariants:
 
 def permutation_moments(a, b):
     """Mean and variance of T = ⟨A, P B Pᵀ⟩ over the n! permutation matrices P, for the
-    `GramInvariants` ``a`` of A and ``b`` of B (docs/theory.md, "The permutation null"):
+    `GramInvariants` ``a`` of A and ``b`` of B (docs/theory.md §2.10):
 
         E T   = (Σ aᵢᵢ)(Σ bᵢᵢ)/n + (Σ_{i≠j} aᵢⱼ)(Σ_{i≠j} bᵢⱼ)/(n(n−1)),
         Var T = tr(W Gₐ W G_b)/(n − 1) + 2 (Σ γᵢⱼ²)(Σ ηᵢⱼ²)/(n(n − 3)),
