@@ -59,31 +59,4 @@ def __dir__():
     return sorted([*globals(), *_MODULE_OF])
 
 
-__all__ = [
-    "__version__",
-    "bures_wasserstein_squared",
-    "cca",
-    "cka",
-    "cknna",
-    "cumulative_power",
-    "distance_alignment",
-    "gaussian_mutual_information",
-    "gcv",
-    "hsic",
-    "independence_wasserstein_squared",
-    "kare",
-    "kare_sweep",
-    "kernel_alignment",
-    "kta_risk_bound",
-    "lemma1_interval",
-    "lemma1_radius",
-    "linear_gram",
-    "median_sigma",
-    "mmd2",
-    "mutual_knn",
-    "pairwise",
-    "procrustes",
-    "procrustes_distance",
-    "rbf_gram",
-    "svcca",
-]
+__all__ = ["__version__", *sorted(_MODULE_OF)]
