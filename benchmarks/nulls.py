@@ -1,19 +1,25 @@
-"""What the permutation null costs (issue 15): an all-pairs job of every linear measure with
-``null: analytic`` against the same job with ``null: none``.
+"""What the permutation null and the jackknife cost (issue 15): an all-pairs job of every linear
+measure with ``null: analytic``, and with ``null: analytic`` and ``jackknife: 16``, against the
+same job with ``null: none`` and no jackknife.
 
 Data: `repalign.zoo.build_zoo(store, "synth", models=M, dim=d, rows=n, seed=0)`, float32, written
-once. Each job runs in this process (`jobs.alignment.run_alignment`, executor local), the two
+once. Each job runs in this process (`jobs.alignment.run_alignment`, executor local), the three
 settings interleaved, ``--rounds`` times each; the figure is the job's own wall time (reading the
-store, the moments pass, every pair's values and, with the null, its null). The values of the two
-tables must be identical: the null adds columns and changes no value.
+store, the moments pass, every pair's values and what each setting adds), and its peak resident
+memory is that of the whole process so far (ru_maxrss), so the settings run in order of need.
+The values of the tables must agree: the null adds columns, and the jackknife sums the same
+rows in groups (rounding only).
 
     .venv/bin/python benchmarks/nulls.py [--models 8] [--dim 512] [--rows 64000] [--rounds 3]
 """
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from jobs.alignment import run_alignment
 from repalign.spec import parse_spec
@@ -22,16 +28,16 @@ from repalign.zoo import build_zoo
 MEASURES = ["ka", "cka", "hsic", "procrustes", "cca", "svcca"]
 
 
-def job_seconds(store, out, null):
-    spec = parse_spec(
-        {
-            "store": str(store),
-            "out": str(out),
-            "measures": [{"name": name} for name in MEASURES],
-            "executor": "local",
-            "null": null,
-        }
-    )
+SETTINGS = {
+    "plain": {"null": "none"},
+    "null": {"null": "analytic"},
+    "null + jackknife 16": {"null": "analytic", "jackknife": 16},
+}
+
+
+def job_seconds(store, out, setting):
+    content = {"store": str(store), "out": str(out), "executor": "local", **SETTINGS[setting]}
+    spec = parse_spec({**content, "measures": [{"name": name} for name in MEASURES]})
     start = time.perf_counter()
     result = run_alignment(spec, quiet=True)
     return time.perf_counter() - start, result.table
@@ -47,24 +53,39 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "store"
         build_zoo(store, "synth", models=args.models, dim=args.dim, rows=args.rows, seed=0)
-        seconds = {"none": [], "analytic": []}
-        tables = {}
+        seconds = {setting: [] for setting in SETTINGS}
+        peaks, tables = {}, {}
         for round_ in range(args.rounds):
-            for null in ("none", "analytic"):
-                elapsed, tables[null] = job_seconds(store, Path(folder) / f"{null}-{round_}", null)
-                seconds[null].append(elapsed)
-        same = tables["none"]["value"].equals(tables["analytic"]["value"])
-        with_null = sum(p is not None for p in tables["analytic"]["p_value"].to_pylist())
+            for setting in SETTINGS:
+                out = Path(folder) / f"{len(seconds[setting])}-{round_}"
+                elapsed, tables[setting] = job_seconds(store, out, setting)
+                seconds[setting].append(elapsed)
+                peaks.setdefault(setting, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        plain = np.array(tables["plain"]["value"].to_numpy(zero_copy_only=False), dtype=float)
+        differences = {
+            s: np.nanmax(np.abs(np.array(t["value"].to_numpy(zero_copy_only=False), float) - plain))
+            for s, t in tables.items()
+        }
+        with_null = sum(p is not None for p in tables["null"]["p_value"].to_pylist())
+        with_error = sum(
+            e is not None for e in tables["null + jackknife 16"]["std_err"].to_pylist()
+        )
     print(
         f"{args.models} × {args.dim} at n = {args.rows:,}, measures {', '.join(MEASURES)}; "
-        f"{with_null} values with a null; values identical: {same}"
+        f"{with_null} values with a null, {with_error} with a std_err"
     )
-    print("| null | job seconds (each round) | best |")
-    print("|:---|:---|---:|")
-    for null, times in seconds.items():
-        print(f"| {null} | {', '.join(f'{t:.2f}' for t in times)} | {min(times):.2f} |")
-    ratio = min(seconds["analytic"]) / min(seconds["none"])
-    print(f"\nanalytic ÷ none (best of each): {ratio:.3f} (target ≤ 1.3×, with the jackknife)")
+    print(
+        "| setting | job seconds (each round) | best | ÷ plain | peak RSS after its first run "
+        "| largest value difference from plain |"
+    )
+    print("|:---|:---|---:|---:|---:|---:|")
+    for setting, times in seconds.items():
+        ratio = min(times) / min(seconds["plain"])
+        print(
+            f"| {setting} | {', '.join(f'{t:.2f}' for t in times)} | {min(times):.2f} | "
+            f"{ratio:.3f}× | {peaks[setting] / 2**20:.2f} GiB | {differences[setting]:.1e} |"
+        )
+    print("\ntarget (issue 15): null + jackknife ≤ 1.3× plain")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ row ranges, a representation named by its name or, for tasks that read several s
 (store, name). The job sums them into how many times each row is read (`reads_per_row`).
 """
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,16 +98,24 @@ class MomentTask(RowTask):
     With ``first_new``, only the rows of the statistic that involve the representations from
     that index on are computed (`BorderState`), for a run that adds them to a saved state.
     ``precision`` is the type of each block's products ("float64" or "float32"; the states
-    accumulate in float64 either way, docs/design.md §4, "Precision").
+    accumulate in float64 either way, docs/design.md §4, "Precision"). With ``groups``, the
+    jackknife's contiguous row ranges, which no unit straddles, the state is a `GroupStates`:
+    one `GramState` per group (`repalign.measures.jackknife`).
     """
 
     blas_bound = True
 
-    def __init__(self, store, names, shifts, first_new=None, precision="float64"):
+    def __init__(self, store, names, shifts, first_new=None, precision="float64", groups=None):
         super().__init__(store, names)
         self.shifts, self.first_new, self.precision = shifts, first_new, precision
+        self.groups = groups
 
-    def accumulate(self, blocks):
+    def load(self, unit):
+        """The unit's first row, which says its group, and its rows."""
+        return unit[0], super().load(unit)
+
+    def accumulate(self, loaded):
+        start, blocks = loaded
         dims = [b.shape[1] for b in blocks]
         if self.first_new is None:
             state = GramState(dims, self.shifts, self.precision)
@@ -114,7 +123,38 @@ class MomentTask(RowTask):
             state = BorderState(dims, self.shifts, self.first_new, self.precision)
         for rows in state.row_blocks(len(blocks[0])):
             state.add_block([b[rows] for b in blocks])
-        return state
+        if self.groups is None:
+            return state
+        group = next(g for g, (low, high) in enumerate(self.groups) if low <= start < high)
+        return GroupStates({group: state})
+
+
+class GroupStates:
+    """The `GramState` of each jackknife group seen so far, {group: state}; states of one group
+    add up, and ``+`` merges two of these."""
+
+    def __init__(self, states):
+        self.states = states
+
+    def __iadd__(self, other):
+        for group, state in other.states.items():
+            if group in self.states:
+                self.states[group] += state
+            else:
+                self.states[group] = state
+        return self
+
+    def __add__(self, other):
+        total = copy.deepcopy(self)
+        total += other
+        return total
+
+    def in_order(self, count):
+        """The states of groups 0 … count − 1."""
+        missing = [g for g in range(count) if g not in self.states]
+        if missing:
+            raise ValueError(f"GroupStates: no rows of groups {missing}.")
+        return [self.states[g] for g in range(count)]
 
 
 class RbfTileTask(StoreTask):

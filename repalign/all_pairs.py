@@ -30,6 +30,12 @@ from pydantic import ValidationError
 from repalign import measures as library
 from repalign.blocks import row_slices
 from repalign.errors import InvalidParameterError, NonFiniteError, RowMismatchError
+from repalign.measures.jackknife import (
+    add_rows_by_group,
+    delete_one_estimates,
+    group_bounds,
+    jackknife_std_err,
+)
 from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.pair_moments import Moments
 from repalign.measures.spectra import principal_axes
@@ -47,7 +53,7 @@ MMD_WIDTHS = "MMD² compares samples of one space"
 """Why MMD² of representations of different widths is missing (a job's words)."""
 
 
-def pairwise(representations, measures=("cka",), *, null="analytic"):
+def pairwise(representations, measures=("cka",), *, null="analytic", jackknife=None):
     """Every measure configuration for every pair of ``representations``, the diagonal included.
 
     Parameters
@@ -63,6 +69,10 @@ def pairwise(representations, measures=("cka",), *, null="analytic"):
         Each pair's permutation null, as a job's spec key ``null``: the columns null_mean,
         null_std, p_value, q_value and calibrated, in closed form for linear KA, biased CKA and
         biased HSIC (`repalign.measures.nulls`); null for other configurations.
+    jackknife : int, default=None
+        Give each linear-kernel value a ``std_err`` by the delete-one-group jackknife over this
+        many contiguous groups of rows (`repalign.measures.jackknife`; 16 is usual). It holds
+        that many more moment matrices in memory and repeats the per-pair work per group.
 
     Returns
     -------
@@ -78,6 +88,10 @@ def pairwise(representations, measures=("cka",), *, null="analytic"):
         Bad input, with the name of the representation (see the module docstring).
     """
     check_option(null, name="null", allowed=("analytic", "none"))
+    if jackknife is not None and not (isinstance(jackknife, int) and jackknife >= 2):
+        raise InvalidParameterError(
+            f"jackknife must be None or a number of groups of at least 2; got {jackknife!r}."
+        )
     configs = _configs(measures)
     source = _source(representations)
     values = Values(source.names, dict.fromkeys(source.names, ""))
@@ -87,7 +101,7 @@ def pairwise(representations, measures=("cka",), *, null="analytic"):
             values.constant[name] = f"{name} is constant (zero variance)"
     linear = [c for c in configs if pass_of(c) == "moments"]
     if linear:
-        _record_moments(values, linear, source, means, null)
+        _record_moments(values, linear, source, means, null, jackknife)
     for config in configs:
         if pass_of(config) != "moments":
             _record_library(values, config, source)
@@ -221,21 +235,36 @@ def _refuse_non_finite(name, block, start):
         )
 
 
-def _record_moments(values, configs, source, means, null):
+def _record_moments(values, configs, source, means, null, jackknife):
     """The linear-kernel ``configs`` of every pair from one `GramState` of all the
     representations, shifted by their exact means; with ``null`` "analytic", their permutation
-    nulls too."""
-    state = GramState(source.dims, means)
-    for block in source.blocks(_block_rows(source)):
-        state.add_block(block)
+    nulls; with ``jackknife`` groups, their standard errors."""
+    if jackknife is None:
+        state = GramState(source.dims, means)
+        for block in source.blocks(_block_rows(source)):
+            state.add_block(block)
+    else:
+        bounds = group_bounds(source.n, jackknife)
+        groups = [GramState(source.dims, means) for _ in bounds]
+        start = 0
+        for block in source.blocks(_block_rows(source)):
+            add_rows_by_group(groups, bounds, start, block)
+            start += len(block[0])
+        state = sum(groups[1:], groups[0])
+    pairs = list(combinations_with_replacement(source.names, 2))
+    index = {name: k for k, name in enumerate(source.names)}
+    if jackknife is not None:
+        estimates = delete_one_estimates(state, groups, configs, pairs, index)
     state = Moments(state.moments, state.dims, state.shifts)  # its centrings, cheaper
     axes = cache(lambda k: principal_axes(state, k))
     invariants = cache(lambda k, center: gram_invariants(state, k, center))
-    index = {name: k for k, name in enumerate(source.names)}
-    for a, b in combinations_with_replacement(source.names, 2):
+    for a, b in pairs:
         for config in configs:
             i, j = index[a], index[b]
             values.record(config, a, b, moment_value, config, state, i, j, axes)
+            if jackknife is not None:
+                std_err = jackknife_std_err(estimates[config.label, a, b])
+                values.record_std_err(config, a, b, std_err)
             if null == "analytic":
                 values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
 

@@ -86,7 +86,7 @@ def square_matrix(table, *, measure, kernel, estimator):
         ``matrix[i, j] == matrix[j, i]`` is the value of the pair; NaN where the pair is
         missing or absent from the table.
     """
-    rows = _configuration_rows(as_alignment_table(table), measure, kernel, estimator)
+    rows = configuration_rows(as_alignment_table(table), measure, kernel, estimator)
     return _square_matrix(rows)
 
 
@@ -116,7 +116,7 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
     matplotlib.figure.Figure
         On an Agg canvas. Missing pairs are grey, and a legend says how many there are.
     """
-    rows = _configuration_rows(as_alignment_table(table), measure, kernel, estimator)
+    rows = configuration_rows(as_alignment_table(table), measure, kernel, estimator)
     names, matrix = _square_matrix(rows)
     order = _cluster_order(matrix) if cluster else np.arange(len(names))
     title, label, grey = _title(rows, measure, kernel, estimator), measure, "missing"
@@ -127,10 +127,10 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
         title, label = f"calibrated {title}", f"calibrated {measure}"
         grey = f"q ≥ {SIGNIFICANCE} or no null"
     names = [names[i] for i in order]
-    return _draw(names, matrix[np.ix_(order, order)], title=title, label=label, grey=grey)
+    return draw_matrix(names, matrix[np.ix_(order, order)], title=title, label=label, grey=grey)
 
 
-def _configuration_rows(table, measure, kernel, estimator):
+def configuration_rows(table, measure, kernel, estimator):
     """The rows of one configuration; raise if the table has none."""
     rows = table.filter(
         (pc.field("measure") == measure)
@@ -146,10 +146,10 @@ def _configuration_rows(table, measure, kernel, estimator):
 
 
 def _square_matrix(rows, column="value"):
-    """Names in `_model_then_layer` order and the symmetric matrix of ``column`` of the rows of
+    """Names in `model_then_layer` order and the symmetric matrix of ``column`` of the rows of
     one configuration."""
     rep_a, rep_b = rows["rep_a"].to_pylist(), rows["rep_b"].to_pylist()
-    names = _model_then_layer(set(rep_a) | set(rep_b))
+    names = model_then_layer(set(rep_a) | set(rep_b))
     index = {name: i for i, name in enumerate(names)}
     i = np.array([index[name] for name in rep_a])
     j = np.array([index[name] for name in rep_b])
@@ -169,7 +169,7 @@ def _square_matrix(rows, column="value"):
     return names, matrix
 
 
-def _model_then_layer(names):
+def model_then_layer(names):
     """Sort representation names ``<model>.<layer>`` by model, then by layer.
 
     Models are in natural order (``s2`` before ``s10``); within a model, layers are in
@@ -217,8 +217,9 @@ def _title(rows, measure, kernel, estimator):
     return title
 
 
-def _draw(names, matrix, *, title, label, grey):
-    """The heatmap figure, sized and lettered for ``len(names)`` representations."""
+def draw_matrix(names, matrix, *, title, label, grey="missing"):
+    """The heatmap figure of a square ``matrix`` whose rows and columns are ``names``, sized and
+    lettered for their count; NaN cells are grey, counted in a legend as ``grey``."""
     count = len(names)
     side = min(4.0 + 0.2 * count, 24.0)
     fontsize = 9.0 if count <= 24 else max(3.0, 9.0 * 24 / count)

@@ -18,7 +18,10 @@ somewhat more. With M representations of widths dₘ, n rows, F features:
 
     moments      2 · 8 · (D + 1)²,  D = Σ (dₘ + 1)    the whole statistic, when it fits in
                                                   `STATE_BYTES`; else the smallest tile that
-                 2 · 8 · (d₁ + d₂ + 3)²          holds the two widest representations
+                 2 · 8 · (d₁ + d₂ + 3)²          holds the two widest representations;
+                 with `jackknife: G`, (G + 6) states instead of 2 (the groups', their total
+                 and one without a group, each of the last two centred two ways), and the
+                 whole statistic only when G + 1 copies fit in `STATE_BYTES`
     exact RBF    2 · 8 · 2·M·n                  kernel row sums and diagonals
     features     2 · 8 · (M·(F + 1) + 1)² + 8 · F · Σ dₘ       the feature statistic, the maps
     neighbours   16 · M · n · k                 every row's k neighbours and similarities
@@ -117,11 +120,12 @@ class MemoryNeed:
     what: str
 
 
-def _moment_state_bytes(dims):
-    """Bytes of the largest moment state an actor holds: the whole statistic when it fits in
-    `STATE_BYTES` (the engine then does not tile), else at least the tile of the two widest."""
+def _moment_state_bytes(dims, states=1):
+    """Bytes of the largest moment state an actor holds: the whole statistic when ``states``
+    copies of it (the jackknife's groups and their total) fit in `STATE_BYTES` (the engine then
+    does not tile), else at least the tile of the two widest."""
     whole = moment_matrix_bytes(dims)
-    if whole <= STATE_BYTES:
+    if states * whole <= STATE_BYTES:
         return whole
     return moment_matrix_bytes(sorted(dims, reverse=True)[:2])
 
@@ -132,7 +136,19 @@ def planned_memory(spec, store, names):
     reps = [store[name] for name in names if not store[name].manifest.get("non_finite_rows")]
     dims = [r.dim for r in reps] or [0]
     n, m = store[names[0]].rows, len(reps)
-    needs = [MemoryNeed(2 * _moment_state_bytes(dims), "representations", "the second moments")]
+    if spec.jackknife is None:
+        needs = [MemoryNeed(2 * _moment_state_bytes(dims), "representations", "the second moments")]
+    else:
+        # the groups' states, their total and one statistic without a group, each of the last
+        # two with its two centrings
+        states = spec.jackknife + 6
+        needs = [
+            MemoryNeed(
+                states * _moment_state_bytes(dims, spec.jackknife + 1),
+                "jackknife",
+                f"the second moments of {spec.jackknife} groups of rows",
+            )
+        ]
     for i, measure in enumerate(spec.measures):
         if measure.kernel == "rbf" and measure.approx == "none" and measure.name != "mmd2":
             needs.append(

@@ -65,6 +65,12 @@ class Values:
         else:
             self.found[config.label, a, b] = (float(value), std_err, "")
 
+    def record_std_err(self, config, a, b, std_err):
+        """Give the pair's recorded value the standard error ``std_err`` (None: none)."""
+        value, _, reason = self.found.get((config.label, a, b), (None, None, ""))
+        if value is not None and std_err is not None:
+            self.found[config.label, a, b] = (value, std_err, reason)
+
     def record_null(self, config, a, b, function, *args):
         """Record ``function(value, *args)`` (a `repalign.measures.nulls.NullDistribution`, or
         None) as the null of the pair's recorded value. A representation against itself, or a

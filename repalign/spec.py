@@ -18,6 +18,9 @@ key. An alignment spec has these keys:
     null: analytic | none (default analytic): each pair's permutation null (null_mean,
         null_std, p_value, q_value, calibrated), in closed form for linear KA, biased CKA and
         biased HSIC (`repalign.measures.nulls`); other configurations have none
+    jackknife: G (default none): give every linear-kernel value a std_err by the delete-one-group
+        jackknife over G contiguous groups of rows, 16 being usual (`repalign.measures.jackknife`);
+        the statistic is then computed in full, not incrementally
 
 Each measure names one definition of `repalign.measures` (docs/design.md §3); the engine's value
 for it equals the library function on the same arrays.
@@ -148,6 +151,7 @@ class AlignmentSpec(BaseModel):
     executor: Literal["local", "ray"] | None = None
     precision: Literal["float64", "float32"] = "float64"
     null: Literal["analytic", "none"] = "analytic"
+    jackknife: int | None = Field(default=None, ge=2)
 
     @model_validator(mode="after")
     def _distinct(self):

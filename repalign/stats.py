@@ -173,6 +173,15 @@ class GramState(MomentRows):
         self._moved.clear()
         return self
 
+    def __sub__(self, other):
+        """The state of the rows summed here but not in ``other``, a state of some of them (a
+        jackknife's statistic without one group, `repalign.measures.jackknife`)."""
+        if not self._same_layout(other):
+            raise ValueError("GramState: only states with the same widths and shifts subtract.")
+        rest = GramState(self.dims, self.shifts, self.precision)
+        rest._upper = np.asfortranarray(self._upper - other._upper)
+        return rest
+
     @property
     def moments(self):
         """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1): a new array."""

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
@@ -47,15 +48,19 @@ from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from repalign.errors import InvalidParameterError, RepalignError
+from repalign.models import model_heatmap, model_table
 from repalign.plots import alignment_heatmap, as_alignment_table, configurations
 from repalign.stitching_plots import bound_plot, penalty_plot
 
 TABLE_ARTIFACT = "results/alignment.parquet"
 STITCHING_ARTIFACT = "results/stitching.parquet"
 MISSING_ARTIFACT = "results/missing.json"
+MODELS_ARTIFACT = "results/models.parquet"  # the model-level tables, `repalign.models`
 SUMMARY_ARTIFACT = "summary.json"
 HEATMAP_FOLDER = "heatmaps"
 CALIBRATED_SUFFIX = "-calibrated"  # heatmaps/<configuration>-calibrated.png
+CONFIGURATION = ("measure", "kernel", "estimator")
+MODELS_SUFFIX = "-models"  # heatmaps/<configuration>-models.png, the model-level matrix
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
 UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
@@ -188,24 +193,18 @@ def log_alignment_run(
         client.log_batch(run_id, metrics=metrics, params=run_params)
         _log_parquet(client, run_id, table)
         client.log_table(run_id, _missing_pairs(table), MISSING_ARTIFACT)
+        configs = [dict(zip(CONFIGURATION, c, strict=True)) for c in configurations(table)]
+        models = [model_table(table, **config) for config in configs]
+        found = [
+            _with_configuration(m, **c) for m, c in zip(models, configs, strict=True) if m.num_rows
+        ]
+        if found:
+            _log_parquet(client, run_id, pa.concat_tables(found), MODELS_ARTIFACT)
         if heatmaps:
-            for measure, kernel, estimator in configurations(table):
-                figure = alignment_heatmap(
-                    table, measure=measure, kernel=kernel, estimator=estimator, cluster=cluster
+            for config, rows in zip(configs, models, strict=True):
+                _log_heatmaps(
+                    client, run_id, table, config, rows if rows.num_rows else None, cluster
                 )
-                name = "-".join(part for part in (measure, kernel, estimator) if part)
-                client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
-                if _has_calibrated(table, measure, kernel, estimator):
-                    figure = alignment_heatmap(
-                        table,
-                        measure=measure,
-                        kernel=kernel,
-                        estimator=estimator,
-                        cluster=cluster,
-                        calibrated=True,
-                    )
-                    path = f"{HEATMAP_FOLDER}/{name}{CALIBRATED_SUFFIX}.png"
-                    client.log_figure(run_id, figure, path)
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
     return run_id
 
@@ -517,6 +516,30 @@ def _heatmap_names(client, run_id):
     files = client.list_artifacts(run_id, HEATMAP_FOLDER)
     names = [Path(f.path).stem for f in files if not f.is_dir and f.path.endswith(".png")]
     return sorted(names, key=lambda name: (name.endswith(CALIBRATED_SUFFIX), name))
+
+
+def _log_heatmaps(client, run_id, table, config, models, cluster):
+    """The configuration's heatmap, its calibrated one where the table has calibrated scores,
+    and that of its model-level ``models`` (a `model_table`, or None)."""
+    name = "-".join(part for part in config.values() if part)
+    figure = alignment_heatmap(table, **config, cluster=cluster)
+    client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
+    if _has_calibrated(table, **config):
+        figure = alignment_heatmap(table, **config, cluster=cluster, calibrated=True)
+        client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}{CALIBRATED_SUFFIX}.png")
+    if models is not None:
+        title = f"best layer pair of each pair of models\n{name}"
+        figure = model_heatmap(models, title=title, label=config["measure"])
+        client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}{MODELS_SUFFIX}.png")
+
+
+def _with_configuration(models, measure, kernel, estimator):
+    """A `model_table` with the configuration's columns in front."""
+    for position, (column, value) in enumerate(
+        (("measure", measure), ("kernel", kernel), ("estimator", estimator))
+    ):
+        models = models.add_column(position, column, pa.array([value] * models.num_rows))
+    return models
 
 
 def _has_calibrated(table, measure, kernel, estimator):

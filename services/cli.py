@@ -105,12 +105,23 @@ def add_query(commands):
     query.add_argument("--measure", default="cka")
     query.add_argument("--kernel", default="linear")
     query.add_argument("--estimator", default="biased", help="'' for none")
+    query.add_argument(
+        "--level",
+        choices=("layer", "model"),
+        default="layer",
+        help="layer: the matrix of every representation (default); model: per pair of models, "
+        "the best-matching layers' value, which layers, a p-value for that maximum and the "
+        "mean along matched depth",
+    )
     query.add_argument("--tracking-uri", help="read MLflow directly instead of a service")
     _client_flags(query)
     query.set_defaults(run=_query)
 
 
 def _query(args):
+    if args.level == "model":
+        _query_models(args)
+        return
     if args.tracking_uri:
         from repalign.plots import square_matrix
         from repalign.tracking import latest_run, load_alignment_table
@@ -134,6 +145,35 @@ def _query(args):
     for name, row in zip(names, values, strict=True):
         cells = " ".join("  nan" if v is None or v != v else f"{v:5.3f}" for v in row)
         print(f"{name:<{width}} {cells}")
+
+
+def _query_models(args):
+    configuration = {key: getattr(args, key) for key in ("measure", "kernel", "estimator")}
+    if args.tracking_uri:
+        from repalign.models import model_table
+        from repalign.tracking import latest_run, load_alignment_table
+
+        run_id = latest_run(args.experiment, tracking_uri=args.tracking_uri)
+        if run_id is None:
+            raise SystemExit(f"no finished alignment run in experiment {args.experiment!r}")
+        table = load_alignment_table(run_id, tracking_uri=args.tracking_uri)
+        rows = model_table(table, **configuration).to_pylist()
+    else:
+        params = {"experiment": args.experiment, **configuration}
+        answer = _call(args.url, "GET", "/v1/models", params=params)
+        run_id, rows = answer["run_id"], answer["models"]
+    print(f"run {run_id}: {args.measure} {args.kernel} {args.estimator}".rstrip() + ", by model")
+    header = ("model a", "model b", "best", "layers", "p(max)", "matched")
+    lines = [header]
+    for row in rows:
+        p_value = "—" if row["p_value"] is None else f"{row['p_value']:.2g}"
+        matched = "—" if row["matched_mean"] is None else f"{row['matched_mean']:.3f}"
+        layers = f"{row['layer_a']}~{row['layer_b']}"
+        lines.append((row["model_a"], row["model_b"], f"{row['value']:.3f}", layers, p_value,
+                      matched))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 def add_schedule(commands):

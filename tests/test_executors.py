@@ -26,8 +26,8 @@ def store(tmp_path_factory):
     return path, make_store(path, WIDTHS, SHARDS, n=1500)
 
 
-def job(path, executor, slots, measures=EVERY_MEASURE):
-    content = {"store": str(path), "out": str(path / f"out-{executor}-{slots}")}
+def job(path, executor, slots, measures=EVERY_MEASURE, **options):
+    content = {"store": str(path), "out": str(path / f"out-{executor}-{slots}"), **options}
     content.update(measures=measures, representations=NAMES, executor=executor, actors=slots)
     return run_alignment(parse_spec(content), quiet=True)
 
@@ -49,6 +49,16 @@ def test_ray_gives_the_local_table_bit_for_bit_at_the_same_slot_count(
     local = local_tables[slots]
     assert local.summary["executor"] == "local" and local.summary["nodes"] == []
     assert on_ray.table.equals(local.table)
+
+
+def test_ray_gives_the_local_jackknife_bit_for_bit(ray_session, store):
+    """The groups' states travel from the actors and merge as the plain state does."""
+    path, _ = store
+    measures = [{"name": "cka"}, {"name": "procrustes"}]
+    tables = [job(path, executor, 2, measures, jackknife=4).table for executor in ("local", "ray")]
+    assert tables[0].equals(tables[1])
+    missing = sum(status != "ok" for status in tables[0]["status"].to_pylist())
+    assert tables[0]["std_err"].null_count == missing < tables[0].num_rows
 
 
 def test_the_driver_counts_the_state_bytes_it_takes_from_ray_actors(ray_session, store):

@@ -139,7 +139,8 @@ def test_every_endpoint_but_healthz_needs_a_valid_token(service):
     assert client.get("/healthz").json() == {"status": "ok"}
     for method, path in [("get", "/v1/jobs"), ("post", "/v1/jobs"), ("get", "/v1/stores"),
                          ("get", "/v1/schedules"), ("get", "/metrics"),
-                         ("get", "/v1/matrices?experiment=x")]:  # fmt: skip
+                         ("get", "/v1/matrices?experiment=x"),
+                         ("get", "/v1/models?experiment=x")]:  # fmt: skip
         missing = getattr(client, method)(path)
         assert missing.status_code == 401, path
         assert missing.headers["www-authenticate"] == "Bearer"
@@ -220,6 +221,12 @@ def test_a_job_submitted_over_http_equals_repalign_run(service):
     assert matrix["names"] == ["m0.fc1", "m0.fc2", "m1.fc1"]
     song = {(r["rep_a"], r["rep_b"]): r["value"] for r in records if r["estimator"] == "song"}
     assert matrix["values"][0][2] == pytest.approx(song[("m0.fc1", "m1.fc1")])
+    models = client.get("/v1/models?experiment=service-test&estimator=song", headers=AUTH).json()
+    assert models["run_id"] == job["mlflow_run_id"]
+    (pair,) = models["models"]  # m0 (two layers) and m1 (one)
+    across = [v for (a, b), v in song.items() if a.split(".")[0] != b.split(".")[0]]
+    assert (pair["model_a"], pair["model_b"], pair["layer_pairs"]) == ("m0", "m1", 2)
+    assert pair["value"] == max(across)
     stores = client.get("/v1/stores", headers=AUTH).json()
     assert [s["name"] for s in stores] == ["zoo"] and stores[0]["representations"] == 3
     reps = client.get("/v1/stores/zoo/representations", headers=AUTH).json()
@@ -304,7 +311,7 @@ def test_openapi_documents_the_v1_routes(service):
     client, _ = service
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/logs",
-                 "/v1/jobs/{job_id}/result", "/v1/matrices", "/v1/stores",
+                 "/v1/jobs/{job_id}/result", "/v1/matrices", "/v1/models", "/v1/stores",
                  "/v1/stores/{name}/representations", "/v1/schedules",
                  "/v1/schedules/{schedule_id}", "/healthz", "/metrics"):  # fmt: skip
         assert path in paths, path

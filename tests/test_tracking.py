@@ -182,10 +182,14 @@ def test_parquet_artifact_is_the_input_table(logged, table, store):
 
 
 def test_one_valid_png_heatmap_per_configuration(logged, tmp_path):
+    """And one of its model-level matrix; this table, written before the null columns, has
+    no calibrated heatmaps."""
     client, run = logged
     files = client.list_artifacts(run.info.run_id, "heatmaps")
     assert sorted(f.path for f in files) == [
+        "heatmaps/cka-linear-biased-models.png",
         "heatmaps/cka-linear-biased.png",
+        "heatmaps/mutual_knn-linear-models.png",
         "heatmaps/mutual_knn-linear.png",
     ]
     for info in files:

@@ -8,11 +8,12 @@ are constant; a job without this pass finds them with `find_constants`.
 """
 
 import functools
-from itertools import combinations_with_replacement
+from itertools import combinations_with_replacement, pairwise
 
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
+from repalign.measures.jackknife import delete_one_estimates, group_bounds, jackknife_std_err
 from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
@@ -24,23 +25,26 @@ def run(job, configs):
     if not names:
         return
     tiles = [(names, names)]
-    if job.previous is None:
-        tiles = statistic_tiles(job.store, names, job.state_bytes)
+    if job.previous is None or job.spec.jackknife:
+        # with the jackknife, a state per group besides the total: the same memory in all
+        states = 1 + (job.spec.jackknife or 0)
+        tiles = statistic_tiles(job.store, names, job.state_bytes // states)
     axes = {}  # name -> its principal axes, from the first tile that holds it
     for group_a, group_b in tiles:
         members = group_a if group_a == group_b else group_a + group_b
-        state, computed = _moment_state(job, members)
+        state, computed, groups = _moment_state(job, members)
         if group_a == group_b:
             pairs = list(combinations_with_replacement(group_a, 2))
             job.moments = (members, state) if len(tiles) == 1 else None
         else:
             pairs = [(a, b) for a in group_a for b in group_b]
         job.blocks_computed += computed if computed is not None else len(pairs)
-        _record(job, configs, state, members, pairs, axes)
+        _record(job, configs, state, members, pairs, axes, groups)
 
 
-def _record(job, configs, state, members, pairs, axes):
-    """Record the values of ``pairs`` from the tile's ``state``. ``axes`` holds each
+def _record(job, configs, state, members, pairs, axes, groups):
+    """Record the values of ``pairs`` from the tile's ``state``, with their standard errors
+    from the jackknife's ``groups`` (their states; None without). ``axes`` holds each
     representation's principal axes (Procrustes, CCA, SVCCA) across the job's tiles: an
     eigendecomposition of its d×d block, made once per representation, not once per tile."""
     index = {name: i for i, name in enumerate(members)}
@@ -55,10 +59,15 @@ def _record(job, configs, state, members, pairs, axes):
         return axes[name]
 
     invariants = functools.cache(lambda k, center: gram_invariants(state, k, center))
+    if groups is not None:
+        estimates = delete_one_estimates(state, groups, configs, pairs, index)
     for a, b in pairs:
         for config in configs:
             i, j = index[a], index[b]
             job.values.record(config, a, b, moment_value, config, state, i, j, axes_of)
+            if groups is not None:
+                std_err = jackknife_std_err(estimates[config.label, a, b])
+                job.values.record_std_err(config, a, b, std_err)
             if job.spec.null == "analytic":
                 job.values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
 
@@ -81,18 +90,28 @@ def statistic_tiles(store, names, state_bytes):
 
 
 def _moment_state(job, members):
-    """The second moments of ``members``, and how many pair blocks were computed for it
-    (None: all of them). With a saved state, only the blocks of new representations."""
+    """The second moments of ``members``, how many pair blocks were computed for it (None: all
+    of them), and the states of the jackknife's groups (None without). With a saved state, and
+    no jackknife, only the blocks of new representations."""
     previous = job.previous
-    if previous is None or not set(previous["names"]) <= set(members):
+    if job.spec.jackknife or previous is None or not set(previous["names"]) <= set(members):
         shifts = job.pilot_shifts(members)
-        task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision)
         description = f"moments ({len(members)} representations)"
-        return job.run_units(task, job.row_units(members), description), None
+        units = job.row_units(members)
+        if not job.spec.jackknife:
+            task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision)
+            return job.run_units(task, units, description), None, None
+        bounds = group_bounds(job.n, job.spec.jackknife)
+        task = MomentTask(
+            job.store.path, members, shifts, precision=job.spec.precision, groups=bounds
+        )
+        groups = job.run_units(task, cut_at_groups(units, bounds), description)
+        groups = groups.in_order(len(bounds))
+        return sum(groups[1:], groups[0]), None, groups
     old = previous["names"]
     new = members[len(old) :]
     if not new:
-        return previous["moments"], 0
+        return previous["moments"], 0, None
     shifts = list(previous["moments"].shifts) + job.pilot_shifts(new)
     task = MomentTask(
         job.store.path, members, shifts, first_new=len(old), precision=job.spec.precision
@@ -100,7 +119,17 @@ def _moment_state(job, members):
     description = f"moments of {len(new)} new representations"
     border = job.run_units(task, job.row_units(members), description)
     computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
-    return previous["moments"].extended(border), computed
+    return previous["moments"].extended(border), computed, None
+
+
+def cut_at_groups(units, bounds):
+    """``units`` (row ranges) cut where a jackknife group starts, so that none straddles two."""
+    starts = [low for low, _ in bounds[1:]]
+    pieces = []
+    for start, stop in units:
+        edges = [start, *(s for s in starts if start < s < stop), stop]
+        pieces.extend(pairwise(edges))
+    return pieces
 
 
 def find_constants(job):

@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from repalign.errors import RepalignError
+from repalign.models import model_table
 from repalign.plots import square_matrix
 from repalign.store import open_store
 from repalign.tracking import latest_run, load_alignment_table
@@ -23,6 +24,40 @@ def matrix(
 ):
     """The alignment matrix of one measure configuration, as a square table: the latest
     finished alignment run of ``experiment``, or the run ``run_id``."""
+    run_id, table = _table(state, experiment, run_id)
+    try:
+        names, values = square_matrix(table, measure=measure, kernel=kernel, estimator=estimator)
+    except RepalignError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    rows = [[None if v != v else float(v) for v in row] for row in values]
+    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
+            "names": names, "values": rows}  # fmt: skip
+
+
+@router.get("/models")
+def models(
+    state: StateDep,
+    experiment: str | None = None,
+    run_id: str | None = None,
+    measure: str = "cka",
+    kernel: str = "linear",
+    estimator: str = Query("biased", description="'' for a measure without estimators"),
+):
+    """The model-level matrix of one measure configuration (`repalign.models.model_table`):
+    per pair of models, the best layer pair's value and layers, a p-value for that maximum,
+    and the mean along matched depth; of the run chosen as for /matrices."""
+    run_id, table = _table(state, experiment, run_id)
+    try:
+        rows = model_table(table, measure=measure, kernel=kernel, estimator=estimator)
+    except RepalignError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
+            "models": rows.to_pylist()}  # fmt: skip
+
+
+def _table(state, experiment, run_id):
+    """(run id, alignment table) of the run ``run_id``, or of the latest finished alignment run
+    of ``experiment``; 422 without either, 404 for no such run."""
     uri = state.settings.tracking
     if run_id is None:
         if experiment is None:
@@ -31,15 +66,9 @@ def matrix(
         if run_id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finished run in {experiment!r}")
     try:
-        table = load_alignment_table(run_id, tracking_uri=uri)
-        names, values = square_matrix(table, measure=measure, kernel=kernel, estimator=estimator)
-    except RepalignError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        return run_id, load_alignment_table(run_id, tracking_uri=uri)
     except Exception as exc:  # MLflow's own errors for an unknown run id
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id!r}: {exc}") from None
-    rows = [[None if v != v else float(v) for v in row] for row in values]
-    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
-            "names": names, "values": rows}  # fmt: skip
 
 
 @router.get("/stores")
