@@ -35,6 +35,7 @@ from repalign.measures.jackknife import (
     delete_one_estimates,
     group_bounds,
     jackknife_std_err,
+    total_of,
 )
 from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.pair_moments import Moments
@@ -250,7 +251,7 @@ def _record_moments(values, configs, source, means, null, jackknife):
         for block in source.blocks(_block_rows(source)):
             add_rows_by_group(groups, bounds, start, block)
             start += len(block[0])
-        state = sum(groups[1:], groups[0])
+        state = total_of(groups)
     pairs = list(combinations_with_replacement(source.names, 2))
     index = {name: k for k, name in enumerate(source.names)}
     if jackknife is not None:

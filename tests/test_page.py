@@ -200,7 +200,10 @@ def test_heatmap_png_names_what_it_cannot_find(service):
     assert heatmap_png(run, "cka-linear-biased", tracking_uri=uri).startswith(PNG_SIGNATURE)
     with pytest.raises(RepalignError, match=r"run_id must name a run .*got '0+'"):
         heatmap_png("0" * 32, "cka-linear-biased", tracking_uri=uri)
-    with pytest.raises(RepalignError, match=r"one of the heatmaps .*\(cka-linear-biased\); got "):
+    with pytest.raises(
+        RepalignError,
+        match=r"one of the heatmaps .*\(cka-linear-biased, cka-linear-biased-models\); got ",
+    ):
         heatmap_png(run, "../summary", tracking_uri=uri)
 
 

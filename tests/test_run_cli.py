@@ -82,7 +82,11 @@ def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"results", "heatmaps", "summary.json"} <= artifacts
     heatmaps = {a.path for a in client.list_artifacts(run.info.run_id, "heatmaps")}
-    assert len(heatmaps) == 3 and all(p.endswith(".png") for p in heatmaps)
+    configurations = ("cka-linear-song", "procrustes-linear", "mmd2-rbf-unbiased")
+    # each configuration's matrix and its model-level one (two models: mlp-s0, mlp-s1)
+    assert heatmaps == {
+        f"heatmaps/{name}{suffix}.png" for name in configurations for suffix in ("", "-models")
+    }
     local = client.download_artifacts(run.info.run_id, "results/alignment.parquet", str(path))
     assert pq.read_table(local).equals(pq.read_table(path / "out" / "alignment.parquet"))
 

@@ -13,7 +13,12 @@ from itertools import combinations_with_replacement, pairwise
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
-from repalign.measures.jackknife import delete_one_estimates, group_bounds, jackknife_std_err
+from repalign.measures.jackknife import (
+    delete_one_estimates,
+    group_bounds,
+    jackknife_std_err,
+    total_of,
+)
 from repalign.measures.moments import gram_invariants, moment_null, moment_value
 from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
@@ -107,7 +112,7 @@ def _moment_state(job, members):
         )
         groups = job.run_units(task, cut_at_groups(units, bounds), description)
         groups = groups.in_order(len(bounds))
-        return sum(groups[1:], groups[0]), None, groups
+        return total_of(groups), None, groups
     old = previous["names"]
     new = members[len(old) :]
     if not new:

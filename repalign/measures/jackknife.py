@@ -47,6 +47,14 @@ def add_rows_by_group(states, bounds, start, blocks):
             state.add_block([B[first - start : last - start] for B in blocks])
 
 
+def total_of(groups):
+    """The `GramState` of all the groups' rows: one new state, the others added in place."""
+    total = groups[0] + groups[1]
+    for group in groups[2:]:
+        total += group
+    return total
+
+
 def delete_one_estimates(total, groups, configs, pairs, index):
     """{(label, a, b): [θ₍₋g₎ for each group g]} for the linear-kernel ``configs`` of ``pairs``.
 

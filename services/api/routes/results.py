@@ -1,5 +1,8 @@
 """Matrices from MLflow, and the stores the service may read."""
 
+from dataclasses import dataclass
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from repalign.errors import RepalignError
@@ -13,46 +16,47 @@ from services.security import StoreAccessError, resolve_store
 router = APIRouter(tags=["results"], dependencies=[Depends(require_token)])
 
 
+@dataclass
+class Selection:
+    """Which run and measure configuration a result route reads: the run ``run_id``, or the
+    latest finished alignment run of ``experiment``."""
+
+    experiment: str | None = None
+    run_id: str | None = None
+    measure: str = "cka"
+    kernel: str = "linear"
+    estimator: str = Query("biased", description="'' for a measure without estimators")
+
+    def configuration(self):
+        return {"measure": self.measure, "kernel": self.kernel, "estimator": self.estimator}
+
+
+SelectionDep = Annotated[Selection, Depends()]
+
+
 @router.get("/matrices")
-def matrix(
-    state: StateDep,
-    experiment: str | None = None,
-    run_id: str | None = None,
-    measure: str = "cka",
-    kernel: str = "linear",
-    estimator: str = Query("biased", description="'' for a measure without estimators"),
-):
-    """The alignment matrix of one measure configuration, as a square table: the latest
-    finished alignment run of ``experiment``, or the run ``run_id``."""
-    run_id, table = _table(state, experiment, run_id)
+def matrix(state: StateDep, selection: SelectionDep):
+    """The alignment matrix of one measure configuration, as a square table."""
+    run_id, table = _table(state, selection.experiment, selection.run_id)
     try:
-        names, values = square_matrix(table, measure=measure, kernel=kernel, estimator=estimator)
+        names, values = square_matrix(table, **selection.configuration())
     except RepalignError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     rows = [[None if v != v else float(v) for v in row] for row in values]
-    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
-            "names": names, "values": rows}  # fmt: skip
+    return {"run_id": run_id, **selection.configuration(), "names": names, "values": rows}
 
 
 @router.get("/models")
-def models(
-    state: StateDep,
-    experiment: str | None = None,
-    run_id: str | None = None,
-    measure: str = "cka",
-    kernel: str = "linear",
-    estimator: str = Query("biased", description="'' for a measure without estimators"),
-):
+def models(state: StateDep, selection: SelectionDep):
     """The model-level matrix of one measure configuration (`repalign.models.model_table`):
     per pair of models, the best layer pair's value and layers, a p-value for that maximum,
-    and the mean along matched depth; of the run chosen as for /matrices."""
-    run_id, table = _table(state, experiment, run_id)
+    and the mean along matched depth."""
+    run_id, table = _table(state, selection.experiment, selection.run_id)
     try:
-        rows = model_table(table, measure=measure, kernel=kernel, estimator=estimator)
+        rows = model_table(table, **selection.configuration())
     except RepalignError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return {"run_id": run_id, "measure": measure, "kernel": kernel, "estimator": estimator,
-            "models": rows.to_pylist()}  # fmt: skip
+    return {"run_id": run_id, **selection.configuration(), "models": rows.to_pylist()}
 
 
 def _table(state, experiment, run_id):
