@@ -6,6 +6,7 @@ the jobs of the ``jobs`` package.
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -45,12 +46,16 @@ _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in name
 
 
 def __getattr__(name):
-    """A public function, imported from its module when first used (PEP 562): ``import
-    repalign``, which every ``repalign`` command and the jobs' processes do first, then loads
-    neither scipy nor the spec's pydantic models until a command needs them."""
-    if name not in _MODULE_OF:
+    """A public function, or a submodule (``repalign.measures``), imported when first used (PEP
+    562): ``import repalign``, which every ``repalign`` command and the jobs' processes do
+    first, then loads neither scipy nor the spec's pydantic models until a command needs
+    them."""
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    elif importlib.util.find_spec(f"repalign.{name}") is not None:
+        value = importlib.import_module(f"repalign.{name}")
+    else:
         raise AttributeError(f"module 'repalign' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
     globals()[name] = value
     return value
 

@@ -40,6 +40,23 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
     assert out.stdout.strip() == "[]"
 
 
+def test_import_repalign_loads_functions_and_submodules_when_first_used():
+    code = (
+        "import sys, repalign\n"
+        "print('scipy' in sys.modules, repalign.cka.__name__, repalign.measures.__name__,\n"
+        "      repalign.errors.RepalignError.__name__, 'pairwise' in dir(repalign))\n"
+        "try:\n"
+        "    repalign.no_such_thing\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "False cka repalign.measures RepalignError True",
+        "module 'repalign' has no attribute 'no_such_thing'",
+    ]
+
+
 @pytest.mark.parametrize(
     ("command", "answer"),
     [(["--help"], "usage"), (["ls", "{store}"], "m.l"), (["validate", "{store}"], "0 errors")],
