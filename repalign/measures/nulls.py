@@ -5,7 +5,7 @@ Under the null hypothesis that the rows of X and Y are not paired, every pairing
 likely as the observed one. With A, B the two n×n Gram matrices (centred for CKA and HSIC, raw
 for KA), each of these measures is T = ⟨A, P B Pᵀ⟩ for P = I, divided by a constant that no
 permutation P changes. `permutation_moments` gives the exact mean and variance of T over all n!
-permutations from seven sums of each matrix (`GramInvariants`); for a linear kernel these sums
+permutations from a few sums over each matrix (`GramInvariants`); for a linear kernel these
 are second and fourth moments of the rows, which a job's statistic already holds
 (`GramInvariants.from_moments`). So a null costs O(d²) per representation and O(1) per pair.
 
