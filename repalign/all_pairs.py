@@ -32,12 +32,11 @@ from repalign.blocks import row_slices
 from repalign.errors import InvalidParameterError, NonFiniteError, RowMismatchError
 from repalign.measures.jackknife import (
     add_rows_by_group,
-    delete_one_estimates,
     group_bounds,
-    jackknife_std_err,
+    jackknife_std_errs,
     total_of,
 )
-from repalign.measures.moments import gram_invariants, moment_null, moment_value
+from repalign.measures.moments import record_pairs
 from repalign.measures.pair_moments import Moments
 from repalign.measures.spectra import principal_axes
 from repalign.registry import MEASURES, pass_of
@@ -254,20 +253,12 @@ def _record_moments(values, configs, source, means, null, jackknife):
         state = total_of(groups)
     pairs = list(combinations_with_replacement(source.names, 2))
     index = {name: k for k, name in enumerate(source.names)}
+    std_errs = None
     if jackknife is not None:
-        estimates = delete_one_estimates(state, groups, configs, pairs, index)
+        std_errs = jackknife_std_errs(state, groups, configs, pairs, index)
     state = Moments(state.moments, state.dims, state.shifts)  # its centrings, cheaper
     axes = cache(lambda k: principal_axes(state, k))
-    invariants = cache(lambda k, center: gram_invariants(state, k, center))
-    for a, b in pairs:
-        for config in configs:
-            i, j = index[a], index[b]
-            values.record(config, a, b, moment_value, config, state, i, j, axes)
-            if jackknife is not None:
-                std_err = jackknife_std_err(estimates[config.label, a, b])
-                values.record_std_err(config, a, b, std_err)
-            if null == "analytic":
-                values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
+    record_pairs(values, configs, state, pairs, index, axes, null=null, std_errs=std_errs)
 
 
 def _record_library(values, config, source):

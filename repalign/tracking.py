@@ -49,7 +49,12 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.models import model_heatmap, model_table
-from repalign.plots import alignment_heatmap, as_alignment_table, configurations
+from repalign.plots import (
+    alignment_heatmap,
+    as_alignment_table,
+    configuration_rows,
+    configurations,
+)
 from repalign.stitching_plots import bound_plot, penalty_plot
 
 TABLE_ARTIFACT = "results/alignment.parquet"
@@ -166,7 +171,10 @@ def log_alignment_run(
         None lets MLflow choose one.
     heatmaps : bool, default=True
         Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration, and
-        ``…-calibrated.png`` beside it for one with calibrated scores (q ≥ 0.05 grey).
+        beside it ``…-calibrated.png`` for one with calibrated scores (q ≥ 0.05 grey) and
+        ``…-models.png``, its model-level matrix, when the table holds several models. That
+        matrix (`repalign.models.model_table`) is logged as ``results/models.parquet`` either
+        way.
     cluster : bool, default=False
         Order the heatmaps by hierarchical clustering (see
         `repalign.plots.alignment_heatmap`).
@@ -547,11 +555,7 @@ def _has_calibrated(table, measure, kernel, estimator):
     them have no such column)."""
     if "calibrated" not in table.column_names:
         return False
-    rows = table.filter(
-        (pc.field("measure") == measure)
-        & (pc.field("kernel") == kernel)
-        & (pc.field("estimator") == estimator)
-    )
+    rows = configuration_rows(table, measure, kernel, estimator)
     return rows["calibrated"].null_count < rows.num_rows
 
 

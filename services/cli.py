@@ -124,12 +124,8 @@ def _query(args):
         return
     if args.tracking_uri:
         from repalign.plots import square_matrix
-        from repalign.tracking import latest_run, load_alignment_table
 
-        run_id = latest_run(args.experiment, tracking_uri=args.tracking_uri)
-        if run_id is None:
-            raise SystemExit(f"no finished alignment run in experiment {args.experiment!r}")
-        table = load_alignment_table(run_id, tracking_uri=args.tracking_uri)
+        run_id, table = _latest_table(args)
         names, values = square_matrix(
             table, measure=args.measure, kernel=args.kernel, estimator=args.estimator
         )
@@ -147,16 +143,22 @@ def _query(args):
         print(f"{name:<{width}} {cells}")
 
 
+def _latest_table(args):
+    """(run id, table) of the latest finished alignment run of the experiment, from MLflow."""
+    from repalign.tracking import latest_run, load_alignment_table
+
+    run_id = latest_run(args.experiment, tracking_uri=args.tracking_uri)
+    if run_id is None:
+        raise SystemExit(f"no finished alignment run in experiment {args.experiment!r}")
+    return run_id, load_alignment_table(run_id, tracking_uri=args.tracking_uri)
+
+
 def _query_models(args):
     configuration = {key: getattr(args, key) for key in ("measure", "kernel", "estimator")}
     if args.tracking_uri:
         from repalign.models import model_table
-        from repalign.tracking import latest_run, load_alignment_table
 
-        run_id = latest_run(args.experiment, tracking_uri=args.tracking_uri)
-        if run_id is None:
-            raise SystemExit(f"no finished alignment run in experiment {args.experiment!r}")
-        table = load_alignment_table(run_id, tracking_uri=args.tracking_uri)
+        run_id, table = _latest_table(args)
         rows = model_table(table, **configuration).to_pylist()
     else:
         params = {"experiment": args.experiment, **configuration}

@@ -7,19 +7,13 @@ that involve new representations are computed. The moments also say which repres
 are constant; a job without this pass finds them with `find_constants`.
 """
 
-import functools
 from itertools import combinations_with_replacement, pairwise
 
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
-from repalign.measures.jackknife import (
-    delete_one_estimates,
-    group_bounds,
-    jackknife_std_err,
-    total_of,
-)
-from repalign.measures.moments import gram_invariants, moment_null, moment_value
+from repalign.measures.jackknife import group_bounds, jackknife_std_errs, total_of
+from repalign.measures.moments import record_pairs
 from repalign.measures.spectra import principal_axes
 from repalign.stats import moment_matrix_bytes
 
@@ -63,18 +57,12 @@ def _record(job, configs, state, members, pairs, axes, groups):
             axes[name] = principal_axes(state, k)
         return axes[name]
 
-    invariants = functools.cache(lambda k, center: gram_invariants(state, k, center))
+    std_errs = None
     if groups is not None:
-        estimates = delete_one_estimates(state, groups, configs, pairs, index)
-    for a, b in pairs:
-        for config in configs:
-            i, j = index[a], index[b]
-            job.values.record(config, a, b, moment_value, config, state, i, j, axes_of)
-            if groups is not None:
-                std_err = jackknife_std_err(estimates[config.label, a, b])
-                job.values.record_std_err(config, a, b, std_err)
-            if job.spec.null == "analytic":
-                job.values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
+        std_errs = jackknife_std_errs(state, groups, configs, pairs, index)
+    record_pairs(
+        job.values, configs, state, pairs, index, axes_of, null=job.spec.null, std_errs=std_errs
+    )
 
 
 def statistic_tiles(store, names, state_bytes):

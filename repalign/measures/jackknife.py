@@ -55,12 +55,13 @@ def total_of(groups):
     return total
 
 
-def delete_one_estimates(total, groups, configs, pairs, index):
-    """{(label, a, b): [θ₍₋g₎ for each group g]} for the linear-kernel ``configs`` of ``pairs``.
+def jackknife_std_errs(total, groups, configs, pairs, index):
+    """{(label, a, b): std_err} of the linear-kernel ``configs`` of ``pairs`` (`jackknife_std_err`
+    of their delete-one values).
 
     ``total`` is the `GramState` of all rows, ``groups`` the states of its groups, ``index``
     maps a name to its position in the states. One delete-one statistic is held at a time. A
-    value that cannot be computed without some group is NaN there.
+    value that cannot be computed without some group has no std_err (None).
     """
     estimates = defaultdict(list)
     for group in groups:
@@ -79,7 +80,7 @@ def delete_one_estimates(total, groups, configs, pairs, index):
                 except RepalignError:
                     value = np.nan
                 estimates[config.label, a, b].append(value)
-    return estimates
+    return {key: jackknife_std_err(values) for key, values in estimates.items()}
 
 
 def jackknife_std_err(estimates):

@@ -3,6 +3,8 @@ pair of representations of a `repalign.stats.GramState` (docs/design.md §3, "Wh
 come from"). An all-pairs job and `repalign.pairwise` both read every linear-kernel value here.
 """
 
+import functools
+
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
 from repalign.measures.kernel_products import FeatureProducts
@@ -23,6 +25,24 @@ def moment_value(config, state, i, j, axes):
     if config.name == "cca":
         return cca_from_spectra(spectra, squared=config.squared)
     return svcca_from_spectra(spectra, variance=config.variance)
+
+
+def record_pairs(values, configs, state, pairs, index, axes, *, null, std_errs=None):
+    """Record in ``values`` (a `repalign.results.Values`) each linear-kernel ``config`` of each
+    of ``pairs`` from ``state``: its value (`moment_value`; ``axes(k)`` gives representation
+    k's principal axes), its std_err from ``std_errs`` ({(label, a, b): std_err}, the
+    jackknife's, or None), and with ``null`` "analytic" its permutation null (`moment_null`).
+    ``index`` maps a name to its position in ``state``. A job's moments pass and
+    `repalign.pairwise` both record through here."""
+    invariants = functools.cache(lambda k, center: gram_invariants(state, k, center))
+    for a, b in pairs:
+        for config in configs:
+            i, j = index[a], index[b]
+            values.record(config, a, b, moment_value, config, state, i, j, axes)
+            if std_errs is not None:
+                values.record_std_err(config, a, b, std_errs[config.label, a, b])
+            if null == "analytic":
+                values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
 
 
 def moment_null(value, config, state, i, j, invariants):
