@@ -14,6 +14,7 @@ has its pairs recorded as missing with the reason; the rest of the matrix is com
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 import time
@@ -23,16 +24,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.engine import forced_executor, machine_cpus, run_units
+from jobs.engine import forced_executor, machine_cpus, owned_units, run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows, whole_row_groups
-from repalign.contract import RESULT_FILES, atomic_write
+from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
+from repalign.preflight import machine_memory
 from repalign.registry import MEASURES, PASSES, pass_of
 from repalign.results import Values
-from repalign.stats import STATE_BYTES, GramState
+from repalign.stats import GramState, default_tile_bytes
 from repalign.store import open_store
 from repalign.store.format import row_group_rows
 
@@ -66,9 +68,7 @@ class AlignmentResult:
     timings: dict = field(default_factory=dict)
 
 
-def run_alignment(
-    spec, *, ray_address=None, quiet=False, incremental_from=None, state_bytes=STATE_BYTES
-):
+def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None):
     """Run an `repalign.spec.AlignmentSpec`; returns an `AlignmentResult`.
 
     The passes run in this process or on Ray as `choose_executor` says: ``ray_address`` (or
@@ -89,16 +89,19 @@ def run_alignment(
     dims = [store[name].dim for name in names]
     executor, executor_reason = choose_executor(spec, n, dims, ray_address)
     if executor == "ray":
-        from jobs.ray_slots import cluster_cpus, start_ray
+        from jobs.ray_slots import cluster_cpus, memory_per_cpu, start_ray
 
         start_ray(ray_address)
         actors = spec.actors or cluster_cpus()
+        memory = memory_per_cpu()
     else:
         actors = spec.actors or machine_cpus()
+        memory = machine_memory() // machine_cpus()
+    tile_bytes = spec.tile_bytes or default_tile_bytes(memory)
     previous = _previous_state(incremental_from, store, names) if incremental_from else None
     if previous is not None:  # old representations first, in the saved order
         names = previous["names"] + [name for name in names if name not in previous["names"]]
-    job = Job(spec, store, names, n, executor, actors, quiet, state_bytes, previous)
+    job = Job(spec, store, names, n, executor, actors, quiet, tile_bytes, previous)
     job.run()
     shutil.rmtree(job.checkpoints, ignore_errors=True)  # every pass is done
     params = {
@@ -109,6 +112,7 @@ def run_alignment(
         "executor": executor,
         "actors": actors,
         "precision": spec.precision,
+        "tile_bytes": tile_bytes,
         "median_sigma": {"max_rows": MEDIAN_MAX_ROWS, "seed": MEDIAN_SEED},
     }
     table = job.values.table(spec.measures, n)
@@ -130,7 +134,7 @@ def run_alignment(
         "seconds": round(time.perf_counter() - started, 3),
         "pass_seconds": job.timings,
         "reads_per_row": job.reads_per_row(),
-        "bytes_to_driver": job.bytes_to_driver,
+        **job.traffic(),
         "lemma1": {
             "delta": rbf.LEMMA1_DELTA,
             "intervals": len(job.values.intervals),
@@ -198,17 +202,12 @@ def write_result(result, out):
 
 
 def _save_state(state, folder):
-    """The second moments and the manifests' digests of a run, for incremental runs."""
+    """The second moments (written by the statistic's owner) and the manifests' digests of a
+    run, for incremental runs."""
     folder.mkdir(exist_ok=True)
-    moments = state["moments"]
-    with atomic_write(folder / "moments.npz") as temporary:
-        np.savez(
-            temporary,
-            names=np.array(state["names"]),
-            dims=np.array(moments.dims),
-            shifts=np.concatenate(moments.shifts),
-            moments=moments.moments,
-        )
+    written = Path(state["moments_file"])
+    os.replace(written, folder / "moments.npz")
+    written.parent.rmdir()
     (folder / "representations.json").write_text(json.dumps(state["digests"], indent=2))
 
 
@@ -249,12 +248,13 @@ class Job:
     """One run of an alignment job: what its passes share (the store, the rows, the actors,
     the values found so far) and the counts its summary reports."""
 
-    def __init__(self, spec, store, names, n, executor, slots, quiet, state_bytes, previous):
+    def __init__(self, spec, store, names, n, executor, slots, quiet, tile_bytes, previous):
         self.spec, self.store, self.names, self.n = spec, store, names, n
         self.executor, self.slots = executor, slots
-        self.quiet, self.state_bytes = quiet, state_bytes
+        self.quiet, self.tile_bytes = quiet, tile_bytes
         self.previous = previous
-        self.moments = None  # (names, GramState) when the statistic fits one state
+        self.moments = None  # (names, its saved file) when the statistic fits one state
+        self.saved_moments = Path(spec.out) / ".state" / "moments.npz"
         self.values = Values(names, {name: _manifest_problem(store[name]) for name in names})
         self.blocks_computed = 0
         self.replays = 0
@@ -265,6 +265,7 @@ class Job:
         self.passing = None  # the pass now running
         self.reads = {}  # pass -> the `RowReads` of its units
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
+        self.owners = None  # the `jobs.ray_slots.Owners` of the passes with an owner (Ray)
 
     def run(self):
         """Run the passes the measures need, in the order of `repalign.registry.PASSES`."""
@@ -282,6 +283,20 @@ class Job:
                 RUNS[name](self, configs)
                 self.timings[name] = round(time.perf_counter() - started, 3)
 
+    def traffic(self):
+        """Bytes moved on Ray (none in process): ``bytes_to_driver``, the states and values
+        the driver took; ``bytes_reduced``, the partial states the passes' owners added up;
+        ``max_bytes_received_per_node``, the most bytes of them that one node received from
+        other nodes (docs/design.md §4, "Owners")."""
+        owners = self.owners
+        return {
+            "bytes_to_driver": self.bytes_to_driver + (owners.to_driver if owners else 0),
+            "bytes_reduced": owners.reduced if owners else 0,
+            "max_bytes_received_per_node": max(owners.received.values(), default=0)
+            if owners
+            else 0,
+        }
+
     def reads_per_row(self):
         """For each pass, how many times it read each row it read, on average: the rows its
         units read (``task.reads``) over the distinct rows among them. The driver's own reads
@@ -289,7 +304,56 @@ class Job:
         return {name: round(reads.per_row(), 3) for name, reads in self.reads.items()}
 
     def run_units(self, task, units, description):
-        """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors.
+        """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors; the
+        sum of their states comes to this process (`jobs.engine.run_units`)."""
+        slots, checkpoints = self._plan(task, units)
+        state, replays, resumed, nodes, received = run_units(
+            task,
+            units,
+            slots=slots,
+            executor=self.executor,
+            description=description,
+            quiet=self.quiet,
+            checkpoints=checkpoints,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
+        )
+        self.replays += replays
+        self.resumed += resumed
+        self.bytes_to_driver += received
+        self.nodes.update(nodes)
+        return state
+
+    def owned_units(self, task, units, measure, description):
+        """Start ``units`` of ``task`` on the job's slots, their sum measured by the pass's
+        owner (`jobs.engine.owned_units`); give what it returns to `take_owned`."""
+        slots, checkpoints = self._plan(task, units)
+        if self.executor == "ray" and self.owners is None:
+            from jobs.ray_slots import Owners
+
+            self.owners = Owners()
+        return owned_units(
+            task,
+            units,
+            measure,
+            slots=slots,
+            executor=self.executor,
+            description=description,
+            owners=self.owners,
+            quiet=self.quiet,
+            checkpoints=checkpoints,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
+        )
+
+    def take_owned(self, owned):
+        """Wait for an owned pass (`owned_units`) and take in its owner's values."""
+        value, replays, resumed, nodes = owned.result()
+        self.replays += replays
+        self.resumed += resumed
+        self.nodes.update(nodes)
+        self.values.merge(value)
+
+    def _plan(self, task, units):
+        """The slots of a pass, and its checkpoint folder; counts the rows its units read.
 
         In process, with no slot count in the spec, a task that is one BLAS call per block
         (``blas_bound``: the moments pass) runs in one slot, BLAS on every core: as one slot per
@@ -308,21 +372,7 @@ class Job:
             for key, start, stop in task.reads(unit):
                 reads.add(key, start, stop)
         key = hashlib.sha256(pickle.dumps((task, units, slots))).hexdigest()[:16]
-        state, replays, resumed, nodes, received = run_units(
-            task,
-            units,
-            slots=slots,
-            executor=self.executor,
-            description=description,
-            quiet=self.quiet,
-            checkpoints=self.checkpoints / key,
-            checkpoint_seconds=CHECKPOINT_SECONDS,
-        )
-        self.replays += replays
-        self.resumed += resumed
-        self.bytes_to_driver += received
-        self.nodes.update(nodes)
-        return state
+        return slots, self.checkpoints / key
 
     def row_units(self, names, width=None):
         """Row ranges of a row pass over ``names`` (of total ``width``; default their dims):
@@ -350,11 +400,13 @@ class Job:
         return sigmas
 
     def saved_state(self):
+        """The names, the file of the second moments (`jobs.passes.moments.save_moments`) and
+        the digests to keep for an incremental run; None when the statistic was tiled."""
         if self.moments is None:
             return None
-        names, state = self.moments
+        names, path = self.moments
         digests = {name: representation_digest(self.store[name]) for name in names}
-        return {"names": names, "moments": state, "digests": digests}
+        return {"names": names, "moments_file": path, "digests": digests}
 
 
 def _manifest_problem(representation):

@@ -70,6 +70,13 @@ def add_run(commands):
         help="the moments pass's block products: float64 (default, exact) or float32 (about "
         "twice as fast; accumulated in float64; see docs/design.md §4)",
     )
+    run.add_argument(
+        "--tile-bytes",
+        type=int,
+        metavar="BYTES",
+        help="largest moment state of one tile of the statistic; a larger statistic is cut "
+        "into tiles (default: a quarter of a worker's memory per CPU)",
+    )
     _add_cluster_flags(run)
     run.add_argument(
         "--incremental-from",
@@ -80,7 +87,16 @@ def add_run(commands):
     run.set_defaults(run=_run)
 
 
-RUN_OPTIONS = ("store", "out", "representations", "experiment", "actors", "executor", "precision")
+RUN_OPTIONS = (
+    "store",
+    "out",
+    "representations",
+    "experiment",
+    "actors",
+    "executor",
+    "precision",
+    "tile_bytes",
+)
 """The flags of `repalign run` that set the spec key of the same name."""
 
 

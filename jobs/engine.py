@@ -30,6 +30,10 @@ from threadpoolctl import threadpool_limits
 from jobs.progress import Progress
 from repalign.contract import atomic_write
 
+CHECKPOINT_SHARE = 0.05
+"""The most of a slot's time its checkpoint saves take: a save that lasts s seconds is followed
+by at least s / CHECKPOINT_SHARE seconds of work before the next."""
+
 
 def forced_executor(requested, ray_address=None):
     """The executor a job must use whatever its size, and why, or None when its size decides:
@@ -56,7 +60,7 @@ def run_units(
     checkpoints=None,
     checkpoint_seconds=30.0,
 ):
-    """The sum of ``task.compute(unit)`` over ``units``, dealt to ``slots`` slots.
+    """The sum of ``task.compute(unit)`` over ``units``, dealt to ``slots`` slots, here.
 
     Parameters
     ----------
@@ -79,8 +83,83 @@ def run_units(
     UnitsResult
         The state; the number of slots replayed after their actor (or its node) died; the
         units resumed from checkpoints; the Ray nodes whose actors' states make up the sum
-        (none in process).
+        (none in process); the bytes of the states that came to this process from Ray actors.
     """
+    runner = run_slots(
+        task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds
+    )
+    states, received = runner.states, 0
+    if executor == "ray":
+        import ray
+
+        states, received = ray.get(runner.states), sum(runner.sizes)
+    return UnitsResult(
+        add_in_order(states), sum(runner.replays), runner.resumed, slot_nodes(runner), received
+    )
+
+
+def owned_units(
+    task,
+    units,
+    measure,
+    *,
+    slots,
+    executor,
+    description,
+    owners,
+    quiet=False,
+    checkpoints=None,
+    checkpoint_seconds=30.0,
+):
+    """``measure(state)``, the state being the sum of `run_units`, computed by the pass's
+    *owner*: in process, this process; on Ray, a task that adds the slots' states where
+    ``owners`` (a `jobs.ray_slots.Owners`) places it, so that no state comes to this process
+    (docs/design.md §4, "Owners"). ``measure`` is picklable and returns what is sent back.
+
+    Returns an object whose ``result()`` is an `OwnedResult`; on Ray the owner runs while the
+    caller goes on, and ``result()`` waits for it (replaying the pass if a node holding its
+    states, or the owner's, died).
+    """
+    if executor == "ray":
+        from jobs.ray_slots import OwnedReduction
+
+        def run():
+            return run_slots(
+                task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds
+            )
+
+        return OwnedReduction(run, measure, owners, description)
+    runner = run_slots(
+        task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds
+    )
+    value = measure(add_in_order(runner.states))
+    return Done(OwnedResult(value, 0, runner.resumed, []))
+
+
+class OwnedResult(NamedTuple):
+    """What an owned pass gives: the owner's ``value``, the slots replayed, the units resumed
+    from checkpoints, and the Ray nodes whose actors' states made the sum (none in process)."""
+
+    value: object
+    replays: int
+    resumed: int
+    nodes: list
+
+
+class Done:
+    """A result already at hand, behind the same ``result()`` as an `OwnedReduction`."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def result(self):
+        return self._result
+
+
+def run_slots(task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds):
+    """Run the slots of a pass to their states (on Ray, object references) behind a progress
+    bar; returns the runner (`LocalSlots` or `jobs.ray_slots.Slots`), its ``states`` in slot
+    order."""
     if executor == "local":
         runner = LocalSlots(task, units, slots, checkpoints, checkpoint_seconds)
     else:
@@ -91,13 +170,23 @@ def run_units(
     with Progress(
         total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None
     ) as bar:
-        states = runner.run(bar, description)
-    total_state = states[0]
-    for state in states[1:]:
-        total_state = total_state + state
-    nodes = sorted({node for node in runner.nodes if node is not None})
-    received = sum(array_bytes(state) for state in states) if executor == "ray" else 0
-    return UnitsResult(total_state, sum(runner.replays), runner.resumed, nodes, received)
+        runner.run(bar, description)
+    return runner
+
+
+def add_in_order(states):
+    """s₀ + s₁ + … of an iterable of states, added left to right, each sum a new state: the
+    same order, so the same bits, whoever adds them (this process, or a pass's owner)."""
+    states = iter(states)
+    total = next(states)
+    for state in states:
+        total = total + state
+    return total
+
+
+def slot_nodes(runner):
+    """The Ray nodes whose actors made the slots' states (none in process)."""
+    return sorted({node for node in runner.nodes if node is not None})
 
 
 class UnitsResult(NamedTuple):
@@ -147,7 +236,8 @@ class SlotAccumulator:
     computed, so that reading overlaps computing; a slot then holds the data of two units.
 
     With a ``checkpoint`` file, the state and the count of units added are saved at most every
-    ``checkpoint_seconds``, and a new accumulator resumes from the file: ``done`` units are in
+    ``checkpoint_seconds``, or every `CHECKPOINT_SHARE` of the slot's time when a save takes
+    longer (a large state), and a new accumulator resumes from the file: ``done`` units are in
     its state already.
     """
 
@@ -156,6 +246,7 @@ class SlotAccumulator:
         self.state, self.done = None, 0
         self.checkpoint, self.checkpoint_seconds = checkpoint, checkpoint_seconds
         self.saved_at = time.monotonic()
+        self.save_seconds = 0.0  # how long the last save took
         if checkpoint is not None and os.path.exists(checkpoint):
             with open(checkpoint, "rb") as f:
                 self.done, self.state = pickle.load(f)
@@ -173,7 +264,8 @@ class SlotAccumulator:
             self.state += part  # in place where the state supports it (GramState does)
         self.done += 1
         if self.checkpoint is not None:
-            if time.monotonic() - self.saved_at >= self.checkpoint_seconds:
+            interval = max(self.checkpoint_seconds, self.save_seconds / CHECKPOINT_SHARE)
+            if time.monotonic() - self.saved_at >= interval:
                 self._save()
         return self.task.rows(unit)
 
@@ -193,9 +285,11 @@ class SlotAccumulator:
         return self.task.accumulate(data)
 
     def _save(self):
+        started = time.monotonic()
         with atomic_write(self.checkpoint) as temporary, open(temporary, "wb") as f:
             pickle.dump((self.done, self.state), f, protocol=pickle.HIGHEST_PROTOCOL)
         self.saved_at = time.monotonic()
+        self.save_seconds = self.saved_at - started
 
     def result(self):
         if self._reader is not None:
@@ -205,9 +299,9 @@ class SlotAccumulator:
 
 class LocalSlots:
     """The slots run in this process, one thread each (numpy, BLAS and Parquet reads release
-    the GIL), with BLAS limited to the machine's cores shared out among them; `run` returns
-    their states in slot order. The same dealing, order of sums and checkpoints as the Ray
-    actors, so the same result bit for bit (docs/design.md §4)."""
+    the GIL), with BLAS limited to the machine's cores shared out among them; `run` leaves
+    their states in slot order in ``states``. The same dealing, order of sums and checkpoints
+    as the Ray actors, so the same result bit for bit (docs/design.md §4)."""
 
     def __init__(self, task, units, count, checkpoints=None, checkpoint_seconds=30.0):
         self.task = task
@@ -218,13 +312,16 @@ class LocalSlots:
         self.replays = [0] * len(self.units)
         self.nodes = []
         self.resumed = 0
+        self.states = None
         self._lock = threading.Lock()  # the bar and the count of resumed units
 
     def run(self, bar, description):
-        """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
+        """Run every slot to its state (``states``, in slot order), reporting on ``bar`` (a
+        `jobs.progress.Progress`)."""
         count = len(self.units)
         if count == 1:  # in this thread, BLAS as the caller set it
-            return [self._run_slot(0, bar)]
+            self.states = [self._run_slot(0, bar)]
+            return
         blas_threads = max(1, machine_cpus() // count)
         with (
             threadpool_limits(limits=blas_threads, user_api="blas"),
@@ -232,7 +329,7 @@ class LocalSlots:
         ):
             slots = [pool.submit(self._run_slot, slot, bar) for slot in range(count)]
             try:
-                return [slot.result() for slot in slots]
+                self.states = [slot.result() for slot in slots]
             finally:
                 for slot in slots:
                     slot.cancel()

@@ -7,12 +7,30 @@ and resumes from its checkpoint when it has one: the job finishes with the ident
 """
 
 import os
+import pickle
+import sys
 import time
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    WorkerCrashedError,
+)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from jobs.engine import SlotAccumulator, checkpoint_path, deal
+from jobs.engine import (
+    OwnedResult,
+    SlotAccumulator,
+    add_in_order,
+    array_bytes,
+    checkpoint_path,
+    deal,
+    slot_nodes,
+)
 from jobs.outputs import redirect_library_logs
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
@@ -53,6 +71,13 @@ class Accumulator(SlotAccumulator):
     def pid(self):
         return os.getpid()
 
+    @ray.method(num_returns=2)
+    def hand_over(self):
+        """The slot's state, left in the object store of this actor's node for the pass's
+        owner, and its array bytes, which the driver takes."""
+        state = self.result()
+        return state, array_bytes(state)
+
 
 def cluster_cpus():
     """The CPUs of the Ray cluster this process is connected to (at least 1)."""
@@ -78,7 +103,8 @@ class Slots:
         self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds
         if checkpoints is not None:
             os.makedirs(checkpoints, exist_ok=True)
-        self.states = [None] * count
+        self.states = [None] * count  # object references: the driver does not fetch them
+        self.sizes = [0] * count  # their array bytes
         self.replays = [0] * count
         self.done_rows = [0] * count  # rows on the progress bar
         self.handles = [None] * count
@@ -87,7 +113,8 @@ class Slots:
         self.pending = {}  # ref -> (slot, "begin" | "add" | "result")
 
     def run(self, bar, description):
-        """Run every slot to its state, reporting on ``bar`` (a `jobs.progress.Progress`)."""
+        """Run every slot to its state (``states``, object references in slot order), reporting
+        on ``bar`` (a `jobs.progress.Progress`)."""
         self.task_ref = ray.put(self.task)
         waiting = _PlacementWait(description, self.cpus)
         try:
@@ -104,7 +131,6 @@ class Slots:
             for handle in self.handles:
                 if handle is not None:
                     ray.kill(handle)
-        return self.states
 
     def _start(self, slot):
         """Start the slot's actor; its units are queued once it has started (`_begin`)."""
@@ -126,7 +152,9 @@ class Slots:
         handle = self.handles[slot]
         for unit in self.units[slot][done:]:
             self.pending[handle.add.remote(unit)] = (slot, "add")
-        self.pending[handle.result.remote()] = (slot, "result")
+        state, size = handle.hand_over.remote()
+        self.states[slot] = state
+        self.pending[size] = (slot, "result")
 
     def _take(self, ref, bar, description):
         """Take the value of a finished call, or replay its slot if the actor died."""
@@ -142,11 +170,12 @@ class Slots:
             bar.update(value)
             self.done_rows[slot] += value
         else:
-            self.states[slot] = value
+            self.sizes[slot] = value
             ray.kill(self.handles[slot])  # its CPU is free at once, for a replayed slot
             self.handles[slot] = None
 
     def _replay(self, slot, failure, bar, description):
+        self.states[slot] = None
         for ref in [r for r, (s, _) in self.pending.items() if s == slot]:
             del self.pending[ref]
         ray.kill(self.handles[slot])
@@ -169,6 +198,107 @@ class Slots:
         return sorted(slots)
 
 
+OWNER_FAILURES = (*ACTOR_FAILURES, NodeDiedError, WorkerCrashedError)
+"""What getting an owner's result raises when its node, or the node of a state it was adding,
+died: the pass is replayed and its owner run again."""
+
+
+@ray.remote(num_cpus=0)
+def _own(measure, states):
+    """A pass's owner: the slots' ``states`` (object references, in slot order) fetched one at a
+    time and added in order, then ``measure`` of the sum; returns its value and this node."""
+    total = add_in_order(ray.get(state) for state in states)
+    return measure(total), ray.get_runtime_context().get_node_id()
+
+
+class Owners:
+    """Where a job's owners run, and the bytes of state they took in (docs/design.md §4).
+
+    Each pass's owner goes to the alive node that would then have received the fewest bytes
+    of partial states from other nodes (a state on the owner's own node moves through shared
+    memory): the receives spread evenly over the nodes, whatever the passes' sizes.
+
+    Attributes
+    ----------
+    received : dict
+        Node id -> bytes of partial states it received from other nodes.
+    reduced : int
+        Bytes of every partial state taken in by an owner.
+    to_driver : int
+        Pickled bytes of the owners' values sent to the driver.
+    """
+
+    def __init__(self):
+        self.received = {}
+        self.reduced = 0
+        self.to_driver = 0
+
+    def choose(self, nodes, sizes):
+        """The node for the owner of a pass whose slots' states, of ``sizes`` bytes, are on
+        ``nodes``."""
+        alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+
+        def after(node):
+            incoming = sum(size for n, size in zip(nodes, sizes, strict=True) if n != node)
+            return self.received.get(node, 0) + incoming, node
+
+        return min(alive, key=after)
+
+    def took(self, owner, nodes, sizes, value):
+        """Count what the owner on node ``owner`` received and sent back."""
+        for node, size in zip(nodes, sizes, strict=True):
+            self.reduced += size
+            if node != owner:
+                self.received[owner] = self.received.get(owner, 0) + size
+        self.to_driver += len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class OwnedReduction:
+    """A pass whose slots ran (``run()`` runs them) and whose owner adds their states and
+    measures the sum on a node of the cluster (`Owners.choose`); `result` waits for it.
+
+    If the owner fails because a node died (its own, or one holding a state it had not
+    fetched), the pass is run again, slots resuming from their checkpoints, and so is its
+    owner: the same slots add the same units in the same order, so the value is identical. At
+    most `MAX_REPLAYS` times.
+    """
+
+    def __init__(self, run, measure, owners, description):
+        self._run, self.measure, self.owners = run, measure, owners
+        self.description = description
+        self.replays = self.resumed = 0
+        self._submit()
+
+    def _submit(self):
+        runner = self._run()
+        self.replays += sum(runner.replays)
+        self.resumed += runner.resumed
+        self.runner = runner
+        node = self.owners.choose(runner.nodes, runner.sizes)
+        strategy = NodeAffinitySchedulingStrategy(node, soft=True)
+        self.ref = _own.options(scheduling_strategy=strategy).remote(self.measure, runner.states)
+
+    def result(self):
+        """The owner's `jobs.engine.OwnedResult`."""
+        for attempt in range(MAX_REPLAYS + 1):
+            try:
+                value, owner = ray.get(self.ref)
+                break
+            except OWNER_FAILURES as failure:
+                if attempt == MAX_REPLAYS:
+                    raise
+                print(
+                    f"{self.description}: its owner failed ({type(failure).__name__}); "
+                    "replaying the pass",
+                    file=sys.stderr,
+                )
+                self.replays += 1
+                self._submit()
+        runner = self.runner
+        self.owners.took(owner, runner.nodes, runner.sizes, value)
+        return OwnedResult(value, self.replays, self.resumed, slot_nodes(runner))
+
+
 def _cpus_per_actor(actors):
     """Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
     else fractions, so that more actors than CPUs still all start; never more than the
@@ -176,6 +306,17 @@ def _cpus_per_actor(actors):
     available = ray.available_resources().get("CPU", actors)
     cpus = available // actors if available >= actors else available / actors
     return min(cpus, max(_node_cpus(), default=cpus))
+
+
+def memory_per_cpu():
+    """Ray's memory per CPU on the alive node that has the least of it: what an actor of one
+    CPU may hold (`repalign.stats.default_tile_bytes`)."""
+    shares = [
+        node["Resources"].get("memory", 0) / node["Resources"]["CPU"]
+        for node in ray.nodes()
+        if node["Alive"] and node["Resources"].get("CPU", 0) > 0
+    ]
+    return int(min(shares))
 
 
 def _node_cpus():

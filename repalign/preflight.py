@@ -16,12 +16,13 @@ pass only the terms that do not depend on the engine's tuning (rows per unit, ti
 are counted, so a job that is refused could not have run; one that passes may still need
 somewhat more. With M representations of widths dₘ, n rows, F features:
 
-    moments      2 · 8 · (D + 1)²,  D = Σ (dₘ + 1)    the whole statistic, when it fits in
-                                                  `STATE_BYTES`; else the smallest tile that
-                 2 · 8 · (d₁ + d₂ + 3)²          holds the two widest representations;
+    moments      2 · 8 · (D + 1)²,  D = Σ (dₘ + 1)    the whole statistic, when it fits in a
+                                                  tile (``tile_bytes``, by default a quarter of
+                 2 · 8 · (d₁ + d₂ + 3)²          the memory); else the smallest tile that holds
+                                                  the two widest representations;
                  with `jackknife: G`, (G + 6) states instead of 2 (the groups', their total
                  and one without a group, each of the last two centred two ways), and the
-                 whole statistic only when G + 1 copies fit in `STATE_BYTES`
+                 whole statistic only when G + 1 copies fit in a tile
     exact RBF    2 · 8 · 2·M·n                  kernel row sums and diagonals
     features     2 · 8 · (M·(F + 1) + 1)² + 8 · F · Σ dₘ       the feature statistic, the maps
     neighbours   16 · M · n · k                 every row's k neighbours and similarities
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from repalign.approx import RFF_BLOCKS
 from repalign.errors import RepalignError, StoreError
-from repalign.stats import STATE_BYTES, moment_matrix_bytes
+from repalign.stats import default_tile_bytes, moment_matrix_bytes
 from repalign.store import open_store
 
 FLOAT = 8  # bytes of a float64 or an int64
@@ -101,7 +102,7 @@ def check_job(spec, *, memory_bytes, locate=Path):
             )
         if measure.against is not None:
             _open(measure.against, locate, field=f"measures.{i}.against")
-    largest = max(planned_memory(spec, store, names), key=lambda need: need.bytes)
+    largest = max(planned_memory(spec, store, names, memory_bytes), key=lambda need: need.bytes)
     if largest.bytes > memory_bytes:
         raise JobCheckError(
             largest.field,
@@ -120,31 +121,36 @@ class MemoryNeed:
     what: str
 
 
-def _moment_state_bytes(dims, states=1):
+def _moment_state_bytes(dims, tile_bytes, states=1):
     """Bytes of the largest moment state an actor holds: the whole statistic when ``states``
-    copies of it (the jackknife's groups and their total) fit in `STATE_BYTES` (the engine then
-    does not tile), else at least the tile of the two widest."""
+    copies of it (the jackknife's groups and their total) fit in ``tile_bytes`` (the engine
+    then does not tile), else at least the tile of the two widest."""
     whole = moment_matrix_bytes(dims)
-    if states * whole <= STATE_BYTES:
+    if states * whole <= tile_bytes:
         return whole
     return moment_matrix_bytes(sorted(dims, reverse=True)[:2])
 
 
-def planned_memory(spec, store, names):
-    """The `MemoryNeed` of each pass of an alignment ``spec`` over ``names`` of ``store``
-    (the formulas of the module docstring)."""
+def planned_memory(spec, store, names, memory_bytes):
+    """The `MemoryNeed` of each pass of an alignment ``spec`` over ``names`` of ``store``, for
+    workers of ``memory_bytes`` (the formulas of the module docstring)."""
+    tile_bytes = spec.tile_bytes or default_tile_bytes(memory_bytes)
     reps = [store[name] for name in names if not store[name].manifest.get("non_finite_rows")]
     dims = [r.dim for r in reps] or [0]
     n, m = store[names[0]].rows, len(reps)
     if spec.jackknife is None:
-        needs = [MemoryNeed(2 * _moment_state_bytes(dims), "representations", "the second moments")]
+        needs = [
+            MemoryNeed(
+                2 * _moment_state_bytes(dims, tile_bytes), "representations", "the second moments"
+            )
+        ]
     else:
         # the groups' states, their total and one statistic without a group, each of the last
         # two with its two centrings
         states = spec.jackknife + 6
         needs = [
             MemoryNeed(
-                states * _moment_state_bytes(dims, spec.jackknife + 1),
+                states * _moment_state_bytes(dims, tile_bytes, spec.jackknife + 1),
                 "jackknife",
                 f"the second moments of {spec.jackknife} groups of rows",
             )

@@ -82,6 +82,13 @@ class Values:
         if null is not None:
             self.nulls[config.label, a, b] = null
 
+    def merge(self, part):
+        """Take in what ``part`` (the `Values` of some of the pairs, such as a tile owner's)
+        found: its values, nulls and constant representations."""
+        self.found.update(part.found)
+        self.nulls.update(part.nulls)
+        self.constant.update(part.constant)
+
     def fail(self, configs, name, reason):
         """Record every pair of ``name`` as missing (pairs of unusable representations keep
         their own reason)."""

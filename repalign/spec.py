@@ -152,6 +152,7 @@ class AlignmentSpec(BaseModel):
     precision: Literal["float64", "float32"] = "float64"
     null: Literal["analytic", "none"] = "analytic"
     jackknife: int | None = Field(default=None, ge=2)
+    tile_bytes: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _distinct(self):

@@ -24,9 +24,18 @@ from scipy.linalg.blas import dsyrk, ssyrk
 
 from repalign.blocks import BLOCK_BYTES, row_slices
 
-STATE_BYTES = 2 * 2**30
-"""Largest second-moment state one actor of a job holds; beyond it the job tiles the statistic
-(`jobs.passes.moments.statistic_tiles`), and `repalign.preflight` plans with it."""
+STATES_PER_WORKER = 4
+"""Second-moment states one worker of a job may hold at once: an actor's running sum and its
+unit's part, the sum's copy in the object store until the tile's owner takes it, and an
+owner's sum (docs/design.md §4, "Owners")."""
+
+
+def default_tile_bytes(memory_bytes):
+    """The largest state of one tile of the statistic, for workers of ``memory_bytes`` each
+    (a spec's ``tile_bytes`` when it has none): a `STATES_PER_WORKER`-th of their memory.
+    Beyond it the job tiles the statistic (`jobs.passes.moments.statistic_tiles`), and
+    `repalign.preflight` plans with it."""
+    return memory_bytes // STATES_PER_WORKER
 
 
 def moment_matrix_bytes(dims):

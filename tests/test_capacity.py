@@ -12,6 +12,7 @@ import pytest
 import jobs.alignment
 from jobs.passes import moments, rows
 from repalign import blocks
+from repalign.stats import default_tile_bytes
 from repalign.store import format as store_format
 
 
@@ -41,7 +42,7 @@ def engine_tiles(dims, state_bytes):
 
 def test_constants_are_the_engines():
     assert capacity.UNIT_BYTES == rows.UNIT_BYTES
-    assert capacity.STATE_BYTES == jobs.alignment.STATE_BYTES
+    assert capacity.STATE_BYTES == default_tile_bytes(8 * 2**30)  # workers of 8 GiB
     assert capacity.CHECKPOINT_SECONDS == jobs.alignment.CHECKPOINT_SECONDS
     assert capacity.PILOT_ROWS == rows.PILOT_ROWS
     assert capacity.BLOCK_BYTES == blocks.BLOCK_BYTES

@@ -162,7 +162,7 @@ def test_a_tiled_statistic_equals_one_state(store, monkeypatch):
     monkeypatch.setattr(
         moments_pass, "principal_axes", lambda s, k: decomposed.append(k) or principal_axes(s, k)
     )
-    tiled = run_alignment(spec(path, measures), quiet=True, state_bytes=2_000)
+    tiled = run_alignment(spec(path, measures, tile_bytes=2_000), quiet=True)
     tiles = moments_pass.statistic_tiles(open_store(path), list(arrays), 2_000)
     groups = len({tuple(group) for group, _ in tiles})
     assert len(tiles) == groups * (groups + 1) // 2 > 2

@@ -61,7 +61,9 @@ def test_ray_gives_the_local_jackknife_bit_for_bit(ray_session, store):
     assert tables[0]["std_err"].null_count == missing < tables[0].num_rows
 
 
-def test_the_driver_counts_the_state_bytes_it_takes_from_ray_actors(ray_session, store):
+def test_the_driver_counts_the_state_bytes_it_takes_and_the_owners_those_they_add(
+    ray_session, store
+):
     """Each slot's actor returns one GramState, whose arrays are the (D + 1)² float64 matrix,
     the shifts and the column offsets; in process, nothing moves."""
     path, _ = store
@@ -75,9 +77,15 @@ def test_the_driver_counts_the_state_bytes_it_takes_from_ray_actors(ray_session,
         on_ray = run_units(task, units, slots=slots, executor="ray", **options)
         assert on_ray.bytes_received == slots * state
     assert run_units(task, units, slots=2, executor="local", **options).bytes_received == 0
-    # a job reports them: its 1,500 rows are one unit, so one slot's state
+    # a job's moments pass hands its states to the pass's owner, not to the driver: its 1,500
+    # rows are one unit, so the owner adds one slot's state, on the one node of the local Ray,
+    # and sends back only the values, a few hundred bytes per pair at most
     summary = job(path, "ray", 2, measures=[{"name": "cka"}]).summary
-    assert summary["bytes_to_driver"] == state
+    assert summary["bytes_reduced"] == state
+    assert summary["max_bytes_received_per_node"] == 0
+    assert 0 < summary["bytes_to_driver"] < 200 * summary["pairs"] < state
+    local = job(path, "local", 2, measures=[{"name": "cka"}]).summary
+    assert local["bytes_to_driver"] == local["bytes_reduced"] == 0
 
 
 def test_slot_counts_agree_to_rounding(local_tables):

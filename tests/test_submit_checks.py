@@ -76,8 +76,8 @@ def test_the_worker_memory_decides(tmp_path):
     """One spec, two workers: the one with less memory than the plan refuses it."""
     store = make_store(tmp_path / "zoo")
     spec = parse_spec({"store": str(store), "out": "x", "measures": [rff(16 * 1024)]})
-    need = max(n.bytes for n in planned_memory(spec, open_store(store), ["m0.fc1", "m0.fc2",
-                                                                           "m1.fc1"]))  # fmt: skip
+    names = ["m0.fc1", "m0.fc2", "m1.fc1"]
+    need = max(n.bytes for n in planned_memory(spec, open_store(store), names, 2**40))
     check_job(spec, memory_bytes=need)
     with pytest.raises(JobCheckError, match=r"^measures\.0\.features: .* GiB .* than the worker"):
         check_job(spec, memory_bytes=need - 1)
@@ -92,7 +92,7 @@ def test_the_memory_plan_covers_what_the_engine_allocates(tmp_path):
     dims = [store[name].dim for name in names]
     measures = [{"name": "cka"}, rff(64), {"name": "mutual_knn", "k": 7}]
     spec = parse_spec({"store": str(store_path), "out": "x", "measures": measures})
-    plans = {need.field: need.bytes for need in planned_memory(spec, store, names)}
+    plans = {need.field: need.bytes for need in planned_memory(spec, store, names, 2**40)}
 
     moments = 2 * GramState(dims)._upper.nbytes  # the sum and one unit's part, untiled
     maps = [RandomFourierFeatures(d, 64, 1.0, seed=0) for d in dims]

@@ -1,21 +1,36 @@
 """The moments pass: one `GramState` of second moments over all the representations, from
 which every linear-kernel measure (KA, CKA, HSIC, Procrustes, CCA, SVCCA) of every pair comes.
 
-When the D×D statistic is too large for one actor it is cut into tiles of groups of
-representations (`statistic_tiles`). With the saved state of an earlier run, only the blocks
-that involve new representations are computed. The moments also say which representations
-are constant; a job without this pass finds them with `find_constants`.
+When the D×D statistic is too large for one state it is cut into tiles of groups of
+representations (`statistic_tiles`), one pass over the rows each. Each tile's state is added up
+and measured by its *owner* (`TileMeasure`, run by `jobs.engine.owned_units`): on Ray a task on
+a node of the cluster, so that only values come back to the driver; the diagonal tiles first,
+whose owners keep each representation's principal axes for the other tiles' owners. With the
+saved state of an earlier run, only the blocks that involve new representations are computed.
+The moments also say which representations are constant; a job without this pass finds them
+with `find_constants`.
 """
 
+import hashlib
+import os
+import pickle
 from itertools import combinations_with_replacement, pairwise
 
 import numpy as np
 
 from jobs.tasks import MomentTask, RangeTask
+from repalign.contract import atomic_write
 from repalign.measures.jackknife import group_bounds, jackknife_std_errs, total_of
 from repalign.measures.moments import record_pairs
 from repalign.measures.spectra import principal_axes
+from repalign.results import Values
 from repalign.stats import moment_matrix_bytes
+
+SPECTRAL = ("procrustes", "cca", "svcca")
+"""The measures that read each representation's principal axes."""
+OWNERS_AHEAD = 1
+"""Owners of earlier tiles that may still run while the next tile's pass computes: each holds
+its tile's partial states in the object store until it has added them."""
 
 
 def run(job, configs):
@@ -23,46 +38,162 @@ def run(job, configs):
     names = job.values.usable()
     if not names:
         return
-    tiles = [(names, names)]
-    if job.previous is None or job.spec.jackknife:
-        # with the jackknife, a state per group besides the total: the same memory in all
-        states = 1 + (job.spec.jackknife or 0)
-        tiles = statistic_tiles(job.store, names, job.state_bytes // states)
-    axes = {}  # name -> its principal axes, from the first tile that holds it
-    for group_a, group_b in tiles:
-        members = group_a if group_a == group_b else group_a + group_b
-        state, computed, groups = _moment_state(job, members)
-        if group_a == group_b:
-            pairs = list(combinations_with_replacement(group_a, 2))
-            job.moments = (members, state) if len(tiles) == 1 else None
-        else:
-            pairs = [(a, b) for a in group_a for b in group_b]
-        job.blocks_computed += computed if computed is not None else len(pairs)
-        _record(job, configs, state, members, pairs, axes, groups)
+    if job.previous is not None and not job.spec.jackknife:
+        _run_incremental(job, configs, names)
+        return
+    # with the jackknife, a state per group besides the total: the same memory in all
+    states = 1 + (job.spec.jackknife or 0)
+    tiles = statistic_tiles(job.store, names, job.tile_bytes // states)
+    axes = None
+    if len(tiles) > 1 and any(config.name in SPECTRAL for config in configs):
+        axes = str(job.checkpoints / "axes")
+        os.makedirs(axes, exist_ok=True)
+    save = str(job.saved_moments) if len(tiles) == 1 else None
+    running = []
+    # the diagonal tiles' owners keep the axes; every one of them is done before the other
+    # tiles' owners start, which read them
+    for diagonal in (True, False):
+        for group_a, group_b in tiles:
+            if (group_a == group_b) != diagonal:
+                continue
+            running.append(_owned_tile(job, configs, group_a, group_b, axes, save))
+            if len(running) > OWNERS_AHEAD:
+                job.take_owned(running.pop(0))
+        while running:
+            job.take_owned(running.pop(0))
+    if save is not None:
+        job.moments = (names, save)
 
 
-def _record(job, configs, state, members, pairs, axes, groups):
-    """Record the values of ``pairs`` from the tile's ``state``, with their standard errors
-    from the jackknife's ``groups`` (their states; None without). ``axes`` holds each
-    representation's principal axes (Procrustes, CCA, SVCCA) across the job's tiles: an
-    eigendecomposition of its d×d block, made once per representation, not once per tile."""
-    index = {name: i for i, name in enumerate(members)}
-    for name in members:
-        if _is_constant(state, index[name]):
-            job.values.constant[name] = f"{name} is constant (zero variance)"
+def _owned_tile(job, configs, group_a, group_b, axes, save):
+    """Start the pass of one tile, its owner measuring its pairs (`TileMeasure`)."""
+    members = group_a if group_a == group_b else group_a + group_b
+    if group_a == group_b:
+        pairs = list(combinations_with_replacement(group_a, 2))
+    else:
+        pairs = [(a, b) for a in group_a for b in group_b]
+    job.blocks_computed += len(pairs)
+    jackknife = job.spec.jackknife
+    shifts = job.pilot_shifts(members)
+    description = f"moments ({len(members)} representations)"
+    units = job.row_units(members)
+    bounds = None
+    if jackknife:
+        bounds = group_bounds(job.n, jackknife)
+        units = cut_at_groups(units, bounds)
+    task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision, groups=bounds)
+    measure = TileMeasure(configs, members, pairs, job.spec.null, jackknife, axes, save)
+    return job.owned_units(task, units, measure, description)
 
-    def axes_of(k):
-        name = members[k]
-        if name not in axes:
-            axes[name] = principal_axes(state, k)
-        return axes[name]
 
-    std_errs = None
-    if groups is not None:
-        std_errs = jackknife_std_errs(state, groups, configs, pairs, index)
-    record_pairs(
-        job.values, configs, state, pairs, index, axes_of, null=job.spec.null, std_errs=std_errs
-    )
+def _run_incremental(job, configs, names):
+    """The statistic from an earlier run's saved state and the rows of the new
+    representations (`BorderState`), added up and measured in this process."""
+    previous = job.previous
+    old = previous["names"]
+    new = names[len(old) :]
+    pairs = list(combinations_with_replacement(names, 2))
+    if new:
+        shifts = list(previous["moments"].shifts) + job.pilot_shifts(new)
+        task = MomentTask(
+            job.store.path, names, shifts, first_new=len(old), precision=job.spec.precision
+        )
+        description = f"moments of {len(new)} new representations"
+        border = job.run_units(task, job.row_units(names), description)
+        state = previous["moments"].extended(border)
+    else:
+        state = previous["moments"]
+    job.blocks_computed += len(new) * len(old) + len(new) * (len(new) + 1) // 2
+    save = str(job.saved_moments)
+    job.values.merge(TileMeasure(configs, names, pairs, job.spec.null, None, None, save)(state))
+    job.moments = (names, save)
+
+
+class TileMeasure:
+    """What the owner of one tile of the statistic does with the tile's state: the values of
+    ``configs`` for ``pairs`` of its ``members`` (`repalign.measures.moments.record_pairs`),
+    with their permutation nulls (``null``) and, with ``jackknife`` groups, standard errors,
+    and which members are constant; returned as a `repalign.results.Values` of the tile.
+
+    Parameters
+    ----------
+    axes : str, optional
+        A folder each representation's principal axes are kept in once computed (Procrustes,
+        CCA and SVCCA read them), so that an eigendecomposition of its d×d block is made once
+        per job, not once per tile: the owners of the diagonal tiles write them, the others
+        read them. None: computed here, for this tile only.
+    save : str, optional
+        Where to write the state for an incremental run (`save_moments`), for a statistic
+        that is one tile.
+    """
+
+    def __init__(self, configs, members, pairs, null, jackknife, axes, save):
+        self.configs, self.members, self.pairs = configs, members, pairs
+        self.null, self.jackknife, self.axes, self.save = null, jackknife, axes, save
+
+    def __call__(self, state):
+        groups = None
+        if self.jackknife:
+            groups = state.in_order(self.jackknife)
+            state = total_of(groups)
+        values = Values(self.members, dict.fromkeys(self.members, ""))
+        index = {name: i for i, name in enumerate(self.members)}
+        for name in self.members:
+            if _is_constant(state, index[name]):
+                values.constant[name] = f"{name} is constant (zero variance)"
+        std_errs = None
+        if groups is not None:
+            std_errs = jackknife_std_errs(state, groups, self.configs, self.pairs, index)
+        record_pairs(
+            values,
+            self.configs,
+            state,
+            self.pairs,
+            index,
+            self._axes_of(state),
+            null=self.null,
+            std_errs=std_errs,
+        )
+        if self.save is not None:
+            save_moments(self.save, self.members, state)
+        return values
+
+    def _axes_of(self, state):
+        """``axes(k)``: member k's principal axes, from the folder when an owner has kept them
+        there, else computed (and kept there)."""
+        found = {}
+
+        def axes(k):
+            if k not in found:
+                path = None
+                if self.axes is not None:
+                    key = hashlib.sha256(self.members[k].encode()).hexdigest()[:24]
+                    path = os.path.join(self.axes, f"{key}.pkl")
+                if path is not None and os.path.exists(path):
+                    with open(path, "rb") as f:
+                        found[k] = pickle.load(f)
+                else:
+                    found[k] = principal_axes(state, k)
+                    if path is not None:
+                        with atomic_write(path) as temporary, open(temporary, "wb") as f:
+                            pickle.dump(found[k], f, protocol=pickle.HIGHEST_PROTOCOL)
+            return found[k]
+
+        return axes
+
+
+def save_moments(path, names, state):
+    """Write the second moments of ``names`` (a `GramState`) for an incremental run, as
+    `jobs.alignment.write_result` keeps them under ``OUT/state/``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_write(path) as temporary:
+        np.savez(
+            temporary,
+            names=np.array(names),
+            dims=np.array(state.dims),
+            shifts=np.concatenate(state.shifts),
+            moments=state.moments,
+        )
 
 
 def statistic_tiles(store, names, state_bytes):
@@ -80,39 +211,6 @@ def statistic_tiles(store, names, state_bytes):
         width += w
     groups.append(current)
     return [(groups[g], groups[h]) for g in range(len(groups)) for h in range(g, len(groups))]
-
-
-def _moment_state(job, members):
-    """The second moments of ``members``, how many pair blocks were computed for it (None: all
-    of them), and the states of the jackknife's groups (None without). With a saved state, and
-    no jackknife, only the blocks of new representations."""
-    previous = job.previous
-    if job.spec.jackknife or previous is None or not set(previous["names"]) <= set(members):
-        shifts = job.pilot_shifts(members)
-        description = f"moments ({len(members)} representations)"
-        units = job.row_units(members)
-        if not job.spec.jackknife:
-            task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision)
-            return job.run_units(task, units, description), None, None
-        bounds = group_bounds(job.n, job.spec.jackknife)
-        task = MomentTask(
-            job.store.path, members, shifts, precision=job.spec.precision, groups=bounds
-        )
-        groups = job.run_units(task, cut_at_groups(units, bounds), description)
-        groups = groups.in_order(len(bounds))
-        return total_of(groups), None, groups
-    old = previous["names"]
-    new = members[len(old) :]
-    if not new:
-        return previous["moments"], 0, None
-    shifts = list(previous["moments"].shifts) + job.pilot_shifts(new)
-    task = MomentTask(
-        job.store.path, members, shifts, first_new=len(old), precision=job.spec.precision
-    )
-    description = f"moments of {len(new)} new representations"
-    border = job.run_units(task, job.row_units(members), description)
-    computed = len(new) * len(old) + len(new) * (len(new) + 1) // 2
-    return previous["moments"].extended(border), computed, None
 
 
 def cut_at_groups(units, bounds):
