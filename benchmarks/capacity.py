@@ -1,29 +1,38 @@
-"""Capacity model of the all-pairs moments job (`jobs.alignment`, docs/design.md §4).
+"""Capacity model of the all-pairs moments pass (`jobs.alignment`, `jobs.passes.moments`,
+docs/design.md §4), as the engine runs it since f6ec19f.
 
-Predicts the wall time, memory and communication of the linear-kernel pass of an all-pairs job
-(one `repalign.stats.GramState` over every representation, or its tiles) from the job's shape
-(n rows, the representations' widths, workers) and a few rates of the machine:
+Predicts the wall time, memory and traffic of the linear-kernel pass of an all-pairs job from
+its shape (n rows, the representations' widths, the workers, their memory and their nodes) and
+a few rates of the machine. The engine, as modelled:
 
-- compute: the float64 SYRK of every tile, Σₜ n·Dₜ(Dₜ+1) flops, at the per-core rate (measured
-  here with one BLAS thread) times the cores of a worker;
-- I/O: every row of a representation is read once per tile that holds it, at one worker's
-  read-and-convert rate, capped by the shared storage's aggregate bandwidth;
-- the actors' overheads: the in-place merge of each unit's state, checkpoint saves every
-  CHECKPOINT_SECONDS, the uneven deal of whole units to slots, an actor start per pass;
-- the driver: pilot means (one row group of each member per tile), the flat merge of the
-  slots' states as `jobs.engine.run_units` does it (every state sent to the driver), and the
-  per-pair measures, one after another;
-- memory: two D×D float64 states per actor (the running sum and the unit's part) plus a unit
-  of float32 rows and a float64 row block;
-- a simulation of the reduction: bytes each worker and the driver receive for a flat merge,
-  a binary tree, and a reduce-scatter (tiles, or chunks of one state, reduced by different
-  workers), with and without tiling, at a stated network bandwidth.
+- tiles: when the (D+1)×(D+1) float64 statistic exceeds the tile budget (the spec's
+  ``tile_bytes``, by default `repalign.stats.default_tile_bytes` of Ray's memory per CPU: a
+  `STATES_PER_WORKER`-th of it), the representations are cut into G groups and each pair of
+  groups g ≤ h is a tile, one pass over all the rows (`tiles`, as
+  `jobs.passes.moments.statistic_tiles` cuts them); the diagonal tiles run first, then the
+  others (`engine_order`);
+- a pass: its units of rows (`tile_unit_rows`) dealt in turn to S = min(workers, units) slots,
+  each one actor that reads its units, SYRKs them into a state, merges each unit's part in
+  place, saves a checkpoint now and then (`checkpoint_saves`) and leaves its state in the
+  object store of its node;
+- an owner per pass: a task on the node that would then have received the fewest bytes of
+  partial states from other nodes (`owned_passes`, as `jobs.ray_slots.Owners.choose` does
+  with the counts it has at that moment). It fetches the S states one at a time over its
+  node's link, adds them, computes the tile's principal axes (diagonal tiles, once per
+  representation) and pair measures on one core, and sends only the values to the driver;
+- the pipeline (`jobs.passes.moments.run`): the driver computes each pass's pilot means and runs
+  the passes one after another; the owner of a pass runs during the next pass, and the driver
+  waits for it before the pass after that (`OWNERS_AHEAD`), and for every diagonal owner before
+  the first off-diagonal pass (`predict`).
 
-The tiling mirrors `jobs.passes.moments.statistic_tiles` and the unit sizes
-`jobs.passes.rows.unit_rows` (`tests/test_capacity.py` checks both against the code). The
-model needs only numpy; the calibration measures the SYRK rate with scipy's `dsyrk` (as the
-engine calls it) under threadpoolctl, a few seconds. The other rates are the figures recorded
-in `benchmarks/RESULTS.md` (see `RECORDED`). Markdown goes to stdout.
+The byte counts (`bytes_reduced`, `max_bytes_received_per_node`, with `state_bytes`) are those
+a job's summary.json reports, computed as the engine counts them. The geometry mirrors
+`jobs.alignment` (`tests/test_capacity.py` checks the tiles, the units, the state bytes and the
+owners' choice against the code). The model needs only numpy; the calibration measures the
+SYRK rate with scipy's `dsyrk` (as the engine calls it) under threadpoolctl, a few seconds, and
+the bytes of a value with the engine's own `TileMeasure` and `Values` (`measure_value_bytes`).
+The other rates are the figures recorded in `benchmarks/RESULTS.md` (see `RECORDED`). Markdown
+goes to stdout.
 
 Run from the repository root (docs/scaling.md holds a run's output under "Generated output"):
 
@@ -35,24 +44,32 @@ import datetime
 import functools
 import math
 import os
+import pickle
 import platform
 import sys
 import time
+import tracemalloc
+from collections import Counter, deque
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
-# The engine's constants (jobs/alignment.py, jobs/passes/rows.py, repalign/blocks.py,
-# repalign/store/format.py); tests/test_capacity.py fails if they drift.
+# The engine's constants (jobs/passes/rows.py, repalign/blocks.py, repalign/store/format.py,
+# jobs/alignment.py, jobs/engine.py, repalign/stats.py, jobs/passes/moments.py);
+# tests/test_capacity.py fails if they drift.
 UNIT_BYTES = 64 * 2**20
-STATE_BYTES = 2 * 2**30
 BLOCK_BYTES = 32 * 2**20
 ROW_GROUP_BYTES = 8 * 2**20
 CHECKPOINT_SECONDS = 30.0
+CHECKPOINT_SHARE = 0.05
 PILOT_ROWS = 1024
+STATES_PER_WORKER = 4
+OWNERS_AHEAD = 1
 
-MiB, GB = 2**20, 1e9
-SPECTRAL = ("procrustes", "cca", "svcca")
+MiB, GiB, GB = 2**20, 2**30, 1e9
+SPECTRAL = ("procrustes", "cca", "svcca")  # per pair: d×d decompositions
+AXES = ("cca", "svcca")  # the measures that read each representation's principal axes
 
 
 @dataclass(frozen=True)
@@ -62,13 +79,17 @@ class Rates:
     syrk_flops: float  # per core, float64 dsyrk, 1 BLAS thread
     read_bytes: float  # float32 bytes one worker reads from Parquet and converts to float64
     storage_bytes: float  # aggregate bandwidth of the shared storage (all workers together)
-    driver_read_bytes: float  # the driver's read rate (pilot means)
+    file_read_bytes: float  # one process reading stored data: pilot means, kept axes
     merge_bytes: float  # state bytes per second of an in-place `state += part`
     checkpoint_bytes: float  # state bytes per second of a checkpoint save (pickle + fsync)
     network_bytes: float  # one node's link, each way
     actor_start: float  # seconds to start a pass's actors
     actor_base_bytes: float  # an actor's resident memory besides states, unit and row block
+    eigh_seconds: float  # one d×d eigendecomposition at d = 512, 1 BLAS thread
     pair_seconds: tuple  # ((measure label, seconds per pair at d = 512), ...)
+    value_bytes: (
+        tuple  # bytes per value: (pickled by an owner, held by the driver, peak of the table)
+    )
 
 
 # Figures recorded on this machine in benchmarks/RESULTS.md, section "engine.py (issue 5)",
@@ -83,7 +104,9 @@ RECORDED = {
     # actor start (alone): 0.40 s
     "actor_start": 0.40,
     # store.py section: `Representation.batches`, 1,152 MB/s (page cache, 2 threads)
-    "driver_read_bytes": 1152e6,
+    "file_read_bytes": 1152e6,
+    # part 1's note: `numpy.linalg.eigh` of one 512×512 matrix, 26 ms with 1 BLAS thread
+    "eigh_seconds": 0.026,
     # driver's side, per pair at d = 512 with 2 BLAS threads, 136 pairs
     "pair_seconds": (
         ("ka", 0.024),
@@ -96,6 +119,8 @@ RECORDED = {
         ("cca", 0.063),
         ("svcca", 0.048),
     ),
+    # `measure_value_bytes("all")` on this machine, 2026-12-04: pickled, held, table's peak
+    "value_bytes": (64, 384, 1185),
 }
 # Part 3 (4 × 128, n = 10⁵, 2 actors): largest actor VmHWM 382 MiB; the actor's base is that
 # less what the model counts for that job (see `actor_base_from_part3`).
@@ -106,33 +131,71 @@ MEASURE_SETS = {
     "cka": ("cka biased",),
     "cka2": ("cka biased", "cka song"),
 }
+CONFIGS = {
+    "ka": {"name": "ka"},
+    "cka biased": {"name": "cka", "estimator": "biased"},
+    "cka song": {"name": "cka", "estimator": "song"},
+    "cka lange": {"name": "cka", "estimator": "lange"},
+    "hsic biased": {"name": "hsic", "estimator": "biased"},
+    "hsic unbiased": {"name": "hsic", "estimator": "unbiased"},
+    "procrustes": {"name": "procrustes"},
+    "cca": {"name": "cca"},
+    "svcca": {"name": "svcca"},
+}
+"""The spec's measure (`repalign.spec.Measure`) of each label of `MEASURE_SETS`."""
+
+
+def tile_budget(memory_per_cpu):
+    """The largest state of a tile for workers of ``memory_per_cpu`` bytes each, when the spec
+    sets no ``tile_bytes``: memory / STATES_PER_WORKER (`repalign.stats.default_tile_bytes`)."""
+    return memory_per_cpu // STATES_PER_WORKER
 
 
 @dataclass(frozen=True)
 class Job:
     dims: tuple  # width of each representation
     n: int
-    workers: int
+    workers: int  # actors: the slots of a pass
     cores: int = 1  # CPUs (BLAS threads) per worker
     measures: str = "all"  # a key of MEASURE_SETS
-    state_bytes: int = STATE_BYTES
+    worker_memory: int = 8 * GiB  # memory per CPU (Ray's, on the node that has least)
+    tile_bytes: int | None = None  # the spec's tile_bytes; None: `tile_budget`
+    node_cores: int = 16  # CPUs of each node
+
+    @property
+    def budget(self):
+        """The tile budget the engine uses: the spec's ``tile_bytes``, else `tile_budget`."""
+        return self.tile_bytes or tile_budget(self.worker_memory)
+
+    @property
+    def nodes(self):
+        """⌈workers · cores / node_cores⌉: the workers' slots are placed on them in turn."""
+        return -(-self.workers * self.cores // self.node_cores)
 
 
 # -- the engine's geometry ------------------------------------------------------------------
 
 
 def state_width(dims):
-    """D = Σₖ(dₖ + 1) + 1: each representation's features and squared norm, and a one."""
+    """W = Σₖ(dₖ + 1) + 1: each representation's features and squared norm, and a one."""
     return sum(d + 1 for d in dims) + 1
 
 
-def groups(dims, state_bytes=STATE_BYTES):
+def state_bytes(dims):
+    """Array bytes of the `GramState` of representations of widths ``dims``, as
+    `jobs.engine.array_bytes` counts them: the W×W float64 matrix, the float64 shifts and the
+    M + 1 int64 offsets, 8·W² + 8·Σd + 8·(M + 1)."""
+    width = state_width(dims)
+    return 8 * width * width + 8 * sum(dims) + 8 * (len(dims) + 1)
+
+
+def groups(dims, tile_bytes):
     """Indices of the representations in each group, as `jobs.passes.moments.statistic_tiles`
-    cuts them (one group when the whole D×D float64 state fits ``state_bytes``)."""
+    cuts them (one group when the whole W×W float64 state fits ``tile_bytes``)."""
     widths = [d + 1 for d in dims]
-    if (sum(widths) + 1) ** 2 * 8 <= state_bytes:
+    if (sum(widths) + 1) ** 2 * 8 <= tile_bytes:
         return [list(range(len(dims)))]
-    budget = int(np.sqrt(state_bytes / 8)) // 2
+    budget = int(np.sqrt(tile_bytes / 8)) // 2
     result, current, width = [], [], 0
     for i, w in enumerate(widths):
         if current and width + w > budget:
@@ -144,10 +207,17 @@ def groups(dims, state_bytes=STATE_BYTES):
     return result
 
 
-def tiles(dims, state_bytes=STATE_BYTES):
+def tiles(dims, tile_bytes):
     """The (group_a, group_b) pairs of `statistic_tiles`, g ≤ h: G(G+1)/2 passes over the rows."""
-    cut = groups(dims, state_bytes)
+    cut = groups(dims, tile_bytes)
     return [(cut[g], cut[h]) for g in range(len(cut)) for h in range(g, len(cut))]
+
+
+def engine_order(count):
+    """The tiles (g, h) of ``count`` groups in the order `jobs.passes.moments.run` starts their
+    passes: the diagonal ones (g, g), then the others, each in the order of `tiles`."""
+    diagonal = [(g, g) for g in range(count)]
+    return diagonal + [(g, h) for g in range(count) for h in range(g + 1, count)]
 
 
 def tile_members(tile):
@@ -171,24 +241,47 @@ def row_group_rows(dim):
     return max(256, ROW_GROUP_BYTES // (4 * dim))
 
 
+def whole_row_groups(rows, group_rows):
+    """``rows`` rounded to a whole number of the largest of ``group_rows`` that is at most
+    2·rows (`jobs.passes.rows.whole_row_groups`)."""
+    fitting = [g for g in group_rows if g <= 2 * rows]
+    if not fitting:
+        return rows
+    step = max(fitting)
+    return max(1, round(rows / step)) * step
+
+
+@functools.cache
+def tile_unit_rows(member_dims):
+    """Rows of each unit of a pass over representations of widths ``member_dims``
+    (`jobs.alignment.Job.row_units`): `unit_rows` rounded to whole row groups."""
+    rows = unit_rows(sum(member_dims) or 1, len(member_dims))
+    return whole_row_groups(rows, [row_group_rows(d) for d in member_dims])
+
+
+def tile_slots(member_dims, n, workers):
+    """S = min(workers, ⌈n / rows⌉): one slot per unit at most (`jobs.engine.deal`)."""
+    return min(workers, -(-n // tile_unit_rows(member_dims)))
+
+
 def pilot_rows(dim, n):
     """Rows a pilot mean reads: the whole row groups that hold the first PILOT_ROWS rows."""
     group = row_group_rows(dim)
     return min(n, -(-PILOT_ROWS // group) * group)
 
 
-def job_flops(dims, n, state_bytes=STATE_BYTES):
-    """Σ over tiles of n·Dₜ(Dₜ+1), the SYRK flops (multiply and add counted) of the pass."""
+def job_flops(dims, n, tile_bytes):
+    """Σ over tiles of n·Wₜ(Wₜ+1), the SYRK flops (multiply and add counted) of the pass."""
     total = 0
-    for tile in tiles(dims, state_bytes):
-        D = state_width([dims[i] for i in tile_members(tile)])
-        total += n * D * (D + 1)
+    for tile in tiles(dims, tile_bytes):
+        W = state_width([dims[i] for i in tile_members(tile)])
+        total += n * W * (W + 1)
     return total
 
 
 def busiest_slot(n, rows, workers):
     """(units, rows) of the slot with the most rows when ⌈n/rows⌉ units of ``rows`` rows (the
-    last one shorter) are dealt to ``workers`` slots in turn, as `jobs.engine.run_units` does."""
+    last one shorter) are dealt to ``workers`` slots in turn, as `jobs.engine.deal` does."""
     units = -(-n // rows)
     sizes = np.full(units, rows)
     sizes[-1] = n - (units - 1) * rows
@@ -198,35 +291,104 @@ def busiest_slot(n, rows, workers):
     return int(np.sum(slots == busiest)), int(per_slot[busiest])
 
 
+# -- the owners and the bytes they receive --------------------------------------------------
+
+
+class OwnedPass(NamedTuple):
+    """One tile's pass (g, h) as the engine runs it: its slots, the array bytes of each slot's
+    state, the node of its owner and the bytes the owner received from slots on other nodes."""
+
+    g: int
+    h: int
+    slots: int
+    state_bytes: int
+    owner: int
+    received: int
+
+
+def owned_passes(dims, n, actors, nodes, tile_bytes, placement=None):
+    """Each tile's `OwnedPass`, in `engine_order`, and the bytes each node received in all.
+
+    Nodes are numbered 0 … nodes − 1 in the order of their Ray node ids; ``placement[s]`` is
+    the node of slot s (default s mod nodes, the slots placed in turn). As
+    `jobs.ray_slots.Owners.choose`, a pass's owner goes to the node that minimises what it has
+    received so far plus the bytes of the pass's states on other nodes, ties to the lower node;
+    what "so far" counts is what `Owners.took` has counted by then: an owner's bytes are
+    counted when the driver takes its values, which for pass t is after pass t + OWNERS_AHEAD
+    has chosen its owner, and for every diagonal pass before the first off-diagonal one.
+    """
+    placement = list(placement) if placement is not None else [s % nodes for s in range(actors)]
+    cut = groups(dims, tile_bytes)
+    group_dims = [tuple(dims[i] for i in group) for group in cut]
+    received = [0] * nodes
+    on_node = {}  # slots -> how many of them are on each node
+    passes, running = [], deque()
+
+    def take(owned):
+        received[owned.owner] += owned.received
+
+    order = engine_order(len(cut))
+    for phase in (order[: len(cut)], order[len(cut) :]):  # the diagonal passes, the others
+        for g, h in phase:
+            member_dims = group_dims[g] if g == h else group_dims[g] + group_dims[h]
+            slots = tile_slots(member_dims, n, actors)
+            size = state_bytes(member_dims)
+            if slots not in on_node:
+                counts = Counter(placement[:slots])
+                on_node[slots] = [counts[node] for node in range(nodes)]
+            incoming = [(slots - local) * size for local in on_node[slots]]
+            owner = min(range(nodes), key=lambda node: (received[node] + incoming[node], node))
+            owned = OwnedPass(g, h, slots, size, owner, incoming[owner])
+            passes.append(owned)
+            running.append(owned)
+            if len(running) > OWNERS_AHEAD:
+                take(running.popleft())
+        while running:
+            take(running.popleft())
+    return passes, received
+
+
+def bytes_reduced(dims, n, actors, tile_bytes):
+    """summary.json's ``bytes_reduced`` of a job's moments pass: Σ over tiles of Sₜ states of
+    `state_bytes` (every slot's state, on the owner's node or not)."""
+    cut = groups(dims, tile_bytes)
+    total = 0
+    for g, h in engine_order(len(cut)):
+        member_dims = tuple(dims[i] for i in (cut[g] if g == h else cut[g] + cut[h]))
+        total += tile_slots(member_dims, n, actors) * state_bytes(member_dims)
+    return total
+
+
+def max_bytes_received_per_node(dims, n, actors, nodes, tile_bytes, placement=None):
+    """summary.json's ``max_bytes_received_per_node``: the most bytes of partial states that
+    the owners on one node received from slots on other nodes (`owned_passes`)."""
+    return max(owned_passes(dims, n, actors, nodes, tile_bytes, placement)[1])
+
+
 # -- the model ------------------------------------------------------------------------------
 
-TERMS = (
-    "compute",
-    "imbalance",
-    "io",
-    "merge",
-    "checkpoints",
-    "start",
-    "pilot",
-    "reduction",
-    "measures",
-)
+PASS_TERMS = ("compute", "imbalance", "io", "merge", "checkpoints", "start")
+OWNER_TERMS = ("reduction", "measures", "axes")
+TERMS = (*PASS_TERMS, "contention", "pilot", *OWNER_TERMS)
 TERM_NAMES = {
-    "compute": "SYRK, evenly shared: Σₜ n·Dₜ(Dₜ+1) / (W · cores · rate)",
+    "compute": "SYRK, evenly shared: n·Wₜ(Wₜ+1) / (Sₜ · cores · rate) per pass",
     "imbalance": "whole units dealt to slots: the busiest slot's extra rows",
-    "io": "reads: Σₜ n·widthₜ·4 B / (W · min(read rate, storage / W))",
-    "merge": "in-place merge of each unit's state (8Dₜ² per unit)",
-    "checkpoints": "checkpoint saves, one per 30 s of an actor's work",
-    "start": "actor start, one per pass (tile)",
-    "pilot": "driver: pilot means (a row group of each member per tile)",
-    "reduction": "driver: flat merge, W states of 8Dₜ² sent to it per tile",
-    "measures": "driver: per-pair measures, pairs × cost(d)",
+    "io": "reads: n·widthₜ·4 B / (Sₜ · min(read rate, storage / Sₜ)) per pass",
+    "merge": "each unit's state merged in place, and the sum copied to the object store",
+    "checkpoints": "checkpoint saves: the first after 30 s, then ≤ 5% of a slot's time",
+    "start": "actor start, one per pass",
+    "contention": "owners' adds and measures taking cores from the next pass's slots",
+    "pilot": "driver: pilot means (a row group of each member per pass)",
+    "reduction": "waiting for owners: fetching Sₜ states over a link and adding them",
+    "measures": "waiting for owners: per-pair measures, pairs × cost(d)",
+    "axes": "waiting for owners: principal axes, once per representation",
 }
 
 
 def pair_seconds(dim_a, dim_b, measures, rates):
-    """Driver seconds for one pair: the recorded cost at d = 512, scaled by (d/512)³ for the
-    measures that decompose d×d matrices (Procrustes, CCA, SVCCA) and (d/512)² for the rest."""
+    """Seconds of one core for one pair: the recorded cost at d = 512, scaled by (d/512)³ for
+    the measures that decompose d×d matrices (Procrustes, CCA, SVCCA) and (d/512)² for the
+    rest."""
     d = math.sqrt(dim_a * dim_b)
     total = 0.0
     for label, seconds in rates.pair_seconds:
@@ -235,68 +397,174 @@ def pair_seconds(dim_a, dim_b, measures, rates):
     return total
 
 
+def checkpoint_saves(work, save):
+    """Saves a slot makes in ``work`` seconds when one takes ``save`` seconds
+    (`jobs.engine.SlotAccumulator`): the first after CHECKPOINT_SECONDS, then one every
+    max(CHECKPOINT_SECONDS, save / CHECKPOINT_SHARE) (unit boundaries left out)."""
+    if work < CHECKPOINT_SECONDS:
+        return 0
+    interval = max(CHECKPOINT_SECONDS, save / CHECKPOINT_SHARE)
+    return 1 + math.floor((work - CHECKPOINT_SECONDS) / interval)
+
+
 @functools.cache
-def _tile_terms(member_dims, pairs_dims, n, workers, cores, measures, rates):
-    D = state_width(member_dims)
+def _pass_terms(member_dims, n, workers, cores, rates):
+    """Seconds of a pass's PASS_TERMS (its busiest slot's work and its actors' start) and of
+    the driver's pilot means before it, for members of widths ``member_dims``."""
+    W = state_width(member_dims)
     width = sum(member_dims)
-    state = 8 * D * D
-    rows = unit_rows(width, len(member_dims))
-    units, busy_rows = busiest_slot(n, rows, workers)
-    slots = min(workers, -(-n // rows))
-    row_syrk = D * (D + 1) / (cores * rates.syrk_flops)
-    read = min(rates.read_bytes, rates.storage_bytes / workers)
+    state = 8 * W * W
+    units, busy_rows = busiest_slot(n, tile_unit_rows(member_dims), workers)
+    slots = tile_slots(member_dims, n, workers)
+    row_syrk = W * (W + 1) / (cores * rates.syrk_flops)
+    read = min(rates.read_bytes, rates.storage_bytes / slots)
     row_read = width * 4 / read
-    work = busy_rows * (row_syrk + row_read) + units * state / rates.merge_bytes
+    merge = units * state / rates.merge_bytes  # units − 1 merges, and the copy to the store
+    save = state / rates.checkpoint_bytes
+    saves = checkpoint_saves(busy_rows * (row_syrk + row_read) + merge, save)
     pilot_bytes = sum(pilot_rows(d, n) * d * 4 for d in member_dims)
     return {
-        "compute": n / workers * row_syrk,
-        "imbalance": (busy_rows - n / workers) * (row_syrk + row_read),
-        "io": n / workers * row_read,
-        "merge": units * state / rates.merge_bytes,
-        "checkpoints": math.floor(work / CHECKPOINT_SECONDS) * state / rates.checkpoint_bytes,
+        "compute": n / slots * row_syrk,
+        "imbalance": (busy_rows - n / slots) * (row_syrk + row_read),
+        "io": n / slots * row_read,
+        "merge": merge,
+        "checkpoints": saves * save,
         "start": rates.actor_start,
-        "pilot": pilot_bytes / rates.driver_read_bytes,
-        "reduction": slots * state / rates.network_bytes + (slots - 1) * state / rates.merge_bytes,
-        "measures": sum(pair_seconds(a, b, measures, rates) for a, b in pairs_dims),
+        "pilot": pilot_bytes / rates.file_read_bytes,
     }
 
 
-def predict(job, rates):
-    """Seconds of each term (see TERM_NAMES), summed over the job's tiles, and its geometry."""
-    terms = dict.fromkeys(TERMS, 0.0)
-    shapes = tiles(job.dims, job.state_bytes)
-    widest = 0
-    bytes_read = 0
-    for tile in shapes:
-        member_dims = tuple(job.dims[i] for i in tile_members(tile))
-        group_a, group_b = tile
-        if group_a == group_b:
-            pairs = [(a, b) for i, a in enumerate(group_a) for b in group_a[i:]]
+@functools.cache
+def _owner_work(dims_a, dims_b, diagonal, slots, measures, rates):
+    """Seconds of a pass's owner on one core besides fetching (OWNER_TERMS): adding its
+    ``slots`` states, each sum a new state (a copy and an in-place add, 2·8W² bytes at the merge
+    rate); the tile's pairs × `pair_seconds`; and with CCA or SVCCA the principal axes, an
+    eigendecomposition of each member's d×d block in a diagonal tile (eigh's d = 512 time ×
+    (d/512)³), a load of each member's kept axes (8·(d² + d) bytes) in the others."""
+    member_dims = dims_a if diagonal else dims_a + dims_b
+    W = state_width(member_dims)
+    adds = (slots - 1) * 2 * 8 * W * W / rates.merge_bytes
+    if diagonal:
+        pairs = [(a, b) for i, a in enumerate(dims_a) for b in dims_a[i:]]
+    else:
+        pairs = [(a, b) for a in dims_a for b in dims_b]
+    measured = sum(pair_seconds(a, b, measures, rates) for a, b in pairs)
+    axes = 0.0
+    if any(label in AXES for label in MEASURE_SETS[measures]):
+        if diagonal:
+            axes = sum(rates.eigh_seconds * (d / 512) ** 3 for d in member_dims)
         else:
-            pairs = [(a, b) for a in group_a for b in group_b]
-        pairs_dims = tuple(sorted((job.dims[a], job.dims[b]) for a, b in pairs))
-        part = _tile_terms(
-            member_dims, pairs_dims, job.n, job.workers, job.cores, job.measures, rates
-        )
-        for key in TERMS:
-            terms[key] += part[key]
-        widest = max(widest, state_width(member_dims))
-        bytes_read += job.n * sum(member_dims) * 4
-    widest_members = max(len(tile_members(t)) for t in shapes)
-    width = max(sum(job.dims[i] for i in tile_members(t)) for t in shapes)
-    rows = unit_rows(width, widest_members)
+            axes = sum(8 * (d * d + d) for d in member_dims) / rates.file_read_bytes
+    return {"reduction": adds, "measures": measured, "axes": axes}
+
+
+class _Owner(NamedTuple):
+    start: float
+    end: float
+    cpu: float  # seconds of one core within [start, end]
+    parts: dict  # OWNER_TERMS -> seconds of [start, end] spent on it
+
+
+def predict(job, rates):
+    """Seconds of each term (TERM_NAMES) of the job's moments pass, and its geometry, traffic
+    and memory, as the engine runs its tiles (`owned_passes`, default placement).
+
+    The driver runs the passes one after another, each after its pilot means. A pass lasts its
+    busiest slot's work and its actors' start (`_pass_terms`), lengthened by the CPU seconds
+    of a running owner that fall within it over the cores of a node (an owner is a task of 0
+    CPUs: its core is taken from the slots of its node; its CPU time is taken as spread evenly
+    over its run). The owner of a pass starts when the pass ends, fetches its states over its
+    node's link once the earlier owners on that node have done so, adds them, then measures
+    (`_owner_work`). The driver waits for it after the next pass (OWNERS_AHEAD), and for
+    every diagonal owner before the first off-diagonal pass; a wait is shared among the
+    reduction, measures and axes terms in proportion to the owner's time in each.
+    """
+    passes, received = owned_passes(job.dims, job.n, job.workers, job.nodes, job.budget)
+    cut = groups(job.dims, job.budget)
+    group_dims = [tuple(job.dims[i] for i in group) for group in cut]
+    terms = dict.fromkeys(TERMS, 0.0)
+    owners = dict.fromkeys(("fetch", *OWNER_TERMS), 0.0)  # the owners' work, hidden or not
+    link_free = [0.0] * job.nodes
+    running = deque()
+    clock = 0.0
+    flops = bytes_read = reduced = 0
+    widest = ()
+
+    def wait(owner):
+        nonlocal clock
+        if owner.end > clock:
+            for key, seconds in owner.parts.items():
+                terms[key] += (owner.end - clock) * seconds / (owner.end - owner.start)
+            clock = owner.end
+
+    for phase in (passes[: len(cut)], passes[len(cut) :]):  # the diagonal passes, the others
+        for owned in phase:
+            diagonal = owned.g == owned.h
+            member_dims = group_dims[owned.g] + (() if diagonal else group_dims[owned.h])
+            part = _pass_terms(member_dims, job.n, job.workers, job.cores, rates)
+            clock += part["pilot"]
+            terms["pilot"] += part["pilot"]
+            length = sum(part[key] for key in PASS_TERMS)
+            stolen = sum(
+                max(0.0, min(o.end, clock + length) - max(o.start, clock))
+                * o.cpu
+                / (o.end - o.start)
+                for o in running
+                if o.end > o.start
+            )
+            for key in PASS_TERMS:
+                terms[key] += part[key]
+            terms["contention"] += stolen / job.node_cores
+            clock += length + stolen / job.node_cores
+            work = _owner_work(
+                group_dims[owned.g], group_dims[owned.h], diagonal, owned.slots, job.measures, rates
+            )
+            fetch = owned.received / rates.network_bytes
+            added = max(clock, link_free[owned.owner]) + fetch + work["reduction"]
+            link_free[owned.owner] = added
+            end = added + work["measures"] + work["axes"]
+            parts = {"reduction": added - clock, "measures": work["measures"], "axes": work["axes"]}
+            running.append(_Owner(clock, end, sum(work.values()), parts))
+            if len(running) > OWNERS_AHEAD:
+                wait(running.popleft())
+            owners["fetch"] += fetch
+            for key in OWNER_TERMS:
+                owners[key] += work[key]
+            W = state_width(member_dims)
+            flops += job.n * W * (W + 1)
+            bytes_read += job.n * sum(member_dims) * 4
+            reduced += owned.slots * owned.state_bytes
+            if W > state_width(widest):
+                widest = member_dims
+        while running:
+            wait(running.popleft())
+    M = len(job.dims)
+    values = M * (M + 1) // 2 * len(MEASURE_SETS[job.measures])
+    pickled, held, table = rates.value_bytes
+    W = state_width(widest)
+    worker = worker_bytes(widest, rates)
+    owner_states = (OWNERS_AHEAD + 1) * 3 * 8 * W * W
     return {
         "terms": terms,
-        "total": sum(terms.values()),
-        "tiles": len(shapes),
-        "groups": len(groups(job.dims, job.state_bytes)),
+        "total": clock,
+        "syrk": flops / (job.workers * job.cores * rates.syrk_flops),
+        "owners": owners,
+        "tiles": len(passes),
+        "groups": len(cut),
         "D": state_width(job.dims),
-        "tile_D": widest,
-        "flops": job_flops(job.dims, job.n, job.state_bytes),
+        "tile_D": W,
+        "flops": flops,
         "bytes_read": bytes_read,
-        "actor_bytes": actor_bytes(widest, width, widest_members, rows, rates),
-        "driver_bytes": (job.workers + 1) * 8 * widest**2,
-        "pairs": len(job.dims) * (len(job.dims) + 1) // 2,
+        "reads_per_row": len(cut),
+        "pairs": M * (M + 1) // 2,
+        "values": values,
+        "bytes_reduced": reduced,
+        "max_bytes_received_per_node": max(received),
+        "bytes_to_driver": values * pickled,
+        "driver_bytes": values * held,
+        "driver_peak_bytes": values * table,
+        "worker_bytes": worker,
+        "node_bytes": job.node_cores // job.cores * worker + owner_states,
     }
 
 
@@ -307,12 +575,24 @@ def actor_bytes(D, width, representations, rows, rates):
     return 2 * 8 * D * D + rows * width * 4 + block + rates.actor_base_bytes
 
 
+def worker_bytes(member_dims, rates):
+    """Peak bytes of one worker in a pass over ``member_dims``: its actor (`actor_bytes`) and
+    two copies of a state in its node's object store, this pass's and the previous pass's
+    (kept until that pass's owner has added it): STATES_PER_WORKER states in all. A node adds
+    the owners it runs, OWNERS_AHEAD + 1 at most, 3 states each (their sum, the new sum, the
+    state being added)."""
+    W = state_width(member_dims)
+    width = sum(member_dims)
+    actor = actor_bytes(W, width, len(member_dims), tile_unit_rows(member_dims), rates)
+    return actor + 2 * 8 * W * W
+
+
 def actor_base_from_part3():
     """The base of `actor_bytes`: part 3's measured peak less what the model counts for it."""
-    dims, D = (128,) * 4, state_width((128,) * 4)
-    rows = unit_rows(sum(dims), len(dims))
+    dims = (128,) * 4
+    rows = tile_unit_rows(dims)
     zero = replace(_rates(syrk_flops=1.0), actor_base_bytes=0.0)
-    return PART3_VMHWM - actor_bytes(D, sum(dims), len(dims), rows, zero)
+    return PART3_VMHWM - actor_bytes(state_width(dims), sum(dims), len(dims), rows, zero)
 
 
 def _rates(syrk_flops, storage_bytes=math.inf, network_bytes=10e9 / 8):
@@ -320,81 +600,22 @@ def _rates(syrk_flops, storage_bytes=math.inf, network_bytes=10e9 / 8):
         syrk_flops=syrk_flops,
         read_bytes=RECORDED["read_bytes"],
         storage_bytes=storage_bytes,
-        driver_read_bytes=RECORDED["driver_read_bytes"],
+        file_read_bytes=RECORDED["file_read_bytes"],
         merge_bytes=RECORDED["merge_bytes"],
         checkpoint_bytes=RECORDED["checkpoint_bytes"],
         network_bytes=network_bytes,
         actor_start=RECORDED["actor_start"],
         actor_base_bytes=0.0,
+        eigh_seconds=RECORDED["eigh_seconds"],
         pair_seconds=RECORDED["pair_seconds"],
+        value_bytes=RECORDED["value_bytes"],
     )
 
 
-def calibrated_rates(syrk_flops, storage_bytes, network_bytes):
+def calibrated_rates(syrk_flops, storage_bytes, network_bytes, value_bytes=None):
     rates = _rates(syrk_flops, storage_bytes, network_bytes)
+    rates = replace(rates, value_bytes=value_bytes or rates.value_bytes)
     return replace(rates, actor_base_bytes=actor_base_from_part3())
-
-
-# -- the reduction ----------------------------------------------------------------------------
-
-
-def tree_receives(workers):
-    """States each worker receives in one binary-tree reduction over ``workers`` workers: in
-    round r, worker i (i a multiple of 2^(r+1)) receives the state of worker i + 2^r."""
-    received = np.zeros(workers, dtype=np.int64)
-    step = 1
-    while step < workers:
-        receivers = np.arange(0, workers - step, 2 * step)
-        received[receivers] += 1
-        step *= 2
-    return received
-
-
-def reduction(state_bytes, count, workers, scheme):
-    """Simulated traffic of reducing ``count`` states of ``state_bytes`` each, every one the sum
-    of one partial state per worker (the row-split engine: each worker holds a part of every
-    state). Returns the bytes each worker receives (array), the bytes the driver receives, and
-    the critical path in bytes over one link (divide by the bandwidth for seconds).
-
-    - "flat": every worker sends each partial state to the driver (`jobs.engine.run_units`).
-    - "tree": a binary tree over the workers per state (`tree_receives`), the root sending the
-      sum to the driver; for many states the tree is rotated by one worker per state, so the
-      roots take turns. A single state's rounds are serial: ⌈log₂W⌉ + 1 transfers.
-    - "scatter": state s is reduced at worker s mod W, which receives the W − 1 other parts
-      and sends the sum to the driver; a single state is first cut into W column chunks
-      (a reduce-scatter; the sum is elementwise, so any cut works).
-
-    Transfers of different states are taken to overlap, each link carrying one at a time: the
-    critical path is the busiest link's bytes, or a single state's serial chain if longer.
-    """
-    if scheme == "flat":
-        worker_in = np.zeros(workers)
-        driver_in = workers * state_bytes * count
-        chain = local = state_bytes  # the driver is the reducer
-    elif scheme == "tree":
-        one = tree_receives(workers) * state_bytes
-        cycles, rest = divmod(count, workers)
-        worker_in = cycles * one.sum() + sum(np.roll(one, t) for t in range(rest))
-        worker_in = np.broadcast_to(worker_in, (workers,)).astype(float)
-        driver_in = state_bytes * count
-        local = int(one.max() // state_bytes) * state_bytes  # the root's serial rounds
-        chain = local + state_bytes
-    elif scheme == "scatter":
-        chunk, chunks = (state_bytes / workers, workers) if count == 1 else (state_bytes, count)
-        owned = np.bincount(np.arange(chunks) % workers, minlength=workers)
-        worker_in = owned * (workers - 1) * chunk
-        driver_in = chunk * chunks
-        chain, local = chunk, 0.0
-    else:
-        raise ValueError(f"scheme must be 'flat', 'tree' or 'scatter'; got {scheme!r}.")
-    most = float(np.max(worker_in))
-    link = max(most, driver_in, chain)
-    return {
-        "worker_in": worker_in,
-        "driver_in": driver_in,
-        "link": link,
-        "link_in_place": link if scheme == "flat" else max(most, local),
-    }
 
 
 # -- calibration ------------------------------------------------------------------------------
@@ -426,6 +647,52 @@ def measure_syrk_rate(width, seconds):
     return {"wall": flops / wall, "cpu": flops / cpu, "calls": calls}
 
 
+def measure_value_bytes(measures, count=6, size=7):
+    """Bytes per value of ``measures`` (a key of MEASURE_SETS) with analytic nulls: pickled as
+    an owner sends a tile's `repalign.results.Values`, held by the driver once merged, and the
+    driver's peak while it builds the result table (`Values.table`: Python objects by
+    tracemalloc, plus the Arrow table's buffers). Measured on the engine's `TileMeasure` of the
+    tiles of ``count`` groups of ``size`` small representations named like a zoo's layers: what
+    a value costs depends on neither d nor n."""
+    from itertools import combinations_with_replacement
+
+    from jobs.passes.moments import TileMeasure
+    from repalign.results import Values
+    from repalign.spec import Measure
+    from repalign.stats import GramState
+
+    configs = [Measure(**CONFIGS[label]) for label in MEASURE_SETS[measures]]
+    names = [f"model-{i // 4:03d}/layer-{i % 4:02d}" for i in range(count * size)]
+    rng = np.random.default_rng(0)
+    data = {name: rng.standard_normal((64, 4)) for name in names}
+    cut = [names[g * size : (g + 1) * size] for g in range(count)]
+    sent = []
+    for g, h in engine_order(count):
+        members = cut[g] if g == h else cut[g] + cut[h]
+        if g == h:
+            pairs = list(combinations_with_replacement(cut[g], 2))
+        else:
+            pairs = [(a, b) for a in cut[g] for b in cut[h]]
+        state = GramState.from_arrays([data[name] for name in members])
+        tile = TileMeasure(configs, members, pairs, "analytic", None, None, None)(state)
+        sent.append(pickle.dumps(tile, protocol=pickle.HIGHEST_PROTOCOL))
+    values = len(configs) * len(names) * (len(names) + 1) // 2
+    Values(names[:2], dict.fromkeys(names[:2], "")).table(configs, 64)  # imports, not counted
+    tracemalloc.start()
+    driver = Values(names, dict.fromkeys(names, ""))
+    for blob in sent:
+        driver.merge(pickle.loads(blob))
+    held = tracemalloc.get_traced_memory()[0]
+    table = driver.table(configs, 64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (
+        round(sum(map(len, sent)) / values),
+        round(held / values),
+        round((peak + table.nbytes) / values),
+    )
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -453,22 +720,53 @@ def table(head, rows):
     return "\n".join(lines) + "\n"
 
 
-# Recorded jobs (benchmarks/RESULTS.md, "engine.py (issue 5)"): label, job, measured whole
-# job and measured actors' part (`run_units`, wall) in seconds, None where not recorded.
+# Recorded jobs (benchmarks/RESULTS.md, "engine.py (issue 5)"), each one tile on this 2-core
+# machine: label, job, measured whole job and measured actors' part (`run_units`, wall) in
+# seconds, None where not recorded.
 VALIDATION = (
-    ("part 1, recorded run (22:57)", Job((512,) * 16, 200_000, 2), 165.7, 150.2),
-    ("part 1, second run (23:23, loaded)", Job((512,) * 16, 200_000, 2), 202.4, 171.6),
-    ("part 2 (best of 3)", Job((512,) * 8, 8_000, 2, measures="cka2"), 2.78, 2.41),
-    ("part 3, n = 10⁵", Job((128,) * 4, 100_000, 2), 1.7, None),
-    ("part 3, n = 10⁶", Job((128,) * 4, 1_000_000, 2), 15.4, None),
-    ("part 5, 1 actor × 2 CPUs (best)", Job((512,) * 8, 100_000, 1, 2, "cka"), 29.4, 29.0),
-    ("part 5, 2 actors × 1 CPU (best)", Job((512,) * 8, 100_000, 2, 1, "cka"), 27.1, 26.8),
+    ("part 1, recorded run (22:57)", Job((512,) * 16, 200_000, 2, node_cores=2), 165.7, 150.2),
+    (
+        "part 1, second run (23:23, loaded)",
+        Job((512,) * 16, 200_000, 2, node_cores=2),
+        202.4,
+        171.6,
+    ),
+    ("part 2 (best of 3)", Job((512,) * 8, 8_000, 2, measures="cka2", node_cores=2), 2.78, 2.41),
+    ("part 3, n = 10⁵", Job((128,) * 4, 100_000, 2, node_cores=2), 1.7, None),
+    ("part 3, n = 10⁶", Job((128,) * 4, 1_000_000, 2, node_cores=2), 15.4, None),
+    (
+        "part 5, 1 actor × 2 CPUs (best)",
+        Job((512,) * 8, 100_000, 1, 2, "cka", node_cores=2),
+        29.4,
+        29.0,
+    ),
+    (
+        "part 5, 2 actors × 1 CPU (best)",
+        Job((512,) * 8, 100_000, 2, 1, "cka", node_cores=2),
+        27.1,
+        26.8,
+    ),
 )
-RUN_UNITS = ("compute", "imbalance", "io", "merge", "checkpoints", "start", "reduction")
+RUN_UNITS = (*PASS_TERMS, "reduction")  # the old engine's `run_units`: the passes, the merge
+TARGET_RATIO = 1.3  # the job at most this many times its SYRK time
+TARGET_DRIVER_BYTES = 4e9
 
 
 def dominant(terms):
     return max(terms, key=terms.get)
+
+
+def shape(job):
+    return (
+        f"{job.workers} × {job.cores} core{'s' if job.cores > 1 else ''} on {job.nodes} "
+        f"node{'s' if job.nodes > 1 else ''} of {job.node_cores}, "
+        f"{job.worker_memory / GiB:g} GiB per CPU"
+        + (f", tile_bytes {fmt_b(job.tile_bytes)}" if job.tile_bytes else "")
+    )
+
+
+def verdict(met):
+    return "**met**" if met else "**missed**"
 
 
 def report(args, rates, calibration):
@@ -515,53 +813,78 @@ def report(args, rates, calibration):
         )
     )
     add(
-        "'actors' part' is `run_units` (actor start, the actors' reads, SYRK, merges and "
-        "checkpoints, the flat merge at the driver); the whole job adds the driver's pilot "
-        "means and per-pair measures. The measured seconds are wall times of runs on this "
-        "shared machine; the model's SYRK rate is a dedicated core's.\n"
+        "The measured runs are of the engine before f6ec19f (the driver added the slots' states "
+        "and measured the pairs). Each is one tile on one node, where the engine now does the "
+        "same work in an owner task on that node (no state crosses a link), so the model's "
+        "terms are the same but for where they run. 'actors' part' is the old `run_units` "
+        "(actor start, the actors' reads, SYRK, merges and checkpoints, the adds of the slots' "
+        "states); the whole job adds the pilot means and the per-pair measures. The measured "
+        "seconds are wall times of runs on this shared machine; the model's SYRK rate is a "
+        "dedicated core's.\n"
     )
     p3 = predict(VALIDATION[3][1], rates)
+    p1 = predict(VALIDATION[0][1], rates)
     add(
         f"Memory: part 3's actor peak (382 MiB) is the calibration of the actor's base "
-        f"({rates.actor_base_bytes / MiB:.0f} MiB besides states, unit and row block); part 1's "
-        f"actors are predicted at {predict(VALIDATION[0][1], rates)['actor_bytes'] / MiB:,.0f} "
-        f"MiB (not recorded), part 3's at {p3['actor_bytes'] / MiB:.0f} MiB at both n.\n"
+        f"({rates.actor_base_bytes / MiB:.0f} MiB besides states, unit and row block); the "
+        f"model's workers (the actor and two states in the object store) of part 1 come to "
+        f"{p1['worker_bytes'] / MiB:,.0f} MiB, of part 3 to {p3['worker_bytes'] / MiB:.0f} MiB "
+        f"(not recorded).\n"
     )
 
     dims = (args.dim,) * args.models
-    job = Job(dims, args.rows, args.workers, measures=args.measures)
+    job = Job(
+        dims,
+        args.rows,
+        args.workers,
+        args.cores,
+        args.measures,
+        round(args.worker_memory_gib * GiB),
+        round(args.tile_gib * GiB) if args.tile_gib else None,
+        args.node_cores,
+    )
     p = predict(job, rates)
-    G, T = p["groups"], p["tiles"]
-    add(f"## Prediction: {args.models:,} × d = {args.dim:,}, n = {args.rows:,}, ")
-    out[-1] += f"{args.workers} workers (1 core each), measures '{args.measures}'\n"
+    add(f"## Prediction: {args.models:,} × d = {args.dim:,}, n = {args.rows:,}\n")
+    add(f"{shape(job)}; measures '{args.measures}'.\n")
     untiled = 8 * p["D"] ** 2
-    group_sizes = sorted({len(g) for g in groups(dims)})
+    group_sizes = sorted({len(g) for g in groups(dims, job.budget)})
+    untiled_flops = args.rows * p["D"] * (p["D"] + 1)
+    node_memory = job.node_cores * job.worker_memory
     add(
         table(
             ["quantity", "value"],
             [
-                ["D = Σ(d+1)+1", f"{p['D']:,}"],
-                ["untiled state 8·D²", f"{fmt_b(untiled)} (STATE_BYTES = {fmt_b(STATE_BYTES)})"],
-                ["groups G (representations per group)", f"{G} ({group_sizes})"],
-                ["tiles G(G+1)/2 (passes over the rows)", f"{T:,}"],
+                ["W = Σ(d+1)+1", f"{p['D']:,}"],
+                ["untiled state 8·W²", fmt_b(untiled)],
+                ["tile budget (tile_bytes)", fmt_b(job.budget)],
+                ["groups G (representations per group)", f"{p['groups']} ({group_sizes})"],
+                ["tiles G(G+1)/2 (passes over the rows)", f"{p['tiles']:,}"],
                 [
-                    "widest tile Dₜ, its state 8·Dₜ²",
+                    "widest tile Wₜ, its state 8·Wₜ²",
                     f"{p['tile_D']:,}, {fmt_b(8 * p['tile_D'] ** 2)}",
                 ],
-                ["SYRK flops, tiled (Σₜ n·Dₜ(Dₜ+1))", f"{p['flops']:.3g}"],
-                ["SYRK flops, untiled (n·D(D+1))", f"{args.rows * p['D'] * (p['D'] + 1):.3g}"],
-                [
-                    "tiling overhead (tiled / untiled)",
-                    f"{p['flops'] / (args.rows * p['D'] * (p['D'] + 1)):.3f}",
-                ],
-                ["reads of each row", f"{G} (once per tile holding its group)"],
+                ["SYRK flops, tiled (Σₜ n·Wₜ(Wₜ+1))", f"{p['flops']:.3g}"],
+                ["SYRK flops, untiled (n·W(W+1))", f"{untiled_flops:.3g}"],
+                ["tiling overhead (tiled / untiled)", f"{p['flops'] / untiled_flops:.3f}"],
+                ["reads_per_row", f"{p['reads_per_row']} (once per tile holding its group)"],
                 [
                     "bytes read",
                     f"{fmt_b(p['bytes_read'])} (one pass: {fmt_b(args.rows * sum(dims) * 4)})",
                 ],
-                ["pairs M(M+1)/2", f"{p['pairs']:,}"],
-                ["memory per actor", fmt_b(p["actor_bytes"])],
-                ["driver memory, flat merge (W+1 states)", fmt_b(p["driver_bytes"])],
+                ["pairs M(M+1)/2, values (× configurations)", f"{p['pairs']:,}, {p['values']:,}"],
+                ["bytes_reduced (Σₜ Sₜ states)", fmt_b(p["bytes_reduced"])],
+                ["max_bytes_received_per_node", fmt_b(p["max_bytes_received_per_node"])],
+                ["bytes_to_driver (the values, pickled)", fmt_b(p["bytes_to_driver"])],
+                [
+                    "memory per worker, peak",
+                    f"{fmt_b(p['worker_bytes'])} of {fmt_b(job.worker_memory * job.cores)}",
+                ],
+                [
+                    "memory per node, peak (workers and owners)",
+                    f"{fmt_b(p['node_bytes'])} of {fmt_b(node_memory)}",
+                ],
+                ["driver: the values held", fmt_b(p["driver_bytes"])],
+                ["driver: peak, building the table", fmt_b(p["driver_peak_bytes"])],
             ],
         )
     )
@@ -571,46 +894,65 @@ def report(args, rates, calibration):
     ]
     rows.append(["total", "", f"**{fmt_s(p['total'])}**", "100%"])
     add(table(["term", "what", "time", "share"], rows))
+    o = p["owners"]
+    owned = sum(o.values())
+    waited = sum(p["terms"][k] for k in OWNER_TERMS)
+    add(
+        f"Dominant term: **{dominant(p['terms'])}**. The owners' work in all: fetching "
+        f"{fmt_s(o['fetch'])}, adding {fmt_s(o['reduction'])}, measures {fmt_s(o['measures'])}, "
+        f"axes {fmt_s(o['axes'])}; {fmt_s(owned)} in all, of which the driver waited "
+        f"{fmt_s(waited)} ({waited / owned:.0%}); the rest ran during the next pass.\n"
+    )
+    wider = predict(replace(job, workers=4 * job.workers), rates)
+    ratio = p["total"] / p["syrk"]
+    add(
+        table(
+            ["target", "prediction", ""],
+            [
+                [
+                    f"≤ {TARGET_RATIO:g}× the SYRK time ({fmt_s(p['syrk'])} = flops / (W · cores · rate))",
+                    f"{fmt_s(p['total'])}, {ratio:.2f}×",
+                    verdict(ratio <= TARGET_RATIO),
+                ],
+                [
+                    f"≤ {fmt_b(TARGET_DRIVER_BYTES)} at the driver",
+                    f"{fmt_b(p['driver_peak_bytes'])} (values held: {fmt_b(p['driver_bytes'])})",
+                    verdict(p["driver_peak_bytes"] <= TARGET_DRIVER_BYTES),
+                ],
+                [
+                    f"no longer at {4 * job.workers} workers than at {job.workers}",
+                    f"{fmt_s(wider['total'])} against {fmt_s(p['total'])} "
+                    f"(dominant: {dominant(wider['terms'])})",
+                    verdict(wider["total"] <= p["total"]),
+                ],
+            ],
+        )
+    )
     cka = predict(replace(job, measures="cka"), rates)
     add(
-        f"Dominant term: **{dominant(p['terms'])}**. With CKA (biased) alone as the measure, "
-        f"the driver's measures take {fmt_s(cka['terms']['measures'])} and the job "
-        f"{fmt_s(cka['total'])} (dominant: {dominant(cka['terms'])}).\n"
+        f"With CKA (biased) alone as the measure, the job takes {fmt_s(cka['total'])}, "
+        f"{cka['total'] / cka['syrk']:.2f}× its SYRK time (dominant: "
+        f"{dominant(cka['terms'])}); the driver's peak is {fmt_b(cka['driver_peak_bytes'])}.\n"
     )
 
-    t = p["terms"]
-    scatter = reduction(8 * p["tile_D"] ** 2, T, args.workers, "scatter")
-    link = scatter["link_in_place"]
-    actors = sum(t[k] for k in ("compute", "imbalance", "io", "merge", "checkpoints"))
-    shared = t["measures"] / args.workers
-    alternative = actors + t["start"] + t["pilot"] + link / rates.network_bytes + shared
-    add(
-        "For comparison (not what the engine does): with each tile's partial states reduced "
-        "at one worker (tile t at worker t mod W, the 'scatter' scheme below) and that worker "
-        f"measuring the tile's pairs, the reduction's busiest link carries {fmt_b(link)} "
-        f"({fmt_s(link / rates.network_bytes)}), the measures are shared by the workers "
-        f"({fmt_s(shared)}), the driver holds no state, and the job takes about "
-        f"{fmt_s(alternative)}, {p['total'] / alternative:.1f}× less.\n"
-    )
-
-    add("## Over workers and n (same representations, measures '" + args.measures + "')\n")
+    add(f"## Over workers and n (same representations and nodes, measures '{args.measures}')\n")
     rows = []
     for n in (10**5, 10**6, 10**7):
         for workers in (1, 2, 8, 64, 256):
-            q = predict(Job(dims, n, workers, measures=args.measures), rates)
+            q = predict(replace(job, n=n, workers=workers), rates)
             t = q["terms"]
-            actors = sum(t[k] for k in ("compute", "imbalance", "io", "merge", "checkpoints"))
-            driver = sum(t[k] for k in ("start", "pilot", "reduction", "measures"))
+            passes = sum(t[k] for k in (*PASS_TERMS, "contention", "pilot"))
             rows.append(
                 [
                     f"{n:,}",
                     workers,
                     fmt_s(t["compute"]),
                     fmt_s(t["io"]),
-                    fmt_s(actors),
+                    fmt_s(passes),
                     fmt_s(t["reduction"]),
-                    fmt_s(driver),
+                    fmt_s(t["measures"] + t["axes"]),
                     fmt_s(q["total"]),
+                    f"{q['total'] / q['syrk']:.2f}",
                     dominant(t),
                 ]
             )
@@ -621,47 +963,85 @@ def report(args, rates, calibration):
                 "workers",
                 "compute",
                 "I/O",
-                "actors' part",
-                "reduction",
-                "driver (all)",
+                "passes (all)",
+                "reduction wait",
+                "measures wait",
                 "total",
+                "× SYRK",
                 "dominant",
             ],
             rows,
         )
     )
 
-    gbit = rates.network_bytes * 8 / 1e9
-    add(f"## Reduction: bytes received and seconds at {gbit:g} Gbit/s per link\n")
-    add(
-        "Per worker: the most bytes one worker receives. 'to driver': the critical path when "
-        "the driver receives the sums and measures the pairs (as now); 'in place': when the "
-        "worker that completes a sum measures its pairs itself (nothing sent to the driver "
-        "but the values).\n"
-    )
-    T_states, S_tile = T, 8 * p["tile_D"] ** 2
+    add(f"## Zoos: M × d = {args.dim:,} at n = {args.rows:,} ({shape(job)})\n")
     rows = []
-    for workers in (2, 8, 64, 256, 1024):
-        for tiling, state, count in (
-            ("untiled (one state)", untiled, 1),
-            (f"tiled ({T_states:,} × {fmt_b(S_tile)})", S_tile, T_states),
-        ):
-            for scheme in ("flat", "tree", "scatter"):
-                r = reduction(state, count, workers, scheme)
+    for models in (100, 1000, 10000):
+        q = predict(replace(job, dims=(args.dim,) * models), rates)
+        rows.append(
+            [
+                f"{models:,}",
+                f"{q['tiles']:,}",
+                fmt_s(q["syrk"]),
+                fmt_s(q["total"]),
+                f"{q['total'] / q['syrk']:.2f}",
+                dominant(q["terms"]),
+                fmt_b(q["max_bytes_received_per_node"]),
+                fmt_b(q["driver_bytes"]),
+                fmt_b(q["driver_peak_bytes"]),
+            ]
+        )
+    add(
+        table(
+            [
+                "M",
+                "tiles",
+                "SYRK",
+                "total",
+                "× SYRK",
+                "dominant",
+                "max received per node",
+                "driver: values",
+                "driver: peak",
+            ],
+            rows,
+        )
+    )
+
+    add(f"## Layouts for {args.models:,} × d = {args.dim:,} (n = {args.rows:,})\n")
+    rows = []
+    for cores_total in (job.workers, 4 * job.workers):
+        for cores in (1, 4, job.node_cores):
+            for tile in (None, cores * job.worker_memory // STATES_PER_WORKER):
+                if tile is not None and cores == 1:
+                    continue
+                layout = replace(job, workers=cores_total // cores, cores=cores, tile_bytes=tile)
+                q = predict(layout, rates)
+                node_memory = layout.node_cores * layout.worker_memory
                 rows.append(
                     [
-                        workers,
-                        tiling,
-                        scheme,
-                        fmt_b(float(np.max(r["worker_in"]))),
-                        fmt_b(r["driver_in"]),
-                        fmt_s(r["link"] / rates.network_bytes),
-                        fmt_s(r["link_in_place"] / rates.network_bytes),
+                        cores_total,
+                        f"{layout.workers} × {cores}",
+                        fmt_b(layout.budget),
+                        f"{q['tiles']:,}",
+                        fmt_s(q["total"]),
+                        f"{q['total'] / q['syrk']:.2f}",
+                        dominant(q["terms"]),
+                        f"{q['node_bytes'] / node_memory:.0%}",
                     ]
                 )
     add(
         table(
-            ["W", "statistic", "scheme", "per worker in", "driver in", "to driver", "in place"],
+            [
+                "CPUs",
+                "workers × cores",
+                "tile_bytes",
+                "tiles",
+                "total",
+                "× SYRK",
+                "dominant",
+                "node memory used",
+            ],
             rows,
         )
     )
@@ -676,9 +1056,18 @@ def parse_args(argv):
     parser.add_argument("--models", type=int, default=1000, help="representations M")
     parser.add_argument("--dim", type=int, default=1024, help="width d of each")
     parser.add_argument("--rows", type=int, default=10**6, help="n")
-    parser.add_argument("--workers", type=int, default=64, help="actors (1 core each)")
+    parser.add_argument("--workers", type=int, default=64, help="actors")
+    parser.add_argument("--cores", type=int, default=1, help="CPUs per actor")
+    parser.add_argument("--node-cores", type=int, default=16, help="CPUs per node")
     parser.add_argument(
-        "--measures", choices=sorted(MEASURE_SETS), default="all", help="driver measure set"
+        "--worker-memory-gib",
+        type=float,
+        default=8.0,
+        help="memory per CPU (a worker of one core); the tile budget is a quarter of it",
+    )
+    parser.add_argument("--tile-gib", type=float, help="the spec's tile_bytes, in GiB")
+    parser.add_argument(
+        "--measures", choices=sorted(MEASURE_SETS), default="all", help="measure set"
     )
     parser.add_argument(
         "--syrk-gflops",
@@ -711,15 +1100,19 @@ def main(argv=None):
         rate = measured[4105]["cpu"]
         syrk = [
             [
-                f"float64 dsyrk, 1 thread, D = {w:,} ({block_rows(w):,}-row blocks)",
+                f"float64 dsyrk, 1 thread, W = {w:,} ({block_rows(w):,}-row blocks)",
                 f"{m['cpu'] / 1e9:.1f} GFLOP/s by CPU time, {m['wall'] / 1e9:.1f} by wall "
                 f"(best of {m['calls']})",
                 "measured now" + ("; **the model's rate: CPU time**" if w == 4105 else ""),
             ]
             for w, m in measured.items()
         ]
-    rates = calibrated_rates(rate, args.storage_gbyte * GB, args.network_gbit * 1e9 / 8)
+    value_bytes = measure_value_bytes(args.measures)
+    rates = calibrated_rates(
+        rate, args.storage_gbyte * GB, args.network_gbit * 1e9 / 8, value_bytes
+    )
     src = "RESULTS.md engine part 1, second run"
+    pickled, held, peak = value_bytes
     calibration = [
         *syrk,
         [
@@ -729,12 +1122,12 @@ def main(argv=None):
         ],
         ["shared storage cap", f"{args.storage_gbyte:g} GB/s", "--storage-gbyte (assumed)"],
         [
-            "driver read (pilot means)",
-            f"{rates.driver_read_bytes / 1e6:,.0f} MB/s",
+            "one process's read (pilot means, kept axes)",
+            f"{rates.file_read_bytes / 1e6:,.0f} MB/s",
             "RESULTS.md store.py, `batches`",
         ],
         [
-            "in-place merge",
+            "in-place merge (and a state's copy)",
             f"{rates.merge_bytes / 1e9:.1f} GB/s of state",
             f"{src}: 0.018 s per 539 MB",
         ],
@@ -750,13 +1143,23 @@ def main(argv=None):
             "RESULTS.md part 3: 382 MiB peak, less states, unit, block",
         ],
         ["network", f"{args.network_gbit:g} Gbit/s per link", "--network-gbit (assumed)"],
+        [
+            "eigendecomposition at d = 512, 1 thread",
+            f"{rates.eigh_seconds * 1000:.0f} ms",
+            "RESULTS.md engine part 1's note; × (d/512)^3",
+        ],
         *[
             [
-                f"driver per pair at d = 512: {label}",
+                f"per pair at d = 512: {label}",
                 f"{s * 1000:.0f} ms",
                 f"{src}; × (d/512)^{3 if label in SPECTRAL else 2}",
             ]
             for label, s in rates.pair_seconds
+        ],
+        [
+            f"bytes per value ('{args.measures}', analytic nulls)",
+            f"{pickled} pickled, {held} held by the driver, {peak} at its peak",
+            "measured now (`measure_value_bytes`)",
         ],
     ]
     print(

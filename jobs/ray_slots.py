@@ -21,6 +21,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from threadpoolctl import threadpool_limits
 
 from jobs.engine import (
     OwnedResult,
@@ -206,9 +207,15 @@ died: the pass is replayed and its owner run again."""
 @ray.remote(num_cpus=0)
 def _own(measure, states):
     """A pass's owner: the slots' ``states`` (object references, in slot order) fetched one at a
-    time and added in order, then ``measure`` of the sum; returns its value and this node."""
-    total = add_in_order(ray.get(state) for state in states)
-    return measure(total), ray.get_runtime_context().get_node_id()
+    time and added in order, then ``measure`` of the sum; returns its value and this node.
+
+    It asks no CPU, so that it runs beside the next pass's actors, and uses one BLAS thread
+    whichever worker process it lands in: a thread count decides the order of LAPACK's sums,
+    and a replayed owner must give the same bits."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        total = add_in_order(ray.get(state) for state in states)
+        value = measure(total)
+    return value, ray.get_runtime_context().get_node_id()
 
 
 class Owners:

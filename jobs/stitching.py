@@ -138,7 +138,8 @@ def run_stitching(spec, *, ray_address=None, quiet=False):
         workers = 1
         slots = LocalSlots(task, units, workers)
     with Progress(total=len(pairs), desc="stitching", unit="pair", disable=quiet or None) as bar:
-        states = slots.run(bar, "stitching")
+        slots.run(bar, "stitching")
+    states = ray.get(slots.states) if executor == "ray" else slots.states
     rows = [row for _, row in sorted(entry for state in states for entry in state or [])]
     nodes = {node for node in slots.nodes if node}  # Ray node ids of the actors that gave rows
     table = pa.table({name: pa.array([r[name] for r in rows], kind) for name, kind in COLUMNS})

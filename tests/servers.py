@@ -494,7 +494,7 @@ RAY_CLUSTER_ENV = {
 
 
 class RayCluster:
-    """A head node and a worker node started by `ray_cluster`, each its own ``ray start``.
+    """A head node and worker nodes started by `ray_cluster`, each its own ``ray start``.
 
     Attributes
     ----------
@@ -502,17 +502,25 @@ class RayCluster:
         ``127.0.0.1:PORT``, for ``ray.init(address=...)`` and ``ray start --address``.
     dashboard_url : str
         ``http://127.0.0.1:PORT``, for `ray.job_submission.JobSubmissionClient`.
-    head_node_id, worker_node_id : str
-        Ray node ids; the worker's changes when it is restarted.
+    head_node_id : str
+    worker_node_ids : list of str
+        Ray node ids of the workers; a worker's changes when it is restarted.
     """
 
-    def __init__(self, root, ray, env, timeout):
+    def __init__(self, root, ray, env, timeout, workers):
         self.root, self._ray, self._env, self._timeout = root, ray, env, timeout
         self.gcs_address = f"127.0.0.1:{free_port()}"
         self.dashboard_url = f"http://127.0.0.1:{free_port()}"
-        self.head_node_id = self.worker_node_id = None
-        self._head = self._worker = None
+        self.head_node_id = None
+        self.worker_node_ids = [None] * workers
+        self._head = None
+        self._workers = [None] * workers
         self._workers_started = 0
+
+    @property
+    def worker_node_id(self):
+        """The first worker's node id."""
+        return self.worker_node_ids[0]
 
     def start_head(self):
         self._head = self._start(
@@ -529,24 +537,25 @@ class RayCluster:
         )
         self.head_node_id = self._wait_for_node("head")
 
-    def restart_worker(self):
-        """Start the worker node (again, after `kill_worker`); returns its new node id."""
-        if self._worker is not None:
-            raise RuntimeError("the worker node is running; kill_worker() first")
+    def restart_worker(self, index=0):
+        """Start worker node ``index`` (again, after `kill_worker`); returns its new node id."""
+        if self._workers[index] is not None:
+            raise RuntimeError(f"worker node {index} is running; kill_worker({index}) first")
         self._workers_started += 1
-        self._worker = self._start(
+        resource = f"worker-{index}"
+        self._workers[index] = self._start(
             f"worker-{self._workers_started}",
-            [f"--address={self.gcs_address}", '--resources={"worker": 1}'],
+            [f"--address={self.gcs_address}", f'--resources={{"{resource}": 1}}'],
         )
-        self.worker_node_id = self._wait_for_node("worker")
-        return self.worker_node_id
+        self.worker_node_ids[index] = self._wait_for_node(resource)
+        return self.worker_node_ids[index]
 
-    def kill_worker(self):
-        """SIGKILL every process of the worker node (its raylet, object store, workers), as
-        when a machine is lost; returns once the cluster has declared the node dead."""
-        dead = self.worker_node_id
-        _kill_group(self._worker)
-        self._worker = None
+    def kill_worker(self, index=0):
+        """SIGKILL every process of worker node ``index`` (its raylet, object store, workers),
+        as when a machine is lost; returns once the cluster has declared the node dead."""
+        dead = self.worker_node_ids[index]
+        _kill_group(self._workers[index])
+        self._workers[index] = None
         deadline = time.monotonic() + self._timeout
         while dead in self._alive_nodes():
             if time.monotonic() > deadline:
@@ -554,7 +563,7 @@ class RayCluster:
             time.sleep(0.2)
 
     def stop(self):
-        for process in (self._worker, self._head):
+        for process in (*self._workers, self._head):
             if process is not None:
                 _kill_group(process)
         # whatever left its process group (Ray's workers do) still names our folder
@@ -605,7 +614,7 @@ class RayCluster:
             for node_id, resources in self._alive_nodes().items():
                 if resource in resources:
                     return node_id
-            for process in (self._head, self._worker):
+            for process in (self._head, *self._workers):
                 if process is not None and process.poll() is not None:
                     break
             else:
@@ -620,13 +629,14 @@ class RayCluster:
 
 
 @contextmanager
-def ray_cluster(*, timeout=90):
-    """Start a Ray cluster of two nodes on 127.0.0.1; yield it as a `RayCluster`; stop it.
+def ray_cluster(*, workers=1, timeout=90):
+    """Start a Ray cluster of 1 + ``workers`` nodes on 127.0.0.1; yield it as a `RayCluster`;
+    stop it.
 
     The head (``ray start --head``, 1 CPU, custom resource ``head``) runs the GCS and the
-    dashboard, hence the Jobs API; the worker (``ray start --address``, 1 CPU, custom
-    resource ``worker``) joins it. Each is ``ray start --block`` in its own process group,
-    so that the worker alone can be killed and started again; every port is chosen free, and
+    dashboard, hence the Jobs API; each worker (``ray start --address``, 1 CPU, custom
+    resource ``worker-i``) joins it. Each is ``ray start --block`` in its own process group,
+    so that a worker alone can be killed and started again; every port is chosen free, and
     the temporary folder is new, so that the cluster clashes with no other Ray on this machine
     (such as the tests' own local one). Ray still tells a job's driver the GCS address with
     this machine's own IP in place of 127.0.0.1 (its ``canonicalize_bootstrap_address``). On
@@ -638,10 +648,11 @@ def ray_cluster(*, timeout=90):
     ray = Path(sys.executable).parent / "ray"
     env = {**os.environ, **RAY_CLUSTER_ENV}
     env.pop("RAY_ADDRESS", None)
-    cluster = RayCluster(root, str(ray), env, timeout)
+    cluster = RayCluster(root, str(ray), env, timeout, workers)
     try:
         cluster.start_head()
-        cluster.restart_worker()
+        for index in range(workers):
+            cluster.restart_worker(index)
         yield cluster
     finally:
         try:

@@ -1,10 +1,12 @@
-"""The alignment and stitching jobs on a real Ray cluster of two nodes, submitted through the
-Ray Jobs API as `repalign run` and `repalign stitch`, against local runs of the same specs;
-and the alignment job losing its worker node mid-pass.
+"""The alignment and stitching jobs on a real Ray cluster of three nodes, submitted through
+the Ray Jobs API as `repalign run` and `repalign stitch`, against local runs of the same specs;
+the alignment job losing a worker node mid-pass; a tiled statistic whose tiles' owners add
+and measure them on the nodes (docs/design.md §4, "Owners"), losing a node mid-reduction.
 
-The cluster (`tests.servers.ray_cluster`) is a head and a worker node of one CPU each, as
-separate ``ray start`` processes on 127.0.0.1; the tests' own local Ray (``ray_session``)
-computes the references. Stores and outputs are on this machine's disk, which both nodes see.
+The cluster (`tests.servers.ray_cluster`) is a head and two worker nodes of one CPU each, as
+separate ``ray start`` processes on 127.0.0.1; the tests' own local Ray (``ray_session``) or
+this process computes the references. Stores and outputs are on this machine's disk, which
+every node sees.
 """
 
 import json
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,7 +45,7 @@ PAIRS = [("mlp-w64-s1.fc3", "mlp-w64-s0.fc3"), ("cnn-c8-init.conv2", "mlp-w64-s0
 
 @pytest.fixture(scope="module")
 def cluster():
-    with ray_cluster() as running:
+    with ray_cluster(workers=2) as running:
         yield running
     left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(running.root) not in left, "a process of the cluster outlived it"
@@ -83,14 +86,18 @@ def cluster_alignment(cluster, client, store, tmp_path_factory):
     return pq.read_table(out / "alignment.parquet"), summary
 
 
-def submit(client, command, out, env=None):
-    """Submit ``repalign COMMAND`` as a Ray job that writes into ``out``; its job id."""
+def submit(client, command, out, env=None, setup=None):
+    """Submit ``repalign COMMAND`` as a Ray job that writes into ``out``; its job id. ``setup``:
+    a function ("module.name") each of the job's Ray workers runs when it starts."""
     tracking = f"sqlite:///{out}/mlflow.db"
     entrypoint = (
         f"mkdir -p {out} && cd {out} && {sys.executable} -m repalign {command} --out {out} "
         f"--tracking-uri {tracking} --quiet"
     )
-    return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env or {}})
+    runtime_env = {"env_vars": env or {}}
+    if setup is not None:
+        runtime_env["worker_process_setup_hook"] = setup
+    return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
 
 
 def wait_for(client, job_id):
@@ -109,24 +116,27 @@ def assert_same_table(got, expected):
 
 
 def assert_close_table(got, expected):
-    """As `assert_same_table`, but float columns to 1e-12 relative: an actor's BLAS gets as many
-    threads as it has CPUs, so a one-unit pass sums in another order on the local Ray (one
-    actor with its 2 CPUs) than on a node of 1 CPU."""
+    """As `assert_same_table`, but float columns to 1e-12, relative or absolute: an actor's
+    BLAS gets as many threads as it has CPUs, so a one-unit pass sums in another order on the
+    local Ray (one actor with its 2 CPUs) than on a node of 1 CPU. The values are at most 1 and
+    their rounding errors a few ε times that; a representation's jackknife std_err against
+    itself is such an error alone (about 1e-15), hence the absolute bound."""
     pd.testing.assert_frame_equal(
-        got.to_pandas(), expected.to_pandas(), check_exact=False, rtol=1e-12, atol=0
+        got.to_pandas(), expected.to_pandas(), check_exact=False, rtol=1e-12, atol=1e-12
     )
 
 
-def test_the_cluster_has_two_nodes_and_no_other_ray_was_touched(cluster, ray_session):
-    assert cluster.head_node_id != cluster.worker_node_id
+def test_the_cluster_has_three_nodes_and_no_other_ray_was_touched(cluster, ray_session):
+    assert len({cluster.head_node_id, *cluster.worker_node_ids}) == 3
     assert ray_session.get_runtime_context().gcs_address != cluster.gcs_address
 
 
-def test_an_alignment_job_runs_on_both_nodes_and_equals_a_local_run(
+def test_an_alignment_job_runs_on_two_nodes_and_equals_a_local_run(
     cluster, cluster_alignment, local_alignment
 ):
     table, summary = cluster_alignment
-    assert summary["nodes"] == sorted([cluster.head_node_id, cluster.worker_node_id])
+    assert len(summary["nodes"]) == 2  # two actors of one CPU, on nodes of one CPU
+    assert set(summary["nodes"]) <= {cluster.head_node_id, *cluster.worker_node_ids}
     assert summary["actor_replays"] == 0
     assert_close_table(table, local_alignment.table)
     assert len(local_alignment.summary["nodes"]) == 1  # the local Ray is one node
@@ -148,24 +158,43 @@ def test_killing_the_worker_node_mid_job_gives_the_identical_table(
         except (OSError, ValueError):  # not written yet
             state = {}
         if state.get("stage") == "rbf tiles" and 0 < state["done"] < state["total"] / 2:
-            break
+            index = worker_running(cluster, actors_of_class="Accumulator")
+            if index is not None:
+                break
         time.sleep(0.2)
-    killed = cluster.worker_node_id
-    cluster.kill_worker()
-    restarted = cluster.restart_worker()  # the job goes on meanwhile, on the head
+    killed = cluster.worker_node_ids[index]
+    cluster.kill_worker(index)
+    restarted = cluster.restart_worker(index)  # the job goes on meanwhile, on the others
     wait_for(client, job_id)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["actor_replays"] >= 1
     assert "rbf tiles: an actor died (" in client.get_job_logs(job_id)
-    # the worker may have done the one-unit moments pass before it was killed
-    assert cluster.head_node_id in summary["nodes"]
-    assert set(summary["nodes"]) <= {cluster.head_node_id, killed, restarted}
+    assert set(summary["nodes"]) <= {cluster.head_node_id, *cluster.worker_node_ids, killed}
+    assert restarted in cluster.worker_node_ids
     table = pq.read_table(out / "alignment.parquet")
     assert_same_table(table, cluster_alignment[0])  # the same slots, on 1-CPU actors
     assert_close_table(table, local_alignment.table)
 
 
-def test_a_stitching_job_runs_on_both_nodes_and_equals_a_local_run(
+def worker_running(cluster, *, actors_of_class=None, tasks_named=None):
+    """The index of a worker node on which an alive actor of class ``actors_of_class``, or a
+    running task named ``tasks_named``, is now, from the cluster's state API; None if none."""
+    from ray.util.state import list_actors, list_tasks
+
+    options = dict(address=cluster.dashboard_url, timeout=5, raise_on_missing_output=False)
+    if actors_of_class is not None:
+        filters = [("class_name", "=", actors_of_class), ("state", "=", "ALIVE")]
+        nodes = {actor.node_id for actor in list_actors(filters=filters, **options)}
+    else:
+        filters = [("name", "=", tasks_named), ("state", "=", "RUNNING")]
+        nodes = {task.node_id for task in list_tasks(filters=filters, **options)}
+    for index, node in enumerate(cluster.worker_node_ids):
+        if node in nodes:
+            return index
+    return None
+
+
+def test_a_stitching_job_runs_on_two_nodes_and_equals_a_local_run(
     cluster, client, ray_session, tmp_path
 ):
     zoo = tmp_path / "zoo"
@@ -182,11 +211,93 @@ def test_a_stitching_job_runs_on_both_nodes_and_equals_a_local_run(
     pairs = " ".join(f"--pair {s} {t}" for s, t in PAIRS)
     wait_for(client, submit(client, f"stitch --store {zoo} {pairs} --workers 2", out))
     summary = json.loads((out / "stitching-summary.json").read_text())
-    # two tasks at a time, one CPU each, one CPU per node: every node takes some
-    assert summary["nodes"] == sorted([cluster.head_node_id, cluster.worker_node_id])
+    # two tasks at a time, one CPU each, one CPU per node: two nodes at least take some
+    assert len(summary["nodes"]) >= 2
+    assert set(summary["nodes"]) <= {cluster.head_node_id, *cluster.worker_node_ids}
     assert summary["failed"] == 0
     assert_same_table(pq.read_table(out / "stitching.parquet"), local.table)
     assert "nodes" not in local.table.column_names
+
+
+# -- a tiled statistic, its tiles owned on the nodes ----------------------------------------
+
+# Six representations of 128 features in tiles of two (3 groups, 6 tiles: a tile's budget of
+# 60 MB shared by the jackknife's 16 groups and their total holds 2 × 129 columns, not 3);
+# the jackknife's groups cut the 4,000 rows into 16 units for 3 actors. Spectral measures make
+# the owners of the diagonal tiles keep the representations' principal axes for the others.
+OWNED_WIDTHS = {f"z{i}.a": 128 for i in range(6)}
+OWNED = {
+    "measures": [{"name": "cka"}, {"name": "procrustes"}, {"name": "cca"}, {"name": "svcca"}],
+    "actors": 3,
+    "jackknife": 16,
+    "tile_bytes": 60_000_000,
+}
+
+
+@pytest.fixture(scope="module")
+def owned_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("owned-store")
+    make_store(path, OWNED_WIDTHS, dict.fromkeys(OWNED_WIDTHS, 1000), n=4_000, seed=1)
+    spec = path / "spec.json"
+    spec.write_text(json.dumps({"store": str(path), "out": "given by --out", **OWNED}))
+    return path, spec
+
+
+@pytest.fixture(scope="module")
+def owned_in_process(owned_store):
+    """The reference: the same spec in this process, without Ray (3 slots, as on the cluster)."""
+    path, _ = owned_store
+    content = {"store": str(path), "out": str(path / "local"), "executor": "local", **OWNED}
+    return run_alignment(parse_spec(content), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def owned_on_cluster(cluster, client, owned_store, tmp_path_factory):
+    _, spec = owned_store
+    out = tmp_path_factory.mktemp("owned-cluster")
+    wait_for(client, submit(client, f"run {spec}", out))
+    return pq.read_table(out / "alignment.parquet"), json.loads((out / "summary.json").read_text())
+
+
+def test_tiles_owned_on_the_nodes_equal_one_process_and_send_only_values(
+    cluster, owned_on_cluster, owned_in_process
+):
+    table, summary = owned_on_cluster
+    assert summary["reads_per_row"] == {"moments": 3.0}  # 3 groups: 6 tiles
+    assert sorted(summary["nodes"]) == sorted([cluster.head_node_id, *cluster.worker_node_ids])
+    assert_close_table(table, owned_in_process.table)
+    assert table["std_err"].null_count < table.num_rows
+    # the partial states went to the tiles' owners; the driver got values, not states
+    reduced, received = summary["bytes_reduced"], summary["max_bytes_received_per_node"]
+    assert 0 < summary["bytes_to_driver"] < 1e6
+    assert summary["bytes_to_driver"] < reduced / 20
+    assert 0 < received < reduced
+    assert owned_in_process.summary["bytes_reduced"] == 0  # in process, nothing moves
+
+
+def test_a_node_killed_mid_reduction_gives_the_identical_table(
+    cluster, client, owned_store, owned_on_cluster, tmp_path
+):
+    """Each owner waits a few seconds before it measures (`tests.slow_owners`); a worker node
+    is killed while an owner runs there. Its tile's pass is replayed and its owner run again:
+    the same table, bit for bit."""
+    _, spec = owned_store
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    job_id = submit(client, f"run {spec}", out, env=env, setup="tests.slow_owners.slow_down")
+    deadline = time.monotonic() + JOB_SECONDS
+    while (index := worker_running(cluster, tasks_named="_own")) is None:
+        assert time.monotonic() < deadline, "no owner ran on a worker node"
+        status = client.get_job_status(job_id)
+        assert status in ("PENDING", "RUNNING"), client.get_job_logs(job_id)
+        time.sleep(0.2)
+    cluster.kill_worker(index)
+    cluster.restart_worker(index)
+    wait_for(client, job_id)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["actor_replays"] >= 1
+    assert "its owner failed (" in client.get_job_logs(job_id)
+    assert_same_table(pq.read_table(out / "alignment.parquet"), owned_on_cluster[0])
 
 
 # -- actors that cannot be placed, on the tests' local Ray (one node of 2 CPUs) ----------------
