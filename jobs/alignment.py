@@ -254,18 +254,24 @@ class Job:
         self.quiet, self.tile_bytes = quiet, tile_bytes
         self.previous = previous
         self.moments = None  # (names, its saved file) when the statistic fits one state
-        self.saved_moments = Path(spec.out) / ".state" / "moments.npz"
+        # absolute: Ray workers write under it, from their own working folders
+        out = Path(spec.out).resolve()
+        self.saved_moments = out / ".state" / "moments.npz"
         self.values = Values(names, {name: _manifest_problem(store[name]) for name in names})
         self.blocks_computed = 0
         self.replays = 0
         self.resumed = 0
         self.nodes = set()  # Ray node ids of the actors whose states made the statistics (Ray)
-        self.checkpoints = Path(spec.out) / ".checkpoints"
+        self.checkpoints = out / ".checkpoints"
         self.timings = {}
         self.passing = None  # the pass now running
         self.reads = {}  # pass -> the `RowReads` of its units
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
-        self.owners = None  # the `jobs.ray_slots.Owners` of the passes with an owner (Ray)
+        self.owners = self.cpus = None  # on Ray: where owners go, and each actor's CPUs
+        if executor == "ray":
+            from jobs.ray_slots import Owners, cpus_per_actor
+
+            self.owners, self.cpus = Owners(), cpus_per_actor(slots)
 
     def run(self):
         """Run the passes the measures need, in the order of `repalign.registry.PASSES`."""
@@ -306,61 +312,40 @@ class Job:
     def run_units(self, task, units, description):
         """Run ``units`` of ``task`` on the job's slots, counting replays of dead actors; the
         sum of their states comes to this process (`jobs.engine.run_units`)."""
-        slots, checkpoints = self._plan(task, units)
-        state, replays, resumed, nodes, received = run_units(
-            task,
-            units,
-            slots=slots,
-            executor=self.executor,
-            description=description,
-            quiet=self.quiet,
-            checkpoints=checkpoints,
-            checkpoint_seconds=CHECKPOINT_SECONDS,
-        )
+        options = self.engine_options(task, units, description)
+        del options["cpus"]  # the actors share the CPUs out themselves
+        state, replays, resumed, nodes, received = run_units(task, units, **options)
         self.replays += replays
         self.resumed += resumed
         self.bytes_to_driver += received
         self.nodes.update(nodes)
         return state
 
-    def owned_units(self, task, units, measure, description):
-        """Start ``units`` of ``task`` on the job's slots, their sum measured by the pass's
-        owner (`jobs.engine.owned_units`); give what it returns to `take_owned`."""
-        slots, checkpoints = self._plan(task, units)
-        if self.executor == "ray" and self.owners is None:
-            from jobs.ray_slots import Owners
+    def owned_units(self, task, units, measure, options, bar):
+        """Start ``units`` of ``task`` with ``options`` (`engine_options`), their sum
+        measured by the pass's owner (`jobs.engine.owned_units`), rows counted on ``bar``;
+        give its ``result()`` to `take_owned`. Passes may run side by side, in threads."""
+        return owned_units(task, units, measure, owners=self.owners, bar=bar, **options)
 
-            self.owners = Owners()
-        return owned_units(
-            task,
-            units,
-            measure,
-            slots=slots,
-            executor=self.executor,
-            description=description,
-            owners=self.owners,
-            quiet=self.quiet,
-            checkpoints=checkpoints,
-            checkpoint_seconds=CHECKPOINT_SECONDS,
-        )
-
-    def take_owned(self, owned):
-        """Wait for an owned pass (`owned_units`) and take in its owner's values."""
-        value, replays, resumed, nodes = owned.result()
+    def take_owned(self, result):
+        """Take in the `jobs.engine.OwnedResult` of an owned pass (`owned_units`)."""
+        value, replays, resumed, nodes = result
         self.replays += replays
         self.resumed += resumed
         self.nodes.update(nodes)
         self.values.merge(value)
 
-    def _plan(self, task, units):
-        """The slots of a pass, and its checkpoint folder; counts the rows its units read.
+    def engine_options(self, task, units, description, slots=None):
+        """How `jobs.engine` runs a pass: its ``slots`` (default: the job's), executor,
+        progress bar, checkpoint folder and each Ray actor's CPUs (the cluster's shared out
+        among the job's slots, `Job.cpus`); counts the rows its units read.
 
         In process, with no slot count in the spec, a task that is one BLAS call per block
         (``blas_bound``: the moments pass) runs in one slot, BLAS on every core: as one slot per
         core, each with BLAS on one core, its pass took 1.5× as long (8 × 512 at n = 64,000,
         docs/design.md §4). Its table then agrees with other slot counts to rounding only.
         """
-        slots = self.slots
+        slots = slots or self.slots
         if (
             self.executor == "local"
             and self.spec.actors is None
@@ -372,7 +357,15 @@ class Job:
             for key, start, stop in task.reads(unit):
                 reads.add(key, start, stop)
         key = hashlib.sha256(pickle.dumps((task, units, slots))).hexdigest()[:16]
-        return slots, self.checkpoints / key
+        return {
+            "slots": slots,
+            "executor": self.executor,
+            "description": description,
+            "quiet": self.quiet,
+            "checkpoints": self.checkpoints / key,
+            "checkpoint_seconds": CHECKPOINT_SECONDS,
+            "cpus": self.cpus,
+        }
 
     def row_units(self, names, width=None):
         """Row ranges of a row pass over ``names`` (of total ``width``; default their dims):

@@ -14,6 +14,11 @@ ran them (docs/design.md §4, "Executors"):
 With a checkpoint folder, each slot also saves its state and the number of units it has added
 (at most every ``checkpoint_seconds``); a slot restarted after a crash of its actor, or of the
 whole job, resumes from there, and the result is still the same bit for bit.
+
+`run_units` brings the sum to the caller. `owned_units` instead hands it to a function of the
+pass's *owner*, which on Ray runs on a node of the cluster, so that the slots' states never
+pass through the driver and only what the owner returns comes back (docs/design.md §4,
+"Owners").
 """
 
 import os
@@ -110,28 +115,32 @@ def owned_units(
     quiet=False,
     checkpoints=None,
     checkpoint_seconds=30.0,
+    bar=None,
+    cpus=None,
 ):
     """``measure(state)``, the state being the sum of `run_units`, computed by the pass's
     *owner*: in process, this process; on Ray, a task that adds the slots' states where
     ``owners`` (a `jobs.ray_slots.Owners`) places it, so that no state comes to this process
     (docs/design.md §4, "Owners"). ``measure`` is picklable and returns what is sent back.
+    ``bar``: a `jobs.progress.Progress` shared with other passes (default: one of its own);
+    ``cpus``: each Ray actor's CPUs (default: the free CPUs shared out).
 
     Returns an object whose ``result()`` is an `OwnedResult`; on Ray the owner runs while the
     caller goes on, and ``result()`` waits for it (replaying the pass if a node holding its
     states, or the owner's, died).
     """
+
+    def run():
+        return run_slots(
+            task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds,
+            bar=bar, cpus=cpus,
+        )  # fmt: skip
+
     if executor == "ray":
         from jobs.ray_slots import OwnedReduction
 
-        def run():
-            return run_slots(
-                task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds
-            )
-
         return OwnedReduction(run, measure, owners, description)
-    runner = run_slots(
-        task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds
-    )
+    runner = run()
     value = measure(add_in_order(runner.states))
     return Done(OwnedResult(value, 0, runner.resumed, []))
 
@@ -156,16 +165,30 @@ class Done:
         return self._result
 
 
-def run_slots(task, units, slots, executor, description, quiet, checkpoints, checkpoint_seconds):
+def run_slots(
+    task,
+    units,
+    slots,
+    executor,
+    description,
+    quiet,
+    checkpoints,
+    checkpoint_seconds,
+    bar=None,
+    cpus=None,
+):
     """Run the slots of a pass to their states (on Ray, object references) behind a progress
-    bar; returns the runner (`LocalSlots` or `jobs.ray_slots.Slots`), its ``states`` in slot
-    order."""
+    bar (``bar``, or one of its own); returns the runner (`LocalSlots` or
+    `jobs.ray_slots.Slots`, each Ray actor asking ``cpus``), its ``states`` in slot order."""
     if executor == "local":
         runner = LocalSlots(task, units, slots, checkpoints, checkpoint_seconds)
     else:
         from jobs.ray_slots import Slots
 
-        runner = Slots(task, units, slots, checkpoints, checkpoint_seconds)
+        runner = Slots(task, units, slots, checkpoints, checkpoint_seconds, cpus)
+    if bar is not None:
+        runner.run(bar, description)
+        return runner
     total = sum(task.rows(u) for u in units)
     with Progress(
         total=total, desc=description, unit="rows", unit_scale=True, disable=quiet or None

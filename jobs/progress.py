@@ -8,6 +8,7 @@ a pass, or pairs), rewritten atomically at most once a second and when the bar c
 
 import json
 import os
+import threading
 import time
 
 from tqdm import tqdm
@@ -19,19 +20,22 @@ WRITE_SECONDS = 1.0
 
 class Progress(tqdm):
     """A tqdm bar that also reports to ``$REPALIGN_PROGRESS_FILE`` when it is set (even when
-    the bar itself is off: ``--quiet``, or not a terminal)."""
+    the bar itself is off: ``--quiet``, or not a terminal). Passes running side by side, in
+    threads, may share one."""
 
     def __init__(self, *args, desc=None, **kwargs):
         super().__init__(*args, desc=desc, **kwargs)
         self.stage, self.done = desc, 0
+        self._updating = threading.Lock()
         self._path = os.environ.get(PROGRESS_FILE_ENV)
         self._written = 0.0
         self._report(force=True)
 
     def update(self, n=1):
-        self.done += n
-        displayed = super().update(n)
-        self._report()
+        with self._updating:
+            self.done += n
+            displayed = super().update(n)
+            self._report()
         return displayed
 
     def close(self):

@@ -9,6 +9,7 @@ and resumes from its checkpoint when it has one: the job finishes with the ident
 import os
 import pickle
 import sys
+import threading
 import time
 
 import ray
@@ -89,7 +90,7 @@ class Slots:
     """The units dealt to slots in turn (unit i to slot i mod n), each slot one `Accumulator`
     actor; `run` returns the slots' states in slot order.
 
-    Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `_cpus_per_actor`). A slot's
+    Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `cpus_per_actor`). A slot's
     calls go out only once its actor has started (``begin``): then its checkpointed
     units are skipped and the rest queued, then its result. Calls are taken in completion
     order (docs/design.md §8); when one fails because the actor or its node died, the slot is
@@ -100,7 +101,7 @@ class Slots:
         self.task = task
         self.units = deal(units, actors)
         count = len(self.units)
-        self.cpus = cpus or _cpus_per_actor(count)
+        self.cpus = cpus or cpus_per_actor(count)
         self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds
         if checkpoints is not None:
             os.makedirs(checkpoints, exist_ok=True)
@@ -223,7 +224,9 @@ class Owners:
 
     Each pass's owner goes to the alive node that would then have received the fewest bytes
     of partial states from other nodes (a state on the owner's own node moves through shared
-    memory): the receives spread evenly over the nodes, whatever the passes' sizes.
+    memory): the receives spread evenly over the nodes, whatever the passes' sizes. A node's
+    count takes an owner's receives when the owner is placed, so the next pass's owner, placed
+    while it runs, goes elsewhere. Passes running side by side, in threads, may share one.
 
     Attributes
     ----------
@@ -239,25 +242,38 @@ class Owners:
         self.received = {}
         self.reduced = 0
         self.to_driver = 0
+        self._lock = threading.Lock()
 
     def choose(self, nodes, sizes):
         """The node for the owner of a pass whose slots' states, of ``sizes`` bytes, are on
-        ``nodes``."""
-        alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        ``nodes``; its receives are counted to it from now (`release` takes them back)."""
+        with self._lock:
+            alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+            node = min(
+                alive, key=lambda n: (self.received.get(n, 0) + _incoming(n, nodes, sizes), n)
+            )
+            self.received[node] = self.received.get(node, 0) + _incoming(node, nodes, sizes)
+            return node
 
-        def after(node):
-            incoming = sum(size for n, size in zip(nodes, sizes, strict=True) if n != node)
-            return self.received.get(node, 0) + incoming, node
+    def release(self, node, nodes, sizes):
+        """Take back the receives `choose` counted to ``node`` for an owner that failed."""
+        with self._lock:
+            self.received[node] -= _incoming(node, nodes, sizes)
 
-        return min(alive, key=after)
+    def took(self, owner, chosen, nodes, sizes, value):
+        """Count what an owner placed on node ``chosen`` and run on node ``owner`` (another
+        when that node could not take it) received and sent back."""
+        with self._lock:
+            if owner != chosen:
+                self.received[chosen] -= _incoming(chosen, nodes, sizes)
+                self.received[owner] = self.received.get(owner, 0) + _incoming(owner, nodes, sizes)
+            self.reduced += sum(sizes)
+            self.to_driver += len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def took(self, owner, nodes, sizes, value):
-        """Count what the owner on node ``owner`` received and sent back."""
-        for node, size in zip(nodes, sizes, strict=True):
-            self.reduced += size
-            if node != owner:
-                self.received[owner] = self.received.get(owner, 0) + size
-        self.to_driver += len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+def _incoming(owner, nodes, sizes):
+    """Bytes of the states on ``nodes`` (of ``sizes`` bytes) that are not on node ``owner``."""
+    return sum(size for node, size in zip(nodes, sizes, strict=True) if node != owner)
 
 
 class OwnedReduction:
@@ -281,7 +297,7 @@ class OwnedReduction:
         self.replays += sum(runner.replays)
         self.resumed += runner.resumed
         self.runner = runner
-        node = self.owners.choose(runner.nodes, runner.sizes)
+        self.node = node = self.owners.choose(runner.nodes, runner.sizes)
         strategy = NodeAffinitySchedulingStrategy(node, soft=True)
         self.ref = _own.options(scheduling_strategy=strategy).remote(self.measure, runner.states)
 
@@ -300,13 +316,14 @@ class OwnedReduction:
                     file=sys.stderr,
                 )
                 self.replays += 1
+                self.owners.release(self.node, self.runner.nodes, self.runner.sizes)
                 self._submit()
         runner = self.runner
-        self.owners.took(owner, runner.nodes, runner.sizes, value)
+        self.owners.took(owner, self.node, runner.nodes, runner.sizes, value)
         return OwnedResult(value, self.replays, self.resumed, slot_nodes(runner))
 
 
-def _cpus_per_actor(actors):
+def cpus_per_actor(actors):
     """Share the CPUs: whole ones when there are enough (BLAS then gets that many threads),
     else fractions, so that more actors than CPUs still all start; never more than the
     largest alive node has, since an actor runs on one node."""

@@ -99,42 +99,46 @@ class Values:
 
     def table(self, configs, n):
         """The long table: each configuration's pairs, the diagonal included (only the diagonal
-        for MMD² against another store)."""
+        for MMD² against another store). Built one configuration at a time, so that the rows
+        as Python objects (about 1 kB each) are held for one configuration only."""
+        return pa.concat_tables([self._table_of(config, n) for config in configs])
+
+    def _table_of(self, config, n):
+        """The rows of one configuration (see `table`)."""
         rows = []
-        for config in configs:
-            pairs = list(combinations_with_replacement(self.names, 2))
-            if config.against is not None:
-                pairs = [(name, name) for name in self.names]
-            q_values = self._q_values(config)
-            for a, b in pairs:
-                value, std_err, reason = self.found.get(
-                    (config.label, a, b),
-                    (None, None, self.reason(config, a, b) or "not computed"),
-                )
-                interval = self.intervals.get((config.label, a, b))
-                null = self.nulls.get((config.label, a, b))
-                score = None if null is None else calibrated(config.name, value, null)
-                rows.append(
-                    {
-                        "rep_a": a,
-                        "rep_b": b,
-                        "measure": config.name,
-                        "kernel": config.kernel,
-                        "estimator": config.estimator or "",
-                        "value": value,
-                        "n": n,
-                        "std_err": std_err,
-                        "lower": None if interval is None else interval.lower,
-                        "upper": None if interval is None else interval.upper,
-                        "null_mean": None if null is None else null.mean,
-                        "null_std": None if null is None else null.std,
-                        "p_value": None if null is None else null.p_value,
-                        "q_value": q_values.get((a, b)),
-                        "calibrated": score,
-                        "status": "ok" if reason == "" else "missing",
-                        "reason": reason,
-                    }
-                )
+        pairs = list(combinations_with_replacement(self.names, 2))
+        if config.against is not None:
+            pairs = [(name, name) for name in self.names]
+        q_values = self._q_values(config)
+        for a, b in pairs:
+            value, std_err, reason = self.found.get(
+                (config.label, a, b),
+                (None, None, self.reason(config, a, b) or "not computed"),
+            )
+            interval = self.intervals.get((config.label, a, b))
+            null = self.nulls.get((config.label, a, b))
+            score = None if null is None else calibrated(config.name, value, null)
+            rows.append(
+                {
+                    "rep_a": a,
+                    "rep_b": b,
+                    "measure": config.name,
+                    "kernel": config.kernel,
+                    "estimator": config.estimator or "",
+                    "value": value,
+                    "n": n,
+                    "std_err": std_err,
+                    "lower": None if interval is None else interval.lower,
+                    "upper": None if interval is None else interval.upper,
+                    "null_mean": None if null is None else null.mean,
+                    "null_std": None if null is None else null.std,
+                    "p_value": None if null is None else null.p_value,
+                    "q_value": q_values.get((a, b)),
+                    "calibrated": score,
+                    "status": "ok" if reason == "" else "missing",
+                    "reason": reason,
+                }
+            )
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
     def _q_values(self, config):

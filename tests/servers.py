@@ -507,8 +507,9 @@ class RayCluster:
         Ray node ids of the workers; a worker's changes when it is restarted.
     """
 
-    def __init__(self, root, ray, env, timeout, workers):
+    def __init__(self, root, ray, env, timeout, workers, object_store_bytes):
         self.root, self._ray, self._env, self._timeout = root, ray, env, timeout
+        self._object_store_bytes = object_store_bytes
         self.gcs_address = f"127.0.0.1:{free_port()}"
         self.dashboard_url = f"http://127.0.0.1:{free_port()}"
         self.head_node_id = None
@@ -577,7 +578,7 @@ class RayCluster:
             "--block",
             "--node-ip-address=127.0.0.1",
             "--num-cpus=1",
-            "--object-store-memory=100000000",
+            f"--object-store-memory={self._object_store_bytes}",
             f"--temp-dir={self.root / 'ray'}",
             f"--node-manager-port={free_port()}",
             f"--object-manager-port={free_port()}",
@@ -629,9 +630,9 @@ class RayCluster:
 
 
 @contextmanager
-def ray_cluster(*, workers=1, timeout=90):
-    """Start a Ray cluster of 1 + ``workers`` nodes on 127.0.0.1; yield it as a `RayCluster`;
-    stop it.
+def ray_cluster(*, workers=1, object_store_bytes=100_000_000, timeout=90):
+    """Start a Ray cluster of 1 + ``workers`` nodes on 127.0.0.1, each with an object store of
+    ``object_store_bytes``; yield it as a `RayCluster`; stop it.
 
     The head (``ray start --head``, 1 CPU, custom resource ``head``) runs the GCS and the
     dashboard, hence the Jobs API; each worker (``ray start --address``, 1 CPU, custom
@@ -648,7 +649,7 @@ def ray_cluster(*, workers=1, timeout=90):
     ray = Path(sys.executable).parent / "ray"
     env = {**os.environ, **RAY_CLUSTER_ENV}
     env.pop("RAY_ADDRESS", None)
-    cluster = RayCluster(root, str(ray), env, timeout, workers)
+    cluster = RayCluster(root, str(ray), env, timeout, workers, object_store_bytes)
     try:
         cluster.start_head()
         for index in range(workers):

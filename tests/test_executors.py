@@ -1,6 +1,7 @@
 """Where a job's passes run (`jobs.engine`, `jobs.alignment.choose_executor`): in this process
 or on Ray, with the same table; and the rule that chooses (docs/design.md §4, "Executors")."""
 
+import math
 import subprocess
 import sys
 import threading
@@ -116,7 +117,9 @@ def test_a_local_job_starts_no_ray(store):
 
 def test_local_checkpoints_resume_to_the_same_state(store, tmp_path, monkeypatch):
     """A pass that dies in one slot resumes from each slot's checkpoint: the same state. The
-    slots are threads; slot 0 finishes its 8 units, slot 1 dies at its last of 7."""
+    slots are threads; slot 0 finishes its 8 units, slot 1 dies at its last of 7. Every unit
+    is saved: no interval, and no bound on the share of time saves take."""
+    monkeypatch.setattr(engine, "CHECKPOINT_SHARE", math.inf)
     path, _ = store
     task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
     units = [(start, start + 100) for start in range(0, 1500, 100)]

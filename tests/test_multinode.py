@@ -267,12 +267,34 @@ def test_tiles_owned_on_the_nodes_equal_one_process_and_send_only_values(
     assert sorted(summary["nodes"]) == sorted([cluster.head_node_id, *cluster.worker_node_ids])
     assert_close_table(table, owned_in_process.table)
     assert table["std_err"].null_count < table.num_rows
-    # the partial states went to the tiles' owners; the driver got values, not states
-    reduced, received = summary["bytes_reduced"], summary["max_bytes_received_per_node"]
-    assert 0 < summary["bytes_to_driver"] < 1e6
-    assert summary["bytes_to_driver"] < reduced / 20
-    assert 0 < received < reduced
+    # 6 tiles for 3 actors: each tile is one actor's, its owner on the actor's node, so no
+    # state moved between nodes; the driver got values, not states
+    assert summary["max_bytes_received_per_node"] == 0
+    assert 0 < summary["bytes_to_driver"] < min(1e6, summary["bytes_reduced"] / 20)
     assert owned_in_process.summary["bytes_reduced"] == 0  # in process, nothing moves
+
+
+def test_an_untiled_statistic_is_added_up_at_one_owner_from_the_other_nodes(
+    cluster, client, tmp_path
+):
+    """One tile, its 48,000 rows in 3 units for 3 actors, one per node: the owner adds the
+    three states, two of them from the other nodes; the table is the one process's."""
+    widths = {f"u{i}.a": 128 for i in range(6)}
+    make_store(tmp_path, widths, dict.fromkeys(widths, 8_000), n=48_000, seed=2)
+    content = {"store": str(tmp_path), "measures": [{"name": "cka"}], "actors": 3}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**content, "out": "given by --out"}))
+    out = tmp_path / "cluster"
+    wait_for(client, submit(client, f"run {spec}", out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["nodes"]) == 3
+    width = sum(d + 1 for d in widths.values()) + 1
+    state = 8 * width**2 + 8 * sum(widths.values()) + 8 * (len(widths) + 1)  # `array_bytes`
+    assert summary["bytes_reduced"] == 3 * state
+    assert summary["max_bytes_received_per_node"] == 2 * state
+    assert 0 < summary["bytes_to_driver"] < state / 100
+    local = parse_spec({**content, "out": str(tmp_path / "local"), "executor": "local"})
+    assert_close_table(pq.read_table(out / "alignment.parquet"), run_alignment(local, quiet=True).table)
 
 
 def test_a_node_killed_mid_reduction_gives_the_identical_table(
@@ -314,7 +336,7 @@ def test_an_actor_no_alive_node_can_hold_ends_the_job_with_a_message(
     ray_session, small_store, monkeypatch
 ):
     task, units, _ = small_store
-    monkeypatch.setattr(ray_slots, "_cpus_per_actor", lambda actors: 3)  # as on a lost 3-CPU node
+    monkeypatch.setattr(ray_slots, "cpus_per_actor", lambda actors: 3)  # as on a lost 3-CPU node
     monkeypatch.setattr(ray_slots, "WAIT_SECONDS", 0.2)
     monkeypatch.setattr(ray_slots, "PLACEMENT_SECONDS", 1.0)
     with pytest.raises(TimeoutError, match=r"slots \[0, 1\] are waiting .* no alive node has 3"):
@@ -332,7 +354,7 @@ def test_an_actor_waiting_for_a_busy_cpu_waits(ray_session, small_store, monkeyp
     monkeypatch.setattr(ray_slots, "PLACEMENT_SECONDS", 0.5)
     blocker = ray_slots.Accumulator.options(num_cpus=2).remote(None, [])
     ray_session.get(blocker.begin.remote())
-    monkeypatch.setattr(ray_slots, "_cpus_per_actor", lambda actors: 1)
+    monkeypatch.setattr(ray_slots, "cpus_per_actor", lambda actors: 1)
     results = {}
     job = threading.Thread(
         target=lambda: results.update(

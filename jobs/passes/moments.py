@@ -14,10 +14,13 @@ with `find_constants`.
 import hashlib
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations_with_replacement, pairwise
+from typing import NamedTuple
 
 import numpy as np
 
+from jobs.progress import Progress
 from jobs.tasks import MomentTask, RangeTask
 from repalign.contract import atomic_write
 from repalign.measures.jackknife import group_bounds, jackknife_std_errs, total_of
@@ -49,24 +52,52 @@ def run(job, configs):
         axes = str(job.checkpoints / "axes")
         os.makedirs(axes, exist_ok=True)
     save = str(job.saved_moments) if len(tiles) == 1 else None
-    running = []
-    # the diagonal tiles' owners keep the axes; every one of them is done before the other
-    # tiles' owners start, which read them
-    for diagonal in (True, False):
-        for group_a, group_b in tiles:
-            if (group_a == group_b) != diagonal:
-                continue
-            running.append(_owned_tile(job, configs, group_a, group_b, axes, save))
-            if len(running) > OWNERS_AHEAD:
-                job.take_owned(running.pop(0))
-        while running:
-            job.take_owned(running.pop(0))
+    slots, side_by_side = tile_slots(job.executor, job.slots, len(tiles))
+    passes = [_tile_pass(job, configs, a, b, axes, save, slots) for a, b in tiles]
+    description = f"moments ({len(names)} representations, {len(tiles)} tiles)"
+    total = len(tiles) * job.n
+    with Progress(total=total, desc=description, unit="rows", unit_scale=True,
+                  disable=job.quiet or None) as bar:  # fmt: skip
+        # the diagonal tiles' owners keep the axes; every one of them is done before the other
+        # tiles' owners start, which read them
+        for diagonal in (True, False):
+            chosen = [p for p in passes if (p.group_a == p.group_b) == diagonal]
+            lanes = [chosen[lane::side_by_side] for lane in range(side_by_side)]
+            with ThreadPoolExecutor(len(lanes), thread_name_prefix="tiles") as pool:
+                for results in pool.map(lambda lane: _run_lane(job, lane, bar), lanes):
+                    for result in results:
+                        job.take_owned(result)
     if save is not None:
         job.moments = (names, save)
 
 
-def _owned_tile(job, configs, group_a, group_b, axes, save):
-    """Start the pass of one tile, its owner measuring its pairs (`TileMeasure`)."""
+def tile_slots(executor, slots, tiles):
+    """The slots of each tile's pass, and how many tiles' passes run side by side.
+
+    On Ray, ``slots`` actors are shared out among the tiles: a tile's rows are cut among
+    slots // tiles actors (at least one), and that many tiles run at once, so that with more
+    tiles than actors each tile is one actor's whole, its owner on the same node, and no
+    partial state moves. In process, one tile after another, with all the slots."""
+    if executor == "local":
+        return slots, 1
+    per_tile = max(1, slots // tiles)
+    return per_tile, max(1, min(tiles, slots // per_tile))
+
+
+class TilePass(NamedTuple):
+    """One tile's pass, planned by the driver: its groups, task, row units, owner's measure
+    and the `jobs.alignment.Job.engine_options` it runs with."""
+
+    group_a: list
+    group_b: list
+    task: MomentTask
+    units: list
+    measure: "TileMeasure"
+    options: dict
+
+
+def _tile_pass(job, configs, group_a, group_b, axes, save, slots):
+    """Plan the pass of one tile, its owner measuring its pairs (`TileMeasure`)."""
     members = group_a if group_a == group_b else group_a + group_b
     if group_a == group_b:
         pairs = list(combinations_with_replacement(group_a, 2))
@@ -74,16 +105,29 @@ def _owned_tile(job, configs, group_a, group_b, axes, save):
         pairs = [(a, b) for a in group_a for b in group_b]
     job.blocks_computed += len(pairs)
     jackknife = job.spec.jackknife
-    shifts = job.pilot_shifts(members)
-    description = f"moments ({len(members)} representations)"
     units = job.row_units(members)
     bounds = None
     if jackknife:
         bounds = group_bounds(job.n, jackknife)
         units = cut_at_groups(units, bounds)
+    shifts = job.pilot_shifts(members)
     task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision, groups=bounds)
     measure = TileMeasure(configs, members, pairs, job.spec.null, jackknife, axes, save)
-    return job.owned_units(task, units, measure, description)
+    description = f"moments ({len(members)} representations)"
+    options = job.engine_options(task, units, description, slots)
+    return TilePass(group_a, group_b, task, units, measure, options)
+
+
+def _run_lane(job, passes, bar):
+    """Run ``passes`` one after another (on Ray, a pass's owner measures while the next pass
+    computes, `OWNERS_AHEAD`); their `jobs.engine.OwnedResult` in order."""
+    running, results = [], []
+    for tile in passes:
+        running.append(job.owned_units(tile.task, tile.units, tile.measure, tile.options, bar))
+        if len(running) > OWNERS_AHEAD:
+            results.append(running.pop(0).result())
+    results.extend(owned.result() for owned in running)
+    return results
 
 
 def _run_incremental(job, configs, names):
