@@ -206,14 +206,14 @@ died: the pass is replayed and its owner run again."""
 
 
 @ray.remote(num_cpus=0)
-def _own(measure, states):
+def _own(measure, states, threads):
     """A pass's owner: the slots' ``states`` (object references, in slot order) fetched one at a
     time and added in order, then ``measure`` of the sum; returns its value and this node.
 
-    It asks no CPU, so that it runs beside the next pass's actors, and uses one BLAS thread
-    whichever worker process it lands in: a thread count decides the order of LAPACK's sums,
-    and a replayed owner must give the same bits."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    It asks no CPU, so that it runs beside the next pass's actors, and uses ``threads`` BLAS
+    threads (`Owners.threads`) whichever worker process it lands in: a thread count decides
+    the order of LAPACK's sums, and a replayed owner must give the same bits."""
+    with threadpool_limits(limits=threads, user_api="blas"):
         total = add_in_order(ray.get(state) for state in states)
         value = measure(total)
     return value, ray.get_runtime_context().get_node_id()
@@ -230,6 +230,9 @@ class Owners:
 
     Attributes
     ----------
+    threads : int
+        The BLAS threads of every owner of the job: the CPUs of the smallest alive node with
+        CPUs when the job starts (a pass's actors have given them back when its owner runs).
     received : dict
         Node id -> bytes of partial states it received from other nodes.
     reduced : int
@@ -239,6 +242,7 @@ class Owners:
     """
 
     def __init__(self):
+        self.threads = max(1, int(min((c for c in _node_cpus() if c > 0), default=1)))
         self.received = {}
         self.reduced = 0
         self.to_driver = 0
@@ -299,7 +303,9 @@ class OwnedReduction:
         self.runner = runner
         self.node = node = self.owners.choose(runner.nodes, runner.sizes)
         strategy = NodeAffinitySchedulingStrategy(node, soft=True)
-        self.ref = _own.options(scheduling_strategy=strategy).remote(self.measure, runner.states)
+        self.ref = _own.options(scheduling_strategy=strategy).remote(
+            self.measure, runner.states, self.owners.threads
+        )
 
     def result(self):
         """The owner's `jobs.engine.OwnedResult`."""
