@@ -1,38 +1,47 @@
 """Capacity model of the all-pairs moments pass (`jobs.alignment`, `jobs.passes.moments`,
-docs/design.md §4), as the engine runs it since f6ec19f.
+docs/design.md §4), as the engine runs it since 5c60248.
 
-Predicts the wall time, memory and traffic of the linear-kernel pass of an all-pairs job from
-its shape (n rows, the representations' widths, the workers, their memory and their nodes) and
-a few rates of the machine. The engine, as modelled:
+Predicts the wall time, memory and traffic of the linear-kernel pass of an all-pairs job on Ray
+from its shape (n rows, the representations' widths, the actors, their memory and their nodes)
+and a few rates of the machine. The engine, as modelled:
 
 - tiles: when the (D+1)×(D+1) float64 statistic exceeds the tile budget (the spec's
   ``tile_bytes``, by default `repalign.stats.default_tile_bytes` of Ray's memory per CPU: a
   `STATES_PER_WORKER`-th of it), the representations are cut into G groups and each pair of
   groups g ≤ h is a tile, one pass over all the rows (`tiles`, as
-  `jobs.passes.moments.statistic_tiles` cuts them); the diagonal tiles run first, then the
-  others (`engine_order`);
-- a pass: its units of rows (`tile_unit_rows`) dealt in turn to S = min(workers, units) slots,
-  each one actor that reads its units, SYRKs them into a state, merges each unit's part in
-  place, saves a checkpoint now and then (`checkpoint_saves`) and leaves its state in the
-  object store of its node;
-- an owner per pass: a task on the node that would then have received the fewest bytes of
-  partial states from other nodes (`owned_passes`, as `jobs.ray_slots.Owners.choose` does
-  with the counts it has at that moment). It fetches the S states one at a time over its
-  node's link, adds them, computes the tile's principal axes (diagonal tiles, once per
-  representation) and pair measures on one core, and sends only the values to the driver;
-- the pipeline (`jobs.passes.moments.run`): the driver computes each pass's pilot means and runs
-  the passes one after another; the owner of a pass runs during the next pass, and the driver
-  waits for it before the pass after that (`OWNERS_AHEAD`), and for every diagonal owner before
-  the first off-diagonal pass (`predict`).
+  `jobs.passes.moments.statistic_tiles` cuts them);
+- lanes: the A actors are shared out among the T tiles, R = max(1, ⌊A/T⌋) slots to a tile's
+  pass, and L = min(T, ⌊A/R⌋) passes run side by side (`tile_slots`, as
+  `jobs.passes.moments.tile_slots`). Lane l takes the diagonal tiles l, l + L, l + 2L, …, then,
+  once every lane's diagonal owners are done, the off-diagonal tiles dealt the same way
+  (`lanes`). With more tiles than actors (R = 1) a tile is one actor's, over all n rows;
+- a pass: its units of rows (`tile_unit_rows`) dealt in turn to S = min(R, units) slots, each
+  an actor of c CPUs (`jobs.ray_slots.cpus_per_actor`) that reads its units, SYRKs them into a
+  state, merges each unit's part in place, saves a checkpoint now and then (`checkpoint_saves`)
+  and leaves its state in the object store of its node;
+- an owner per pass: a task of no CPU on the node that would then have received the fewest
+  bytes of partial states from other nodes, its receives counted to that node when it is
+  placed (`owned_passes`, as `jobs.ray_slots.Owners.choose`). With R = 1 that is the actor's
+  node and nothing moves. It fetches the states on other nodes over its node's link, adds them,
+  computes the tile's principal axes (diagonal tiles) and pair measures on one core, and sends
+  only the values to the driver. It shares its lane's cores with the lane's next pass
+  (`lane_seconds`); the lane starts a pass only when the owner two passes back is done
+  (`OWNERS_AHEAD`);
+- the driver: before the first pass it plans every tile's pass (its pilot means, one row group
+  of each member, read serially; its units; the rows they read), and holds the plans until the
+  pass ends and each lane's values until the lane ends; then it builds the result table one
+  configuration at a time (`repalign.results.Values.table`).
 
 The byte counts (`bytes_reduced`, `max_bytes_received_per_node`, with `state_bytes`) are those
-a job's summary.json reports, computed as the engine counts them. The geometry mirrors
-`jobs.alignment` (`tests/test_capacity.py` checks the tiles, the units, the state bytes and the
-owners' choice against the code). The model needs only numpy; the calibration measures the
-SYRK rate with scipy's `dsyrk` (as the engine calls it) under threadpoolctl, a few seconds, and
-the bytes of a value with the engine's own `TileMeasure` and `Values` (`measure_value_bytes`).
-The other rates are the figures recorded in `benchmarks/RESULTS.md` (see `RECORDED`). Markdown
-goes to stdout.
+a job's summary.json reports, computed as the engine counts them; `predict_summary` predicts a
+measured job from its summary.json. The geometry mirrors `jobs.alignment` and
+`jobs.passes.moments` (`tests/test_capacity.py` checks the tiles, the units, the slots and
+lanes, the state bytes and the owners' choice against the code). The model needs only numpy;
+the calibration measures the SYRK rate with scipy's `dsyrk` (as the engine calls it) under
+threadpoolctl, a few seconds, what a value costs with the engine's own `TileMeasure` and
+`Values` (`measure_value_costs`), and what a plan costs with its own `_tile_pass`
+(`measure_plan_costs`). The other rates are the figures recorded in `benchmarks/RESULTS.md`
+(see `RECORDED`). Markdown goes to stdout.
 
 Run from the repository root (docs/scaling.md holds a run's output under "Generated output"):
 
@@ -49,7 +58,7 @@ import platform
 import sys
 import time
 import tracemalloc
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -87,9 +96,10 @@ class Rates:
     actor_base_bytes: float  # an actor's resident memory besides states, unit and row block
     eigh_seconds: float  # one d×d eigendecomposition at d = 512, 1 BLAS thread
     pair_seconds: tuple  # ((measure label, seconds per pair at d = 512), ...)
-    value_bytes: (
-        tuple  # bytes per value: (pickled by an owner, held by the driver, peak of the table)
-    )
+    value_bytes: tuple  # per value: pickled, held at the pass's end, held, its row, its Arrow
+    table_seconds: float  # the driver's seconds per value to build the result table
+    plan_bytes: tuple  # a plan: per unit, per member besides its shift, per counted row range
+    plan_seconds: tuple  # a plan: per unit and member, per tile
 
 
 # Figures recorded on this machine in benchmarks/RESULTS.md, section "engine.py (issue 5)",
@@ -119,8 +129,15 @@ RECORDED = {
         ("cca", 0.063),
         ("svcca", 0.048),
     ),
-    # `measure_value_bytes("all")` on this machine, 2026-12-04: pickled, held, table's peak
-    "value_bytes": (64, 384, 1185),
+    # measured on this machine at 5c60248, 2026-12-04, load average about 2.8 on 2 cores:
+    # `measure_value_costs("all")`, bytes per value (pickled, held at the pass's end, held,
+    # its row, its Arrow) and the table's seconds per value (6–9 µs in three runs)
+    "value_bytes": (64, 433, 383, 820, 160),
+    "table_seconds": 9.0e-6,
+    # `measure_plan_costs()`, bytes per unit, per member and per counted row range (the
+    # member's 270–430 in four runs), seconds per unit and member and per tile
+    "plan_bytes": (73, 400, 124),
+    "plan_seconds": (0.6e-6, 0.3e-3),
 }
 # Part 3 (4 × 128, n = 10⁵, 2 actors): largest actor VmHWM 382 MiB; the actor's base is that
 # less what the model counts for that job (see `actor_base_from_part3`).
@@ -145,6 +162,11 @@ CONFIGS = {
 """The spec's measure (`repalign.spec.Measure`) of each label of `MEASURE_SETS`."""
 
 
+def measure_labels(measures):
+    """The labels of ``measures``: a key of `MEASURE_SETS`, or a tuple of labels of `CONFIGS`."""
+    return MEASURE_SETS[measures] if isinstance(measures, str) else tuple(measures)
+
+
 def tile_budget(memory_per_cpu):
     """The largest state of a tile for workers of ``memory_per_cpu`` bytes each, when the spec
     sets no ``tile_bytes``: memory / STATES_PER_WORKER (`repalign.stats.default_tile_bytes`)."""
@@ -153,14 +175,18 @@ def tile_budget(memory_per_cpu):
 
 @dataclass(frozen=True)
 class Job:
+    """An all-pairs job's shape, and the actors and nodes it runs on."""
+
     dims: tuple  # width of each representation
     n: int
-    workers: int  # actors: the slots of a pass
-    cores: int = 1  # CPUs (BLAS threads) per worker
-    measures: str = "all"  # a key of MEASURE_SETS
+    workers: int  # actors A: the job's slots, shared out among the tiles' passes
+    cores: int = 1  # CPUs c (BLAS threads) per actor
+    measures: str | tuple = "all"  # a key of MEASURE_SETS, or a tuple of labels of CONFIGS
     worker_memory: int = 8 * GiB  # memory per CPU (Ray's, on the node that has least)
     tile_bytes: int | None = None  # the spec's tile_bytes; None: `tile_budget`
-    node_cores: int = 16  # CPUs of each node
+    node_cores: int = 16  # CPUs C of each node
+    physical_cores: int | None = None  # cores the nodes' CPUs share (one machine); None: C·N
+    placement: tuple | None = None  # node of actor l·R + s (`owned_passes`); None: round robin
 
     @property
     def budget(self):
@@ -169,7 +195,7 @@ class Job:
 
     @property
     def nodes(self):
-        """⌈workers · cores / node_cores⌉: the workers' slots are placed on them in turn."""
+        """N = ⌈A·c / C⌉: the actors are placed on them in turn."""
         return -(-self.workers * self.cores // self.node_cores)
 
 
@@ -214,10 +240,24 @@ def tiles(dims, tile_bytes):
 
 
 def engine_order(count):
-    """The tiles (g, h) of ``count`` groups in the order `jobs.passes.moments.run` starts their
-    passes: the diagonal ones (g, g), then the others, each in the order of `tiles`."""
+    """The tiles (g, h) of ``count`` groups in the order `jobs.passes.moments.run` deals them to
+    lanes: the diagonal ones (g, g), then the others, each in the order of `tiles`."""
     diagonal = [(g, g) for g in range(count)]
     return diagonal + [(g, h) for g in range(count) for h in range(g + 1, count)]
+
+
+def tile_slots(actors, tiles):
+    """(R, L) for ``actors`` actors and ``tiles`` tiles, as `jobs.passes.moments.tile_slots` on
+    Ray: R = max(1, ⌊A/T⌋) slots to each tile's pass, L = max(1, min(T, ⌊A/R⌋)) passes side
+    by side."""
+    per_tile = max(1, actors // tiles)
+    return per_tile, max(1, min(tiles, actors // per_tile))
+
+
+def lanes(phase, count):
+    """The tiles of each of ``count`` lanes: lane l takes phase[l], phase[l + L], … (the
+    diagonal tiles, then the off-diagonal ones, are each a phase)."""
+    return [phase[lane::count] for lane in range(count)]
 
 
 def tile_members(tile):
@@ -259,9 +299,9 @@ def tile_unit_rows(member_dims):
     return whole_row_groups(rows, [row_group_rows(d) for d in member_dims])
 
 
-def tile_slots(member_dims, n, workers):
-    """S = min(workers, ⌈n / rows⌉): one slot per unit at most (`jobs.engine.deal`)."""
-    return min(workers, -(-n // tile_unit_rows(member_dims)))
+def pass_slots(member_dims, n, per_tile):
+    """Sₜ = min(R, ⌈n / rows⌉): one slot per unit at most (`jobs.engine.deal`)."""
+    return min(per_tile, -(-n // tile_unit_rows(member_dims)))
 
 
 def pilot_rows(dim, n):
@@ -291,15 +331,34 @@ def busiest_slot(n, rows, workers):
     return int(np.sum(slots == busiest)), int(per_slot[busiest])
 
 
+def counted_ranges(dims, tile_bytes, n):
+    """The (representation, row range) pairs that `jobs.alignment.Job.reads` keeps for the
+    pass: for each representation, ⌈n / rows⌉ ranges for each distinct unit size among the
+    tiles that hold it, less the last ranges that two sizes share (the same start, ending at
+    n)."""
+    cut = groups(dims, tile_bytes)
+    total = 0
+    for g, group in enumerate(cut):
+        sizes = set()
+        for h in range(len(cut)):
+            members = group if g == h else cut[min(g, h)] + cut[max(g, h)]
+            sizes.add(tile_unit_rows(tuple(dims[i] for i in members)))
+        last = Counter((-(-n // rows) - 1) * rows for rows in sizes)
+        total += len(group) * (sum(-(-n // rows) for rows in sizes) - len(sizes) + len(last))
+    return total
+
+
 # -- the owners and the bytes they receive --------------------------------------------------
 
 
 class OwnedPass(NamedTuple):
-    """One tile's pass (g, h) as the engine runs it: its slots, the array bytes of each slot's
-    state, the node of its owner and the bytes the owner received from slots on other nodes."""
+    """One tile's pass (g, h) as the engine runs it: its lane, its slots, the array bytes of
+    each slot's state, the node of its owner and the bytes the owner received from slots on
+    other nodes."""
 
     g: int
     h: int
+    lane: int
     slots: int
     state_bytes: int
     owner: int
@@ -309,80 +368,86 @@ class OwnedPass(NamedTuple):
 def owned_passes(dims, n, actors, nodes, tile_bytes, placement=None):
     """Each tile's `OwnedPass`, in `engine_order`, and the bytes each node received in all.
 
-    Nodes are numbered 0 … nodes − 1 in the order of their Ray node ids; ``placement[s]`` is
-    the node of slot s (default s mod nodes, the slots placed in turn). As
-    `jobs.ray_slots.Owners.choose`, a pass's owner goes to the node that minimises what it has
-    received so far plus the bytes of the pass's states on other nodes, ties to the lower node;
-    what "so far" counts is what `Owners.took` has counted by then: an owner's bytes are
-    counted when the driver takes its values, which for pass t is after pass t + OWNERS_AHEAD
-    has chosen its owner, and for every diagonal pass before the first off-diagonal one.
+    Nodes are numbered 0 … nodes − 1 in the order of their Ray node ids. ``placement[l·R + s]``
+    is the node of slot s of lane l's passes (R = 1: the node of lane l's actor), the same for
+    every pass of the lane; default (l·R + s) mod nodes, the actors placed in turn. For a
+    measured run, the nodes its actors ran on. As `jobs.ray_slots.Owners.choose`, a pass's
+    owner goes to the node that minimises what it has received so far plus the bytes of the
+    pass's states on other nodes, ties to the lower node, and those bytes are counted to it at
+    once. The passes are placed in `engine_order`: the order in which lanes that keep step
+    finish them (with R = 1 the order does not matter: each owner is on its actor's node).
     """
-    placement = list(placement) if placement is not None else [s % nodes for s in range(actors)]
     cut = groups(dims, tile_bytes)
+    order = engine_order(len(cut))
+    per_tile, count = tile_slots(actors, len(order))
+    if placement is None:
+        placement = [k % nodes for k in range(per_tile * count)]
+    if len(placement) < per_tile * count:
+        raise ValueError(
+            f"placement names {len(placement)} actors' nodes, not R·L = {per_tile} × {count}"
+        )
     group_dims = [tuple(dims[i] for i in group) for group in cut]
     received = [0] * nodes
-    on_node = {}  # slots -> how many of them are on each node
-    passes, running = [], deque()
-
-    def take(owned):
-        received[owned.owner] += owned.received
-
-    order = engine_order(len(cut))
-    for phase in (order[: len(cut)], order[len(cut) :]):  # the diagonal passes, the others
-        for g, h in phase:
+    passes = []
+    for phase in (order[: len(cut)], order[len(cut) :]):  # the diagonal tiles, the others
+        for index, (g, h) in enumerate(phase):
+            lane = index % count
             member_dims = group_dims[g] if g == h else group_dims[g] + group_dims[h]
-            slots = tile_slots(member_dims, n, actors)
+            slots = pass_slots(member_dims, n, per_tile)
             size = state_bytes(member_dims)
-            if slots not in on_node:
-                counts = Counter(placement[:slots])
-                on_node[slots] = [counts[node] for node in range(nodes)]
-            incoming = [(slots - local) * size for local in on_node[slots]]
+            on_node = Counter(placement[lane * per_tile : lane * per_tile + slots])
+            incoming = [(slots - on_node[node]) * size for node in range(nodes)]
             owner = min(range(nodes), key=lambda node: (received[node] + incoming[node], node))
-            owned = OwnedPass(g, h, slots, size, owner, incoming[owner])
-            passes.append(owned)
-            running.append(owned)
-            if len(running) > OWNERS_AHEAD:
-                take(running.popleft())
-        while running:
-            take(running.popleft())
+            received[owner] += incoming[owner]
+            passes.append(OwnedPass(g, h, lane, slots, size, owner, incoming[owner]))
     return passes, received
 
 
 def bytes_reduced(dims, n, actors, tile_bytes):
     """summary.json's ``bytes_reduced`` of a job's moments pass: Σ over tiles of Sₜ states of
-    `state_bytes` (every slot's state, on the owner's node or not)."""
+    `state_bytes` (every slot's state, on the owner's node or not; one per tile when R = 1)."""
     cut = groups(dims, tile_bytes)
+    order = engine_order(len(cut))
+    per_tile, _ = tile_slots(actors, len(order))
     total = 0
-    for g, h in engine_order(len(cut)):
+    for g, h in order:
         member_dims = tuple(dims[i] for i in (cut[g] if g == h else cut[g] + cut[h]))
-        total += tile_slots(member_dims, n, actors) * state_bytes(member_dims)
+        total += pass_slots(member_dims, n, per_tile) * state_bytes(member_dims)
     return total
 
 
 def max_bytes_received_per_node(dims, n, actors, nodes, tile_bytes, placement=None):
     """summary.json's ``max_bytes_received_per_node``: the most bytes of partial states that
-    the owners on one node received from slots on other nodes (`owned_passes`)."""
+    the owners on one node received from slots on other nodes (`owned_passes`; 0 when R = 1)."""
     return max(owned_passes(dims, n, actors, nodes, tile_bytes, placement)[1])
 
 
 # -- the model ------------------------------------------------------------------------------
 
-PASS_TERMS = ("compute", "imbalance", "io", "merge", "checkpoints", "start")
+PASS_TERMS = ("compute", "imbalance", "io", "storage", "merge", "checkpoints", "start")
 OWNER_TERMS = ("reduction", "measures", "axes")
-TERMS = (*PASS_TERMS, "contention", "pilot", *OWNER_TERMS)
+LANE_TERMS = (*PASS_TERMS, "contention", *OWNER_TERMS)
+TERMS = ("plan", "pilot", *LANE_TERMS, "barrier", "lanes", "table")
 TERM_NAMES = {
-    "compute": "SYRK, evenly shared: n·Wₜ(Wₜ+1) / (Sₜ · cores · rate) per pass",
-    "imbalance": "whole units dealt to slots: the busiest slot's extra rows",
-    "io": "reads: n·widthₜ·4 B / (Sₜ · min(read rate, storage / Sₜ)) per pass",
+    "plan": "driver: every pass planned before the first (units, rows read counted)",
+    "pilot": "driver: pilot means, a row group of each member per tile, read serially",
+    "compute": "SYRK: Σₜ n·Wₜ(Wₜ+1) / (Sₜ · c · rate) over a lane's tiles",
+    "imbalance": "whole units dealt to a pass's slots: its busiest slot's extra rows",
+    "io": "reads: n·wₜ·4 B / (Sₜ · a slot's read rate), every tile all n rows of its members",
+    "storage": "reads held back by the shared storage or a node's link",
     "merge": "each unit's state merged in place, and the sum copied to the object store",
     "checkpoints": "checkpoint saves: the first after 30 s, then ≤ 5% of a slot's time",
     "start": "actor start, one per pass",
-    "contention": "owners' adds and measures taking cores from the next pass's slots",
-    "pilot": "driver: pilot means (a row group of each member per pass)",
-    "reduction": "waiting for owners: fetching Sₜ states over a link and adding them",
+    "contention": "the lane's owners sharing its cores with its next pass",
+    "reduction": "waiting for owners: fetching states over a link and adding them",
     "measures": "waiting for owners: per-pair measures, pairs × cost(d)",
     "axes": "waiting for owners: principal axes, once per representation",
+    "barrier": "diagonal tiles: waiting for the slowest lane's owners",
+    "lanes": "off-diagonal tiles: the slowest lane beyond the mean",
+    "table": "driver: the result table, one configuration at a time",
 }
+"""Every term but plan, pilot, barrier, lanes and table is the mean over the L lanes of its
+seconds in each lane; barrier and lanes are each phase's slowest lane less the mean."""
 
 
 def pair_seconds(dim_a, dim_b, measures, rates):
@@ -392,7 +457,7 @@ def pair_seconds(dim_a, dim_b, measures, rates):
     d = math.sqrt(dim_a * dim_b)
     total = 0.0
     for label, seconds in rates.pair_seconds:
-        if label in MEASURE_SETS[measures]:
+        if label in measure_labels(measures):
             total += seconds * (d / 512) ** (3 if label in SPECTRAL else 2)
     return total
 
@@ -408,39 +473,48 @@ def checkpoint_saves(work, save):
 
 
 @functools.cache
-def _pass_terms(member_dims, n, workers, cores, rates):
-    """Seconds of a pass's PASS_TERMS (its busiest slot's work and its actors' start) and of
-    the driver's pilot means before it, for members of widths ``member_dims``."""
+def _pass_terms(member_dims, n, per_tile, cores, readers, per_node, slow, rates):
+    """Seconds of a pass's PASS_TERMS: its busiest slot's work and its actors' start, for
+    members of widths ``member_dims``. The slot's CPU work (SYRK, decoding its reads, merges)
+    takes ``slow`` times its time on a core of its own. A slot reads its next unit while it
+    computes this one, so the storage and the links only bound the pass from below: the
+    ``readers`` slots running at once move n/Sₜ·wₜ·4 bytes of rows each through the shared
+    storage at B, ``per_node`` of them through a node's link ("storage": what the bound adds).
+    Checkpoint saves are left out of the bound: the engine keeps them to a share of a slot's
+    time whatever they take."""
     W = state_width(member_dims)
     width = sum(member_dims)
     state = 8 * W * W
-    units, busy_rows = busiest_slot(n, tile_unit_rows(member_dims), workers)
-    slots = tile_slots(member_dims, n, workers)
-    row_syrk = W * (W + 1) / (cores * rates.syrk_flops)
-    read = min(rates.read_bytes, rates.storage_bytes / slots)
-    row_read = width * 4 / read
-    merge = units * state / rates.merge_bytes  # units − 1 merges, and the copy to the store
+    units, busy_rows = busiest_slot(n, tile_unit_rows(member_dims), per_tile)
+    slots = pass_slots(member_dims, n, per_tile)
+    row_syrk = slow * W * (W + 1) / (cores * rates.syrk_flops)
+    row_read = slow * width * 4 / rates.read_bytes
+    merge = slow * units * state / rates.merge_bytes  # units − 1 merges, the copy to the store
     save = state / rates.checkpoint_bytes
     saves = checkpoint_saves(busy_rows * (row_syrk + row_read) + merge, save)
-    pilot_bytes = sum(pilot_rows(d, n) * d * 4 for d in member_dims)
-    return {
+    terms = {
         "compute": n / slots * row_syrk,
         "imbalance": (busy_rows - n / slots) * (row_syrk + row_read),
         "io": n / slots * row_read,
+        "storage": 0.0,
         "merge": merge,
         "checkpoints": saves * save,
         "start": rates.actor_start,
-        "pilot": pilot_bytes / rates.file_read_bytes,
     }
+    moved = n / slots * width * 4
+    bound = max(readers * moved / rates.storage_bytes, per_node * moved / rates.network_bytes)
+    terms["storage"] = max(0.0, bound - sum(terms.values()))
+    return terms
 
 
 @functools.cache
-def _owner_work(dims_a, dims_b, diagonal, slots, measures, rates):
-    """Seconds of a pass's owner on one core besides fetching (OWNER_TERMS): adding its
-    ``slots`` states, each sum a new state (a copy and an in-place add, 2·8W² bytes at the merge
-    rate); the tile's pairs × `pair_seconds`; and with CCA or SVCCA the principal axes, an
-    eigendecomposition of each member's d×d block in a diagonal tile (eigh's d = 512 time ×
-    (d/512)³), a load of each member's kept axes (8·(d² + d) bytes) in the others."""
+def _owner_work(dims_a, dims_b, diagonal, slots, measures, slow, rates):
+    """CPU seconds of a pass's owner (OWNER_TERMS), ``slow`` times those of a core of its own:
+    adding its ``slots`` states, each sum a new state (a copy and an in-place add, 2·8W² bytes
+    at the merge rate; none when Sₜ = 1); the tile's pairs × `pair_seconds`; and with CCA or
+    SVCCA the principal axes, an eigendecomposition of each member's d×d block in a diagonal
+    tile (eigh's d = 512 time × (d/512)³), a load of each member's kept axes (8·(d² + d) bytes)
+    in the others."""
     member_dims = dims_a if diagonal else dims_a + dims_b
     W = state_width(member_dims)
     adds = (slots - 1) * 2 * 8 * W * W / rates.merge_bytes
@@ -450,122 +524,236 @@ def _owner_work(dims_a, dims_b, diagonal, slots, measures, rates):
         pairs = [(a, b) for a in dims_a for b in dims_b]
     measured = sum(pair_seconds(a, b, measures, rates) for a, b in pairs)
     axes = 0.0
-    if any(label in AXES for label in MEASURE_SETS[measures]):
+    if any(label in AXES for label in measure_labels(measures)):
         if diagonal:
             axes = sum(rates.eigh_seconds * (d / 512) ** 3 for d in member_dims)
         else:
             axes = sum(8 * (d * d + d) for d in member_dims) / rates.file_read_bytes
-    return {"reduction": adds, "measures": measured, "axes": axes}
+    return {"reduction": slow * adds, "measures": slow * measured, "axes": slow * axes}
 
 
-class _Owner(NamedTuple):
-    start: float
-    end: float
-    cpu: float  # seconds of one core within [start, end]
-    parts: dict  # OWNER_TERMS -> seconds of [start, end] spent on it
+class _Running:
+    """An owner in `lane_seconds`: when its fetch ends, the CPU seconds it has left, its
+    seconds by OWNER_TERMS (fetching counted as reduction), and when it ended (None: runs)."""
+
+    def __init__(self, fetched, left, parts):
+        self.fetched, self.left, self.parts, self.end = fetched, left, parts, None
+
+
+def lane_seconds(steps, cores):
+    """A lane's seconds, and their split by LANE_TERMS (which add up to them), as
+    `jobs.passes.moments._run_lane` runs its passes.
+
+    ``steps``: for each pass, its PASS_TERMS seconds (`_pass_terms`), its owner's seconds of
+    fetching (no CPU) and its owner's CPU seconds by OWNER_TERMS (`_owner_work`). Owner t starts
+    when pass t ends; pass t + 1 starts then too, once owner t − 1 is done (OWNERS_AHEAD), and
+    the lane ends when its last owner is done. The pass and the running owners share the
+    lane's ``cores`` (k = min(C, R·c)): a pass is k threads, an owner one, and each thread runs
+    at min(1, k / threads) of a core. So an owner lengthens the pass it runs beside
+    ("contention"), and is slowed by it: with one core, each runs at half speed while both run.
+    A wait for an owner is split among its terms in proportion to its seconds in each.
+    """
+    spent = dict.fromkeys(LANE_TERMS, 0.0)
+    running = []
+    clock = 0.0
+
+    def advance(work, until):
+        """Run the pass's ``work`` seconds (None: no pass) beside the owners, until the pass
+        ends or owner ``until`` is done."""
+        nonlocal clock
+        while (work is not None and work > 0) or (until is not None and until.end is None):
+            active = [o for o in running if o.end is None and o.fetched <= clock]
+            threads = len(active) + (cores if work is not None else 0)
+            speed = min(1.0, cores / threads) if threads else 1.0
+            step = min(
+                [o.left / speed for o in active]
+                + [o.fetched - clock for o in running if o.end is None and o.fetched > clock]
+                + ([work / speed] if work is not None else [])
+            )
+            clock += step
+            if work is not None:
+                work = 0.0 if work / speed <= step else work - step * speed
+            for o in active:
+                if o.left / speed <= step:
+                    o.left, o.end = 0.0, clock
+                else:
+                    o.left -= step * speed
+
+    def wait_for(owner):
+        started = clock
+        advance(None, owner)
+        total = sum(owner.parts.values())
+        for key, seconds in owner.parts.items():
+            spent[key] += (clock - started) * seconds / total if total else 0.0
+        running.remove(owner)
+
+    for work, fetch, owner in steps:
+        length = sum(work.values())
+        started = clock
+        advance(length, None)
+        for key, seconds in work.items():
+            spent[key] += seconds
+        spent["contention"] += clock - started - length
+        parts = {**owner, "reduction": fetch + owner["reduction"]}
+        running.append(_Running(clock + fetch, sum(owner.values()), parts))
+        if len(running) > OWNERS_AHEAD:
+            wait_for(running[0])
+    while running:
+        wait_for(running[0])
+    return clock, spent
+
+
+def plan_costs(member_dims, n, rates):
+    """(bytes, seconds) of the driver's plan of one tile's pass besides its pilot means
+    (`jobs.passes.moments._tile_pass`): 8·Σd of shifts, ``plan_bytes`` per unit and per member;
+    ``plan_seconds`` per unit and member (its rows counted in `Job.reads`) and per tile."""
+    units = -(-n // tile_unit_rows(member_dims))
+    per_unit, per_member, _ = rates.plan_bytes
+    per_read, per_tile = rates.plan_seconds
+    members = len(member_dims)
+    held = 8 * sum(member_dims) + per_member * members + per_unit * units
+    return held, per_read * units * members + per_tile
 
 
 def predict(job, rates):
-    """Seconds of each term (TERM_NAMES) of the job's moments pass, and its geometry, traffic
-    and memory, as the engine runs its tiles (`owned_passes`, default placement).
+    """Seconds of each term (TERM_NAMES) of the job's moments pass and its result table, and
+    its geometry, traffic and memory, as the engine runs its tiles (`owned_passes`, with the
+    job's placement).
 
-    The driver runs the passes one after another, each after its pilot means. A pass lasts its
-    busiest slot's work and its actors' start (`_pass_terms`), lengthened by the CPU seconds
-    of a running owner that fall within it over the cores of a node (an owner is a task of 0
-    CPUs: its core is taken from the slots of its node; its CPU time is taken as spread evenly
-    over its run). The owner of a pass starts when the pass ends, fetches its states over its
-    node's link once the earlier owners on that node have done so, adds them, then measures
-    (`_owner_work`). The driver waits for it after the next pass (OWNERS_AHEAD), and for
-    every diagonal owner before the first off-diagonal pass; a wait is shared among the
-    reduction, measures and axes terms in proportion to the owner's time in each.
+    The driver plans every tile's pass, its pilot means read serially, then runs the diagonal
+    tiles' lanes, then (every lane done) the off-diagonal tiles' lanes (`lane_seconds`), then
+    builds the table. In a phase the R·L' slots of its L' non-empty lanes read at once; on a
+    machine whose ``physical_cores`` are fewer than the CPUs in use, a lane's CPU work takes
+    R·L'·c / physical_cores times as long.
     """
-    passes, received = owned_passes(job.dims, job.n, job.workers, job.nodes, job.budget)
+    passes, received = owned_passes(
+        job.dims, job.n, job.workers, job.nodes, job.budget, job.placement
+    )
     cut = groups(job.dims, job.budget)
     group_dims = [tuple(job.dims[i] for i in group) for group in cut]
+    per_tile, count = tile_slots(job.workers, len(passes))
+    cores = min(job.node_cores, per_tile * job.cores)
     terms = dict.fromkeys(TERMS, 0.0)
     owners = dict.fromkeys(("fetch", *OWNER_TERMS), 0.0)  # the owners' work, hidden or not
-    link_free = [0.0] * job.nodes
-    running = deque()
-    clock = 0.0
-    flops = bytes_read = reduced = 0
+    flops = bytes_read = reduced = plan_bytes = 0
     widest = ()
-
-    def wait(owner):
-        nonlocal clock
-        if owner.end > clock:
-            for key, seconds in owner.parts.items():
-                terms[key] += (owner.end - clock) * seconds / (owner.end - owner.start)
-            clock = owner.end
-
-    for phase in (passes[: len(cut)], passes[len(cut) :]):  # the diagonal passes, the others
-        for owned in phase:
-            diagonal = owned.g == owned.h
-            member_dims = group_dims[owned.g] + (() if diagonal else group_dims[owned.h])
-            part = _pass_terms(member_dims, job.n, job.workers, job.cores, rates)
-            clock += part["pilot"]
-            terms["pilot"] += part["pilot"]
-            length = sum(part[key] for key in PASS_TERMS)
-            stolen = sum(
-                max(0.0, min(o.end, clock + length) - max(o.start, clock))
-                * o.cpu
-                / (o.end - o.start)
-                for o in running
-                if o.end > o.start
-            )
-            for key in PASS_TERMS:
-                terms[key] += part[key]
-            terms["contention"] += stolen / job.node_cores
-            clock += length + stolen / job.node_cores
-            work = _owner_work(
-                group_dims[owned.g], group_dims[owned.h], diagonal, owned.slots, job.measures, rates
-            )
-            fetch = owned.received / rates.network_bytes
-            added = max(clock, link_free[owned.owner]) + fetch + work["reduction"]
-            link_free[owned.owner] = added
-            end = added + work["measures"] + work["axes"]
-            parts = {"reduction": added - clock, "measures": work["measures"], "axes": work["axes"]}
-            running.append(_Owner(clock, end, sum(work.values()), parts))
-            if len(running) > OWNERS_AHEAD:
-                wait(running.popleft())
-            owners["fetch"] += fetch
-            for key in OWNER_TERMS:
-                owners[key] += work[key]
-            W = state_width(member_dims)
-            flops += job.n * W * (W + 1)
-            bytes_read += job.n * sum(member_dims) * 4
-            reduced += owned.slots * owned.state_bytes
-            if W > state_width(widest):
-                widest = member_dims
-        while running:
-            wait(running.popleft())
+    for owned in passes:
+        member_dims = group_dims[owned.g] + (() if owned.g == owned.h else group_dims[owned.h])
+        held, seconds = plan_costs(member_dims, job.n, rates)
+        plan_bytes += held
+        terms["plan"] += seconds
+        pilot = sum(pilot_rows(d, job.n) * d * 4 for d in member_dims)
+        terms["pilot"] += pilot / rates.file_read_bytes
+        W = state_width(member_dims)
+        flops += job.n * W * (W + 1)
+        bytes_read += job.n * sum(member_dims) * 4
+        reduced += owned.slots * owned.state_bytes
+        if W > state_width(widest):
+            widest = member_dims
+    clock = terms["plan"] + terms["pilot"]
+    for phase, tail in ((passes[: len(cut)], "barrier"), (passes[len(cut) :], "lanes")):
+        dealt = [lane for lane in lanes(phase, count) if lane]
+        if not dealt:
+            continue
+        readers = per_tile * len(dealt)
+        per_node = -(-readers // job.nodes)
+        slow = 1.0
+        if job.physical_cores:
+            slow = max(1.0, readers * job.cores / job.physical_cores)
+        ends = []
+        for lane in dealt:
+            steps = []
+            for owned in lane:
+                diagonal = owned.g == owned.h
+                a, b = group_dims[owned.g], group_dims[owned.h]
+                member_dims = a if diagonal else a + b
+                work = _pass_terms(
+                    member_dims, job.n, per_tile, job.cores, readers, per_node, slow, rates
+                )
+                owner = _owner_work(a, b, diagonal, owned.slots, job.measures, slow, rates)
+                fetch = owned.received / rates.network_bytes
+                steps.append((work, fetch, owner))
+                owners["fetch"] += fetch
+                for key in OWNER_TERMS:
+                    owners[key] += owner[key]
+            end, spent = lane_seconds(steps, cores)
+            ends.append(end)
+            for key, seconds in spent.items():
+                terms[key] += seconds / count
+        terms[tail] += max(ends) - sum(ends) / count
+        clock += max(ends)
     M = len(job.dims)
-    values = M * (M + 1) // 2 * len(MEASURE_SETS[job.measures])
-    pickled, held, table = rates.value_bytes
+    pairs = M * (M + 1) // 2
+    values = pairs * len(measure_labels(job.measures))
+    terms["table"] = values * rates.table_seconds
+    clock += terms["table"]
+    pickled, in_pass, held, row, arrow = rates.value_bytes
+    ranges = counted_ranges(job.dims, job.budget, job.n) * rates.plan_bytes[2]
     W = state_width(widest)
     worker = worker_bytes(widest, rates)
-    owner_states = (OWNERS_AHEAD + 1) * 3 * 8 * W * W
+    node_owners = 0
+    if per_tile > 1:  # owners adding states: their sum, the new sum, the state being added
+        node_owners = -(-count * (OWNERS_AHEAD + 1) // job.nodes) * 3 * 8 * W * W
+    actors_on_node = min(job.node_cores // job.cores, -(-per_tile * count // job.nodes))
+    driver_pass = plan_bytes + ranges + values * in_pass
+    driver_table = ranges + values * (held + arrow) + pairs * row
     return {
         "terms": terms,
         "total": clock,
+        "moments_seconds": clock - terms["table"],
         "syrk": flops / (job.workers * job.cores * rates.syrk_flops),
         "owners": owners,
         "tiles": len(passes),
         "groups": len(cut),
+        "per_tile": per_tile,
+        "lanes": count,
         "D": state_width(job.dims),
         "tile_D": W,
         "flops": flops,
         "bytes_read": bytes_read,
         "reads_per_row": len(cut),
-        "pairs": M * (M + 1) // 2,
+        "pairs": pairs,
         "values": values,
         "bytes_reduced": reduced,
         "max_bytes_received_per_node": max(received),
         "bytes_to_driver": values * pickled,
-        "driver_bytes": values * held,
-        "driver_peak_bytes": values * table,
+        "plan_bytes": plan_bytes,
+        "ranges_bytes": ranges,
+        "driver_pass_bytes": driver_pass,
+        "driver_table_bytes": driver_table,
+        "driver_peak_bytes": max(driver_pass, driver_table),
         "worker_bytes": worker,
-        "node_bytes": job.node_cores // job.cores * worker + owner_states,
+        "node_bytes": actors_on_node * worker + node_owners,
+        "object_store_bytes": actors_on_node * 2 * state_bytes(widest),
     }
+
+
+def predict_summary(summary, dims, rates, *, cores=1, node_cores=1, **layout):
+    """The prediction (`predict`) for a job that ran, from its summary.json (``n``, ``slots``,
+    ``configurations``, ``params.tile_bytes``) and its representations' widths ``dims``, with
+    ``cores`` CPUs per actor on nodes of ``node_cores``; ``layout``: `Job`'s
+    ``physical_cores`` and ``placement``. Its ``moments_seconds`` compares with the summary's
+    ``pass_seconds["moments"]``; its ``total`` adds the table, not Ray's start nor the writes."""
+    job = Job(
+        tuple(dims),
+        summary["n"],
+        summary["slots"],
+        cores,
+        measure_labels_of(summary["configurations"]),
+        tile_bytes=summary["params"]["tile_bytes"],
+        node_cores=node_cores,
+        **layout,
+    )
+    return predict(job, rates)
+
+
+def measure_labels_of(configurations):
+    """The labels of `CONFIGS` of a summary's ``configurations`` (`repalign.spec.Measure`'s
+    labels, such as ``cka:linear:biased``)."""
+    from repalign.spec import Measure
+
+    label_of = {Measure(**config).label: label for label, config in CONFIGS.items()}
+    return tuple(label_of[configuration] for configuration in configurations)
 
 
 def actor_bytes(D, width, representations, rows, rates):
@@ -578,9 +766,8 @@ def actor_bytes(D, width, representations, rows, rates):
 def worker_bytes(member_dims, rates):
     """Peak bytes of one worker in a pass over ``member_dims``: its actor (`actor_bytes`) and
     two copies of a state in its node's object store, this pass's and the previous pass's
-    (kept until that pass's owner has added it): STATES_PER_WORKER states in all. A node adds
-    the owners it runs, OWNERS_AHEAD + 1 at most, 3 states each (their sum, the new sum, the
-    state being added)."""
+    (kept until that pass's owner is done; with R = 1 the owner reads it there, without a
+    copy): STATES_PER_WORKER states in all."""
     W = state_width(member_dims)
     width = sum(member_dims)
     actor = actor_bytes(W, width, len(member_dims), tile_unit_rows(member_dims), rates)
@@ -609,12 +796,20 @@ def _rates(syrk_flops, storage_bytes=math.inf, network_bytes=10e9 / 8):
         eigh_seconds=RECORDED["eigh_seconds"],
         pair_seconds=RECORDED["pair_seconds"],
         value_bytes=RECORDED["value_bytes"],
+        table_seconds=RECORDED["table_seconds"],
+        plan_bytes=RECORDED["plan_bytes"],
+        plan_seconds=RECORDED["plan_seconds"],
     )
 
 
-def calibrated_rates(syrk_flops, storage_bytes, network_bytes, value_bytes=None):
+def calibrated_rates(syrk_flops, storage_bytes, network_bytes, values=None, plans=None):
+    """The rates: ``values`` (`measure_value_costs`) and ``plans`` (`measure_plan_costs`) as
+    measured, else as RECORDED."""
     rates = _rates(syrk_flops, storage_bytes, network_bytes)
-    rates = replace(rates, value_bytes=value_bytes or rates.value_bytes)
+    if values is not None:
+        rates = replace(rates, value_bytes=values[0], table_seconds=values[1])
+    if plans is not None:
+        rates = replace(rates, plan_bytes=plans[0], plan_seconds=plans[1])
     return replace(rates, actor_base_bytes=actor_base_from_part3())
 
 
@@ -647,13 +842,15 @@ def measure_syrk_rate(width, seconds):
     return {"wall": flops / wall, "cpu": flops / cpu, "calls": calls}
 
 
-def measure_value_bytes(measures, count=6, size=7):
-    """Bytes per value of ``measures`` (a key of MEASURE_SETS) with analytic nulls: pickled as
-    an owner sends a tile's `repalign.results.Values`, held by the driver once merged, and the
-    driver's peak while it builds the result table (`Values.table`: Python objects by
-    tracemalloc, plus the Arrow table's buffers). Measured on the engine's `TileMeasure` of the
-    tiles of ``count`` groups of ``size`` small representations named like a zoo's layers: what
-    a value costs depends on neither d nor n."""
+def measure_value_costs(measures, count=6, size=7):
+    """What a value of ``measures`` (a key of MEASURE_SETS) with analytic nulls costs the
+    driver: bytes pickled as an owner sends a tile's `repalign.results.Values`; held at the
+    end of the pass, when every tile's values are held by its lane's results besides the
+    merged ones; held once merged; the Python objects of its row while `Values.table` builds
+    its configuration (tracemalloc's peak, per value of one configuration); its row of the
+    Arrow table; and the seconds per value of `Values.table`. Measured on the engine's
+    `TileMeasure` of the tiles of ``count`` groups of ``size`` small representations named like
+    a zoo's layers: what a value costs depends on neither d nor n."""
     from itertools import combinations_with_replacement
 
     from jobs.passes.moments import TileMeasure
@@ -676,21 +873,112 @@ def measure_value_bytes(measures, count=6, size=7):
         state = GramState.from_arrays([data[name] for name in members])
         tile = TileMeasure(configs, members, pairs, "analytic", None, None, None)(state)
         sent.append(pickle.dumps(tile, protocol=pickle.HIGHEST_PROTOCOL))
-    values = len(configs) * len(names) * (len(names) + 1) // 2
+    pairs = len(names) * (len(names) + 1) // 2
+    values = len(configs) * pairs
     Values(names[:2], dict.fromkeys(names[:2], "")).table(configs, 64)  # imports, not counted
     tracemalloc.start()
     driver = Values(names, dict.fromkeys(names, ""))
-    for blob in sent:
-        driver.merge(pickle.loads(blob))
+    results = [pickle.loads(blob) for blob in sent]
+    for result in results:
+        driver.merge(result)
+    in_pass = tracemalloc.get_traced_memory()[0]
+    del results
     held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
     table = driver.table(configs, 64)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return (
+    seconds = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        driver.table(configs, 64)
+        seconds = min(seconds, time.perf_counter() - started)
+    sizes = (
         round(sum(map(len, sent)) / values),
+        round(in_pass / values),
         round(held / values),
-        round((peak + table.nbytes) / values),
+        round((peak - held) / pairs),
+        round(table.nbytes / values),
     )
+    return sizes, seconds / values
+
+
+class _WidthsStore(dict):
+    """A store that knows only its representations' widths (`measure_plan_costs`)."""
+
+    path = "store"
+
+
+def measure_plan_costs(n=10**6, dims=(1024,) * 14, repeats=3):
+    """What the driver's plan of one tile's pass costs, on the engine's
+    `jobs.passes.moments._tile_pass` for two groups of ``dims`` at n and n / 10 rows (a job
+    that knows only widths; its pilot means are zeros, their reads priced apart): bytes held
+    per unit and per member besides its shift's 8·d, and per (representation, row range)
+    counted in `Job.reads`; seconds per unit and member and per tile, the best of
+    ``repeats``."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import jobs.alignment
+    from jobs.passes import moments
+    from repalign.spec import Measure
+
+    names = [f"model-{i // 4:03d}/layer-{i % 4:02d}" for i in range(len(dims))]
+    half = len(dims) // 2
+    configs = [Measure(name="cka")]
+
+    def stub(rows):
+        widths = zip(names, dims, strict=True)
+        store = _WidthsStore({name: SimpleNamespace(dim=d) for name, d in widths})
+        job = SimpleNamespace(
+            store=store,
+            n=rows,
+            executor="ray",
+            spec=SimpleNamespace(actors=None, jackknife=None, precision="float64", null="none"),
+            reads={},
+            passing="moments",
+            checkpoints=Path("out") / ".checkpoints",
+            quiet=True,
+            cpus=1,
+            blocks_computed=0,
+            pilot_shifts=lambda members: [np.zeros(store[name].dim) for name in members],
+        )
+        job.row_units = functools.partial(jobs.alignment.Job.row_units, job)
+        job.engine_options = functools.partial(jobs.alignment.Job.engine_options, job)
+        return job
+
+    def plan(job):
+        return moments._tile_pass(job, configs, names[:half], names[half:], None, None, 1)
+
+    def held(job):
+        """Bytes a plan adds (and its units)."""
+        before = tracemalloc.get_traced_memory()[0]
+        made = plan(job)
+        return tracemalloc.get_traced_memory()[0] - before, len(made.units)
+
+    def seconds(job):
+        best = math.inf
+        for _ in range(repeats):
+            started = time.perf_counter()
+            plan(job)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    large, small = stub(n), stub(n // 10)
+    tracemalloc.start()
+    first, units = held(large)  # its ranges counted anew
+    again, _ = held(large)
+    plan(small)
+    fewer, few_units = held(small)
+    tracemalloc.stop()
+    members = len(dims)
+    per_unit = (again - fewer) / (units - few_units)
+    per_member = (again - per_unit * units - 8 * sum(dims)) / members
+    per_range = (first - again) / (units * members)
+    slow, fast = seconds(large), seconds(small)
+    per_read = (slow - fast) / ((units - few_units) * members)
+    per_tile = slow - per_read * units * members
+    return (round(per_unit), round(per_member), round(per_range)), (per_read, per_tile)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -748,12 +1036,51 @@ VALIDATION = (
     ),
 )
 RUN_UNITS = (*PASS_TERMS, "reduction")  # the old engine's `run_units`: the passes, the merge
+BENCHMARK = Job(
+    (256,) * 24,
+    50_000,
+    3,
+    measures=("cka biased", "ka", "procrustes"),
+    tile_bytes=8 * (2 * (8 * 257 + 128)) ** 2,  # groups of 8: 8·257 ≤ b < 9·257 columns
+    node_cores=1,
+    physical_cores=2,
+)
+"""benchmarks/cluster.py's job: 24 × 256 at n = 50,000, three tiles' groups of 8, 3 actors on
+three nodes of one CPU that share this machine's 2 cores."""
 TARGET_RATIO = 1.3  # the job at most this many times its SYRK time
 TARGET_DRIVER_BYTES = 4e9
 
 
 def dominant(terms):
     return max(terms, key=terms.get)
+
+
+OUTCOME = (
+    "tiles",
+    "R × L",
+    "SYRK",
+    "total",
+    "× SYRK",
+    "largest besides SYRK",
+    "node memory used",
+    "driver: peak",
+)
+
+
+def outcome(job, p):
+    """The cells of OUTCOME for a job and its prediction ``p``."""
+    beyond = {key: value for key, value in p["terms"].items() if key != "compute"}
+    largest = dominant(beyond)
+    return [
+        f"{p['tiles']:,}",
+        f"{p['per_tile']} × {p['lanes']}",
+        fmt_s(p["syrk"]),
+        fmt_s(p["total"]),
+        f"{p['total'] / p['syrk']:.2f}",
+        f"{largest} ({fmt_s(beyond[largest])})",
+        f"{p['node_bytes'] / (job.node_cores * job.worker_memory):.0%}",
+        fmt_b(p["driver_peak_bytes"]),
+    ]
 
 
 def shape(job):
@@ -814,13 +1141,13 @@ def report(args, rates, calibration):
     )
     add(
         "The measured runs are of the engine before f6ec19f (the driver added the slots' states "
-        "and measured the pairs). Each is one tile on one node, where the engine now does the "
-        "same work in an owner task on that node (no state crosses a link), so the model's "
-        "terms are the same but for where they run. 'actors' part' is the old `run_units` "
-        "(actor start, the actors' reads, SYRK, merges and checkpoints, the adds of the slots' "
-        "states); the whole job adds the pilot means and the per-pair measures. The measured "
-        "seconds are wall times of runs on this shared machine; the model's SYRK rate is a "
-        "dedicated core's.\n"
+        "and measured the pairs). Each is one tile on one node: the engine now gives that tile "
+        "all the actors (R = A, one lane) and an owner task on that node adds their states and "
+        "measures the pairs, so the model's terms are the same but for where they run. "
+        "'actors' part' is the old `run_units` (actor start, the actors' reads, SYRK, merges "
+        "and checkpoints, the adds of the slots' states); the whole job adds the plan with its "
+        "pilot means, the per-pair measures and the table. The measured seconds are wall times "
+        "of runs on this shared machine; the model's SYRK rate is a dedicated core's.\n"
     )
     p3 = predict(VALIDATION[3][1], rates)
     p1 = predict(VALIDATION[0][1], rates)
@@ -860,6 +1187,11 @@ def report(args, rates, calibration):
                 ["groups G (representations per group)", f"{p['groups']} ({group_sizes})"],
                 ["tiles G(G+1)/2 (passes over the rows)", f"{p['tiles']:,}"],
                 [
+                    "slots per tile R, lanes L (actors used R·L)",
+                    f"{p['per_tile']}, {p['lanes']} ({p['per_tile'] * p['lanes']} of "
+                    f"{job.workers})",
+                ],
+                [
                     "widest tile Wₜ, its state 8·Wₜ²",
                     f"{p['tile_D']:,}, {fmt_b(8 * p['tile_D'] ** 2)}",
                 ],
@@ -883,8 +1215,17 @@ def report(args, rates, calibration):
                     "memory per node, peak (workers and owners)",
                     f"{fmt_b(p['node_bytes'])} of {fmt_b(node_memory)}",
                 ],
-                ["driver: the values held", fmt_b(p["driver_bytes"])],
-                ["driver: peak, building the table", fmt_b(p["driver_peak_bytes"])],
+                [
+                    "of which in a node's object store (2 states an actor)",
+                    fmt_b(p["object_store_bytes"]),
+                ],
+                [
+                    "driver at the pass's end: plans, row ranges, values",
+                    f"{fmt_b(p['driver_pass_bytes'])} ({fmt_b(p['plan_bytes'])}, "
+                    f"{fmt_b(p['ranges_bytes'])}, "
+                    f"{fmt_b(p['driver_pass_bytes'] - p['plan_bytes'] - p['ranges_bytes'])})",
+                ],
+                ["driver building the table", fmt_b(p["driver_table_bytes"])],
             ],
         )
     )
@@ -900,8 +1241,9 @@ def report(args, rates, calibration):
     add(
         f"Dominant term: **{dominant(p['terms'])}**. The owners' work in all: fetching "
         f"{fmt_s(o['fetch'])}, adding {fmt_s(o['reduction'])}, measures {fmt_s(o['measures'])}, "
-        f"axes {fmt_s(o['axes'])}; {fmt_s(owned)} in all, of which the driver waited "
-        f"{fmt_s(waited)} ({waited / owned:.0%}); the rest ran during the next pass.\n"
+        f"axes {fmt_s(o['axes'])}: {fmt_s(owned)}, {fmt_s(owned / p['lanes'])} a lane, of which "
+        f"a lane waited {fmt_s(waited)} and lost {fmt_s(p['terms']['contention'])} to sharing "
+        "its cores; the rest ran beside the lane's next pass.\n"
     )
     wider = predict(replace(job, workers=4 * job.workers), rates)
     ratio = p["total"] / p["syrk"]
@@ -910,19 +1252,22 @@ def report(args, rates, calibration):
             ["target", "prediction", ""],
             [
                 [
-                    f"≤ {TARGET_RATIO:g}× the SYRK time ({fmt_s(p['syrk'])} = flops / (W · cores · rate))",
+                    f"≤ {TARGET_RATIO:g}× the SYRK time, flops / (workers · cores · rate) = "
+                    f"{fmt_s(p['syrk'])}",
                     f"{fmt_s(p['total'])}, {ratio:.2f}×",
                     verdict(ratio <= TARGET_RATIO),
                 ],
                 [
                     f"≤ {fmt_b(TARGET_DRIVER_BYTES)} at the driver",
-                    f"{fmt_b(p['driver_peak_bytes'])} (values held: {fmt_b(p['driver_bytes'])})",
+                    f"{fmt_b(p['driver_peak_bytes'])} (pass's end "
+                    f"{fmt_b(p['driver_pass_bytes'])}, table {fmt_b(p['driver_table_bytes'])})",
                     verdict(p["driver_peak_bytes"] <= TARGET_DRIVER_BYTES),
                 ],
                 [
                     f"no longer at {4 * job.workers} workers than at {job.workers}",
                     f"{fmt_s(wider['total'])} against {fmt_s(p['total'])} "
-                    f"(dominant: {dominant(wider['terms'])})",
+                    f"({wider['total'] / wider['syrk']:.2f}× its SYRK; largest besides SYRK: "
+                    f"{outcome(replace(job, workers=4 * job.workers), wider)[5]})",
                     verdict(wider["total"] <= p["total"]),
                 ],
             ],
@@ -931,26 +1276,29 @@ def report(args, rates, calibration):
     cka = predict(replace(job, measures="cka"), rates)
     add(
         f"With CKA (biased) alone as the measure, the job takes {fmt_s(cka['total'])}, "
-        f"{cka['total'] / cka['syrk']:.2f}× its SYRK time (dominant: "
-        f"{dominant(cka['terms'])}); the driver's peak is {fmt_b(cka['driver_peak_bytes'])}.\n"
+        f"{cka['total'] / cka['syrk']:.2f}× its SYRK time (largest besides SYRK: "
+        f"{outcome(job, cka)[5]}); the driver's peak is {fmt_b(cka['driver_peak_bytes'])}.\n"
     )
 
-    add(f"## Over workers and n (same representations and nodes, measures '{args.measures}')\n")
+    add(
+        f"## Over workers and n (same representations, nodes of {job.node_cores} CPUs, "
+        f"measures '{args.measures}')\n"
+    )
     rows = []
     for n in (10**5, 10**6, 10**7):
-        for workers in (1, 2, 8, 64, 256):
+        for workers in (1, 2, 8, 64, 256, 1024):
             q = predict(replace(job, n=n, workers=workers), rates)
             t = q["terms"]
-            passes = sum(t[k] for k in (*PASS_TERMS, "contention", "pilot"))
             rows.append(
                 [
                     f"{n:,}",
                     workers,
+                    f"{q['per_tile']} × {q['lanes']}",
                     fmt_s(t["compute"]),
-                    fmt_s(t["io"]),
-                    fmt_s(passes),
-                    fmt_s(t["reduction"]),
-                    fmt_s(t["measures"] + t["axes"]),
+                    fmt_s(t["io"] + t["storage"]),
+                    fmt_s(t["contention"] + sum(t[k] for k in OWNER_TERMS)),
+                    fmt_s(t["barrier"] + t["lanes"]),
+                    fmt_s(t["plan"] + t["pilot"] + t["table"]),
                     fmt_s(q["total"]),
                     f"{q['total'] / q['syrk']:.2f}",
                     dominant(t),
@@ -961,88 +1309,74 @@ def report(args, rates, calibration):
             [
                 "n",
                 "workers",
+                "R × L",
                 "compute",
-                "I/O",
-                "passes (all)",
-                "reduction wait",
-                "measures wait",
+                "reads",
+                "owners",
+                "lanes",
+                "driver",
                 "total",
                 "× SYRK",
                 "dominant",
             ],
             rows,
         )
+    )
+    add(
+        "'reads': io and storage; 'owners': contention and the waits for owners (reduction, "
+        "measures, axes); 'lanes': the barrier and the last lanes; 'driver': plan, pilot means "
+        "and table.\n"
     )
 
     add(f"## Zoos: M × d = {args.dim:,} at n = {args.rows:,} ({shape(job)})\n")
     rows = []
     for models in (100, 1000, 10000):
-        q = predict(replace(job, dims=(args.dim,) * models), rates)
-        rows.append(
-            [
-                f"{models:,}",
-                f"{q['tiles']:,}",
-                fmt_s(q["syrk"]),
-                fmt_s(q["total"]),
-                f"{q['total'] / q['syrk']:.2f}",
-                dominant(q["terms"]),
-                fmt_b(q["max_bytes_received_per_node"]),
-                fmt_b(q["driver_bytes"]),
-                fmt_b(q["driver_peak_bytes"]),
-            ]
-        )
-    add(
-        table(
-            [
-                "M",
-                "tiles",
-                "SYRK",
-                "total",
-                "× SYRK",
-                "dominant",
-                "max received per node",
-                "driver: values",
-                "driver: peak",
-            ],
-            rows,
-        )
-    )
+        zoo = replace(job, dims=(args.dim,) * models)
+        rows.append([f"{models:,}", *outcome(zoo, predict(zoo, rates))])
+    add(table(["M", *OUTCOME], rows))
 
-    add(f"## Layouts for {args.models:,} × d = {args.dim:,} (n = {args.rows:,})\n")
-    rows = []
-    for cores_total in (job.workers, 4 * job.workers):
-        for cores in (1, 4, job.node_cores):
-            for tile in (None, cores * job.worker_memory // STATES_PER_WORKER):
-                if tile is not None and cores == 1:
-                    continue
-                layout = replace(job, workers=cores_total // cores, cores=cores, tile_bytes=tile)
-                q = predict(layout, rates)
-                node_memory = layout.node_cores * layout.worker_memory
-                rows.append(
-                    [
-                        cores_total,
-                        f"{layout.workers} × {cores}",
-                        fmt_b(layout.budget),
-                        f"{q['tiles']:,}",
-                        fmt_s(q["total"]),
-                        f"{q['total'] / q['syrk']:.2f}",
-                        dominant(q["terms"]),
-                        f"{q['node_bytes'] / node_memory:.0%}",
-                    ]
-                )
+    add(
+        f"## Layouts for {args.models:,} × d = {args.dim:,} (n = {args.rows:,}, "
+        f"nodes of {job.node_cores} CPUs)\n"
+    )
+    rows, best = [], None
+    for cpus in (job.workers * job.cores, 4 * job.workers * job.cores):
+        for cores in (1, 2, 4, 8, 16):
+            layout = replace(job, workers=cpus // cores, cores=cores)
+            q = predict(layout, rates)
+            if cpus == job.workers * job.cores and (best is None or q["total"] < best[1]):
+                best = layout, q["total"]
+            rows.append([f"{layout.workers} × {cores}", f"{layout.worker_memory / GiB:g} GiB"])
+            rows[-1] += outcome(layout, q)
+    for memory in (job.worker_memory // 2, 2 * job.worker_memory):
+        layout = replace(best[0], worker_memory=memory)
+        rows.append([f"{layout.workers} × {layout.cores}", f"{memory / GiB:g} GiB"])
+        rows[-1] += outcome(layout, predict(layout, rates))
+    add(table(["workers × cores", "memory per CPU", *OUTCOME], rows))
+
+    b = BENCHMARK
+    q = predict(b, rates)
+    add(
+        f"## `benchmarks/cluster.py`'s job: {len(b.dims)} × {b.dims[0]}, n = {b.n:,}, on "
+        f"{b.nodes} nodes of one CPU sharing {b.physical_cores} cores\n"
+    )
+    add(
+        f"Measures {', '.join(measure_labels(b.measures))}; tile_bytes {b.tile_bytes:,} "
+        f"({q['groups']} groups, {q['tiles']} tiles, R × L = {q['per_tile']} × {q['lanes']}); "
+        f"the rates above, a lane's CPU work × {b.workers / b.physical_cores:g} "
+        "(`Job.physical_cores`).\n"
+    )
     add(
         table(
+            ["quantity", "predicted"],
             [
-                "CPUs",
-                "workers × cores",
-                "tile_bytes",
-                "tiles",
-                "total",
-                "× SYRK",
-                "dominant",
-                "node memory used",
+                ["the moments pass (summary's pass_seconds.moments)", fmt_s(q["moments_seconds"])],
+                ["with the table", fmt_s(q["total"])],
+                *[[f"term: {key}", fmt_s(value)] for key, value in q["terms"].items() if value],
+                ["bytes_reduced", f"{q['bytes_reduced']:,}"],
+                ["max_bytes_received_per_node", f"{q['max_bytes_received_per_node']:,}"],
+                ["bytes_to_driver (the values, pickled)", f"{q['bytes_to_driver']:,}"],
             ],
-            rows,
         )
     )
     return "\n".join(out)
@@ -1107,12 +1441,15 @@ def main(argv=None):
             ]
             for w, m in measured.items()
         ]
-    value_bytes = measure_value_bytes(args.measures)
+    values = measure_value_costs(args.measures)
+    plans = measure_plan_costs()
     rates = calibrated_rates(
-        rate, args.storage_gbyte * GB, args.network_gbit * 1e9 / 8, value_bytes
+        rate, args.storage_gbyte * GB, args.network_gbit * 1e9 / 8, values, plans
     )
     src = "RESULTS.md engine part 1, second run"
-    pickled, held, peak = value_bytes
+    pickled, in_pass, held, row, arrow = rates.value_bytes
+    per_unit, per_member, per_range = rates.plan_bytes
+    per_read, per_tile = rates.plan_seconds
     calibration = [
         *syrk,
         [
@@ -1158,8 +1495,25 @@ def main(argv=None):
         ],
         [
             f"bytes per value ('{args.measures}', analytic nulls)",
-            f"{pickled} pickled, {held} held by the driver, {peak} at its peak",
-            "measured now (`measure_value_bytes`)",
+            f"{pickled} pickled, {in_pass} held at the pass's end, {held} once merged, "
+            f"{row} for its row, {arrow} in Arrow",
+            "measured now (`measure_value_costs`)",
+        ],
+        [
+            "the table, per value",
+            f"{rates.table_seconds * 1e6:.1f} µs",
+            "measured now (`measure_value_costs`)",
+        ],
+        [
+            "a tile's plan, bytes",
+            f"8·Σd + {per_member} per member + {per_unit} per unit; {per_range} per counted "
+            "row range",
+            "measured now (`measure_plan_costs`)",
+        ],
+        [
+            "a tile's plan, seconds",
+            f"{per_read * 1e6:.2f} µs per unit and member + {per_tile * 1000:.2f} ms",
+            "measured now (`measure_plan_costs`)",
         ],
     ]
     print(

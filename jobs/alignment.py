@@ -266,6 +266,7 @@ class Job:
         self.timings = {}
         self.passing = None  # the pass now running
         self.reads = {}  # pass -> the `RowReads` of its units
+        self._pilot_means = {}
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
         self.owners = self.cpus = None  # on Ray: where owners go, and each actor's CPUs
         if executor == "ray":
@@ -377,7 +378,12 @@ class Job:
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):
-        return [pilot_mean(self.store[name]) for name in names]
+        """Each representation's pilot mean (`jobs.passes.rows.pilot_mean`), read once per job
+        and shared by every tile that holds it."""
+        for name in names:
+            if name not in self._pilot_means:
+                self._pilot_means[name] = pilot_mean(self.store[name])
+        return [self._pilot_means[name] for name in names]
 
     def sigmas(self, names, choice, configs):
         """The RBF bandwidth of each of ``names`` under ``choice`` (a float or "median");
