@@ -27,8 +27,10 @@ and a few rates of the machine. The engine, as modelled:
   only the values to the driver. It shares its lane's cores with the lane's next pass
   (`lane_seconds`); the lane starts a pass only when the owner two passes back is done
   (`OWNERS_AHEAD`);
-- the driver: before the first pass it plans every tile's pass (its pilot means, one row group
-  of each member, read serially; its units; the rows they read), and holds the plans until the
+- the driver: before the first pass it plans every tile's pass (the pilot means, one row group
+  of each representation read once per job; its units; the rows they read; the plan's bytes
+  count each tile's own shifts, 8·Σd, which the engine now shares between tiles, so the
+  driver's memory is an upper bound), and holds the plans until the
   pass ends and each lane's values until the lane ends; then it builds the result table one
   configuration at a time (`repalign.results.Values.table`).
 
@@ -430,7 +432,7 @@ LANE_TERMS = (*PASS_TERMS, "contention", *OWNER_TERMS)
 TERMS = ("plan", "pilot", *LANE_TERMS, "barrier", "lanes", "table")
 TERM_NAMES = {
     "plan": "driver: every pass planned before the first (units, rows read counted)",
-    "pilot": "driver: pilot means, a row group of each member per tile, read serially",
+    "pilot": "driver: pilot means, a row group of each representation, read serially",
     "compute": "SYRK: Σₜ n·Wₜ(Wₜ+1) / (Sₜ · c · rate) over a lane's tiles",
     "imbalance": "whole units dealt to a pass's slots: its busiest slot's extra rows",
     "io": "reads: n·wₜ·4 B / (Sₜ · a slot's read rate), every tile all n rows of its members",
@@ -642,14 +644,15 @@ def predict(job, rates):
         held, seconds = plan_costs(member_dims, job.n, rates)
         plan_bytes += held
         terms["plan"] += seconds
-        pilot = sum(pilot_rows(d, job.n) * d * 4 for d in member_dims)
-        terms["pilot"] += pilot / rates.file_read_bytes
         W = state_width(member_dims)
         flops += job.n * W * (W + 1)
         bytes_read += job.n * sum(member_dims) * 4
         reduced += owned.slots * owned.state_bytes
         if W > state_width(widest):
             widest = member_dims
+    # each representation's pilot mean is read once per job (`Job.pilot_shifts`)
+    pilot = sum(pilot_rows(d, job.n) * d * 4 for d in job.dims)
+    terms["pilot"] = pilot / rates.file_read_bytes
     clock = terms["plan"] + terms["pilot"]
     for phase, tail in ((passes[: len(cut)], "barrier"), (passes[len(cut) :], "lanes")):
         dealt = [lane for lane in lanes(phase, count) if lane]
