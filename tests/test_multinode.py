@@ -294,7 +294,9 @@ def test_an_untiled_statistic_is_added_up_at_one_owner_from_the_other_nodes(
     assert summary["max_bytes_received_per_node"] == 2 * state
     assert 0 < summary["bytes_to_driver"] < state / 100
     local = parse_spec({**content, "out": str(tmp_path / "local"), "executor": "local"})
-    assert_close_table(pq.read_table(out / "alignment.parquet"), run_alignment(local, quiet=True).table)
+    assert_close_table(
+        pq.read_table(out / "alignment.parquet"), run_alignment(local, quiet=True).table
+    )
 
 
 def test_a_node_killed_mid_reduction_gives_the_identical_table(
