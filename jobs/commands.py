@@ -4,6 +4,8 @@ Each function takes the ``repalign`` subcommand parsers and adds one command; th
 itself is imported only when the command runs.
 """
 
+import argparse
+import datetime
 import os
 import sys
 
@@ -144,7 +146,10 @@ def _run(args):
             f"{_times_read(summary['reads_per_row'])}"
         )
         status = uploader.log(
-            "alignment", tracking_uri=args.tracking_uri, experiment=spec.experiment
+            "alignment",
+            tracking_uri=args.tracking_uri,
+            experiment=spec.experiment,
+            store=spec.store,
         )
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
@@ -233,7 +238,10 @@ def _stitch(args):
             f"{summary['executor']} ({summary['executor_reason']})"
         )
         status = uploader.log(
-            "stitching", tracking_uri=args.tracking_uri, experiment=spec.experiment
+            "stitching",
+            tracking_uri=args.tracking_uri,
+            experiment=spec.experiment,
+            store=spec.store,
         )
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
@@ -251,8 +259,11 @@ def add_nightly(commands):
         "what `repalign run` writes, plus OUT/drift/ (each representation's random-feature "
         "mean embedding, for the next run's drift), OUT/changes.json (pairs that moved by "
         "more than the threshold, MMD² drift of changed representations) and OUT/nightly.json "
-        "(the MLflow run id, tracking URI and plan); logs one MLflow run with changes.json as "
-        "an artifact.",
+        "(the MLflow run id, tracking URI and plan); logs one MLflow run with changes.json "
+        "(and its tables changes/moved.csv, changes/drift.csv) as artifacts. With --schedule, "
+        "the run is a child of the schedule's parent run in MLflow, which holds each pair's "
+        "value night after night as a metric whose step is the night's date, YYYYMMDD "
+        "(`repalign query --schedule ID --pair A B` prints one pair's series).",
     )
     nightly.add_argument("spec", help="alignment job spec file (.json, .yaml)")
     nightly.add_argument("--out", help="output folder (default: the spec's out)")
@@ -263,6 +274,20 @@ def add_nightly(commands):
         "--threshold",
         type=float,
         help="report pairs whose value changed by more than this (default: 0.05)",
+    )
+    nightly.add_argument(
+        "--schedule",
+        metavar="ID",
+        help="the schedule this run belongs to: its MLflow run is a child of the schedule's "
+        "parent run, whose metrics trace each pair over the nights (default: a run of its own)",
+    )
+    nightly.add_argument(
+        "--date",
+        type=_moment,
+        metavar="WHEN",
+        help="the night this run stands for, YYYY-MM-DD or an ISO 8601 time (UTC unless it "
+        "names a zone); its step in the schedule's trend and the date in its run's name "
+        "(default: now)",
     )
     _add_cluster_flags(nightly)
     nightly.set_defaults(run=_nightly)
@@ -289,8 +314,24 @@ def _nightly(args):
             "nightly",
             tracking_uri=args.tracking_uri,
             experiment=spec.experiment,
+            store=spec.store,
             plan=nightly.plan.mode,
+            schedule=args.schedule,
+            moment=args.date,
         )
+
+
+def _moment(text):
+    """A ``--date``: an ISO 8601 date or time, in UTC unless it names a zone."""
+    from repalign.provenance import utc
+
+    try:
+        return utc(datetime.datetime.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a date (2026-01-15) or an ISO 8601 time (2026-01-15T02:00+01:00); got "
+            f"{text!r}"
+        ) from None
 
 
 def add_sync(commands):

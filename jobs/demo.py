@@ -17,6 +17,7 @@ from pathlib import Path
 from jobs import stitching
 from jobs.alignment import run_alignment, write_result
 from jobs.outputs import log_libraries_to
+from jobs.uploader import job_tags
 from repalign.contract import ALIGNMENT_TABLE_FILE, STITCHING_TABLE_FILE
 from repalign.spec import parse_spec
 from repalign.store import open_store
@@ -150,6 +151,7 @@ def run_stitches(store_path, out, tracking_uri, artifacts, quiet):
         summary=result.summary,
         experiment=EXPERIMENT,
         tracking_uri=tracking_uri,
+        tags=job_tags(store_path),
         artifact_location=artifacts,
     )
     rows = list(zip(STITCHES, result.table.to_pylist(), strict=True))
@@ -184,6 +186,7 @@ def run(store_path=None, out=None, quiet=False):
         summary=result.summary,
         experiment=EXPERIMENT,
         tracking_uri=tracking_uri,
+        tags=job_tags(store_path),
         artifact_location=artifacts,
     )
     rows = result.table.to_pylist()
@@ -220,6 +223,8 @@ def run(store_path=None, out=None, quiet=False):
         f"\nThe whole tables: {out / ALIGNMENT_TABLE_FILE}, {out / STITCHING_TABLE_FILE}; MLflow "
         f"runs {run_id} (alignment) and {stitch_run} (stitching), logged where MLflow logs by "
         f"default: {tracking_uri} (mlflow.db in this folder; every job run here without "
-        "--tracking-uri logs there too). To browse them, run in this folder:"
+        "--tracking-uri logs there too). To browse them, run in this folder the command below "
+        "and open the address it prints (MLflow 3 opens in its GenAI view: choose 'Model "
+        "training' at the top of its sidebar, then the experiment digits-zoo):"
     )
-    print(f"  {Path(os.sys.executable).parent / 'mlflow'} ui")
+    print(f"  {Path(os.sys.executable).parent / 'repalign'} ui")

@@ -20,13 +20,25 @@ leaves it too. The record:
                         the result table, and the summary with the job's params under "params"
                         (as `jobs.alignment.write_result` and `jobs.stitching.write_result`
                         write them)
+    moment              when the job ran (ISO 8601, UTC), for the run's name; for a nightly
+                        run, the night it stands for, the step of its schedule's trend
+    tags                the run's tags as the job found them: repalign's version and git
+                        commit, the store's digest (`repalign.provenance`)
     changes, plan       nightly only: the change report in OUT, added to the run as the
-                        artifact changes.json, and the plan's mode, for nightly.json
+                        artifact changes.json and as tables, and the plan's mode, for
+                        nightly.json
+    schedule            nightly only: the schedule whose parent run the run is a child of, and
+                        whose trend its values join (`repalign.tracking.log_trend`); null for
+                        a nightly run of no schedule
     error               why the last attempt failed; absent before the first
+
+A record written before moment and tags existed is logged without them: a name without a
+date, the code's tags as they are at upload.
 
 File names are relative to OUT, so that a folder can be moved before it is synced.
 """
 
+import datetime
 import json
 import os
 import uuid
@@ -42,14 +54,18 @@ from repalign.contract import (
     RUN_FILE,
 )
 from repalign.errors import RepalignError
+from repalign.provenance import run_name
 from repalign.store.format import write_json_atomically
 from repalign.tracking import (
+    PARENT_TAG,
     UPLOAD_TAG,
     finished_upload,
     log_alignment_run,
-    log_json_artifact,
+    log_change_report,
     log_stitching_run,
+    log_trend,
     public_uri,
+    schedule_run,
     tracking_unreachable,
 )
 
@@ -78,7 +94,18 @@ def use_short_retries():
         os.environ.setdefault(name, value)
 
 
-def record_pending(out, job, *, tracking_uri, experiment, artifact_location=None, plan=None):
+def record_pending(
+    out,
+    job,
+    *,
+    tracking_uri,
+    experiment,
+    artifact_location=None,
+    plan=None,
+    moment=None,
+    tags=None,
+    schedule=None,
+):
     """Write OUT/pending-upload.json for a job whose results are in ``out``.
 
     Parameters
@@ -91,6 +118,12 @@ def record_pending(out, job, *, tracking_uri, experiment, artifact_location=None
         Where to log (``artifact_location`` None: the tracking server's default).
     plan : str, default=None
         Nightly only: the plan's mode ("full" or "incremental").
+    moment : str, default=None
+        When the job ran, or the night it stands for (ISO 8601); None: now.
+    tags : dict, default=None
+        The run's tags as the job found them (`jobs.uploader.job_tags`).
+    schedule : str, default=None
+        Nightly only: the schedule the run belongs to.
     """
     files = RESULT_FILES[job]
     record = {
@@ -101,9 +134,11 @@ def record_pending(out, job, *, tracking_uri, experiment, artifact_location=None
         "upload": uuid.uuid4().hex,
         "table": files.table,
         "summary": files.summary,
+        "moment": moment or datetime.datetime.now(datetime.UTC).isoformat(),
+        "tags": tags or {},
     }
     if job == "nightly":
-        record.update(changes=CHANGES_FILE, plan=plan)
+        record.update(changes=CHANGES_FILE, plan=plan, schedule=schedule)
     write_json_atomically(Path(out) / PENDING_UPLOAD_FILE, record)
 
 
@@ -132,25 +167,40 @@ def upload(out, *, tracking_uri=None):
     record = json.loads((out / PENDING_UPLOAD_FILE).read_text())
     artifact_location = record["artifact_location"] if tracking_uri is None else None
     tracking_uri = tracking_uri or record["tracking_uri"]
+    job, experiment = record["job"], record["experiment"]
+    summary = json.loads((out / record["summary"]).read_text())
+    params = summary.pop("params")
+    table = pq.read_table(out / record["table"])
+    moment = datetime.datetime.fromisoformat(record["moment"]) if "moment" in record else None
+    tags = {**record.get("tags", {}), UPLOAD_TAG: record["upload"]}
+    schedule = record.get("schedule")
     try:
-        run_id = finished_upload(
-            record["upload"], experiment=record["experiment"], tracking_uri=tracking_uri
-        )
-        if run_id is None:
-            summary = json.loads((out / record["summary"]).read_text())
-            params = summary.pop("params")
-            run_id = LOG_FUNCTIONS[record["job"]](
-                pq.read_table(out / record["table"]),
-                params=params,
-                summary=summary,
-                experiment=record["experiment"],
+        if schedule is not None:
+            parent = schedule_run(
+                schedule,
+                experiment=experiment,
+                store=params.get("store"),
                 tracking_uri=tracking_uri,
-                tags={UPLOAD_TAG: record["upload"]},
                 artifact_location=artifact_location,
             )
-        if record["job"] == "nightly":
+            tags[PARENT_TAG] = parent
+        run_id = finished_upload(record["upload"], experiment=experiment, tracking_uri=tracking_uri)
+        if run_id is None:
+            run_id = LOG_FUNCTIONS[job](
+                table,
+                params=params,
+                summary=summary,
+                experiment=experiment,
+                tracking_uri=tracking_uri,
+                run_name=run_name(experiment, job, params.get("store"), moment),
+                tags=tags,
+                artifact_location=artifact_location,
+            )
+        if job == "nightly":
             changes = json.loads((out / record["changes"]).read_text())
-            log_json_artifact(run_id, changes, CHANGES_FILE, tracking_uri=tracking_uri)
+            log_change_report(run_id, changes, tracking_uri=tracking_uri)
+        if schedule is not None:
+            log_trend(parent, table, moment, tracking_uri=tracking_uri)
     except Exception as exc:
         if not tracking_unreachable(exc):
             raise
@@ -162,7 +212,7 @@ def upload(out, *, tracking_uri=None):
             f"server is back ({exc})."
         ) from exc
     logged = {"run_id": run_id, "tracking_uri": tracking_uri}
-    if record["job"] == "nightly":
+    if job == "nightly":
         write_json_atomically(out / NIGHTLY_FILE, {**logged, "plan": record["plan"]})
     write_json_atomically(out / RUN_FILE, logged)
     (out / PENDING_UPLOAD_FILE).unlink()

@@ -14,6 +14,7 @@ A thread cannot do this: the imports hold the GIL for seconds, which the job's o
 waits for. The child takes a core from the job while it imports instead (docs/design.md §6).
 """
 
+import datetime
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ class Uploader:
     """
 
     def __init__(self, command, out):
+        self.started = datetime.datetime.now(datetime.UTC)  # the job's time, in its run's name
         self._child = subprocess.Popen(
             [sys.executable, "-m", "jobs.uploader", command, str(out)],
             stdin=subprocess.PIPE,
@@ -52,15 +54,23 @@ class Uploader:
         if kind is not None:
             self.cancel()
 
-    def log(self, job, *, tracking_uri, experiment, plan=None):
+    def log(self, job, *, tracking_uri, experiment, store, plan=None, schedule=None, moment=None):
         """Have the child log the job whose results are in OUT (see `log_results`), and write
         what it printed to this process's `sys.stdout` and `sys.stderr`; returns its exit
-        status (0: logged, or kept pending for `repalign sync`)."""
+        status (0: logged, or kept pending for `repalign sync`).
+
+        The run's tags (`job_tags`) are taken here, from the ``store`` the job read and the
+        code that ran it. ``moment`` is when the job ran (default: when this uploader was
+        made, at its start), or for a nightly run the night it stands for; ``schedule`` and
+        ``plan`` are a nightly run's (`jobs.sync.record_pending`)."""
         request = {
             "job": job,
             "tracking_uri": tracking_uri,
             "experiment": experiment,
             "plan": plan,
+            "moment": (moment or self.started).isoformat(),
+            "tags": job_tags(store),
+            "schedule": schedule,
         }
         printed, errors = self._child.communicate(json.dumps(request) + "\n")
         sys.stdout.write(printed)
@@ -76,12 +86,28 @@ class Uploader:
             self._child.wait()
 
 
-def log_results(out, job, *, tracking_uri, experiment, plan=None):
+def job_tags(store):
+    """The tags of a job's run that only the job can know: the code that ran it
+    (`repalign.provenance.code_tags`) and the digest of the store it read, from its
+    representations' manifests (`jobs.alignment.representation_digest`)."""
+    from jobs.alignment import representation_digest
+    from repalign.provenance import STORE_DIGEST_TAG, code_tags, store_digest
+    from repalign.store import open_store
+
+    representations = open_store(store).representations
+    digests = {name: representation_digest(r) for name, r in representations.items()}
+    return {**code_tags(), STORE_DIGEST_TAG: store_digest(digests)}
+
+
+def log_results(
+    out, job, *, tracking_uri, experiment, plan=None, moment=None, tags=None, schedule=None
+):
     """Log the job whose results are in ``out`` (`jobs.sync`); with no ``tracking_uri``, where
     MLflow itself would (`repalign.tracking.default_store`: mlflow.db in the working folder).
     Writes OUT/run.json with the run id and the tracking URI, for callers such as the service.
     If the tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
-    `repalign sync`."""
+    `repalign sync`. ``plan``, ``moment``, ``tags`` and ``schedule`` go into the record as
+    `jobs.sync.record_pending` says."""
     from jobs.sync import UploadPending, record_pending, upload, use_short_retries
     from repalign.tracking import default_store, public_uri
 
@@ -96,6 +122,9 @@ def log_results(out, job, *, tracking_uri, experiment, plan=None):
         experiment=experiment,
         artifact_location=artifacts,
         plan=plan,
+        moment=moment,
+        tags=tags,
+        schedule=schedule,
     )
     try:
         run_id, tracking_uri = upload(out)

@@ -6,6 +6,8 @@ through the ``repalign.commands`` entry point group, so the library never import
 """
 
 import argparse
+import os
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -76,6 +78,26 @@ def build_parser():
     ls.add_argument("store")
     ls.set_defaults(run=_ls)
 
+    ui = commands.add_parser(
+        "ui",
+        help="open MLflow's UI on the runs the jobs logged, and print its address",
+        description="Serve MLflow's UI on 127.0.0.1 until interrupted (Ctrl-C), over the "
+        "tracking store the jobs log to: --tracking-uri, else $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the working folder. MLflow 3 opens in its GenAI view: choose "
+        "'Model training' in the switch at the top of its sidebar (the browser remembers it), "
+        "then an experiment, to see its runs table, with their names, tags and metrics, and "
+        "its charts. A tracking server (http://...) serves its own UI: its address is "
+        "printed.",
+    )
+    ui.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+        "in the working folder)",
+    )
+    ui.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    ui.set_defaults(run=_ui)
+
     for command in entry_points(group="repalign.commands"):
         command.load()(commands)  # jobs and services add their commands (docs/design.md §2)
     return parser
@@ -141,3 +163,29 @@ def _ls(args):
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(rows) - 1} representations in {store.path}")
+
+
+def _ui(args):
+    from repalign.tracking import check_tracking_uri, default_store, mlflow_ui, public_uri
+
+    if args.tracking_uri is None:
+        uri, _ = default_store()
+    else:
+        check_tracking_uri(args.tracking_uri)
+        uri = args.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow UI at {public_uri(uri)} (a tracking server serves its own)")
+        return 0
+    signal.signal(signal.SIGTERM, _exit)  # a `kill` stops the UI as Ctrl-C does
+    try:
+        with mlflow_ui(uri, port=args.port) as (url, server):
+            print(f"MLflow UI of {public_uri(uri)} at {url} (Ctrl-C stops it)", flush=True)
+            status = server.wait()
+    except KeyboardInterrupt:
+        return 0
+    raise RepalignError(f"MLflow's UI stopped by itself (exit status {status}).")
+
+
+def _exit(signum, frame):
+    """Leave by `SystemExit`, so that what the command started is stopped on the way out."""
+    raise SystemExit(0)

@@ -55,12 +55,22 @@ JOB_COMMANDS = {"alignment": "run", "stitching": "stitch", "nightly": "nightly"}
 
 
 def job_arguments(
-    kind, spec_path, *, tracking_uri, ray_address=None, out=None, threshold=None, previous=None
+    kind,
+    spec_path,
+    *,
+    tracking_uri,
+    ray_address=None,
+    out=None,
+    threshold=None,
+    previous=None,
+    schedule=None,
+    date=None,
 ):
     """The arguments of ``repalign`` that run one job, without the program itself:
 
         run|stitch|nightly SPEC --tracking-uri URI --quiet [--ray-address A]
-            [--out OUT --threshold T [--previous PREVIOUS_OUT]]      (nightly only)
+            [--out OUT --threshold T [--previous PREVIOUS_OUT]
+             [--schedule ID] [--date WHEN]]                          (nightly only)
 
     Parameters
     ----------
@@ -73,6 +83,9 @@ def job_arguments(
     out, threshold, previous : default=None
         A nightly job's output folder, change threshold and the previous night's output
         folder (None for the first night). Required for ``kind="nightly"`` only.
+    schedule, date : default=None
+        A nightly job's schedule id and the night it stands for (a `datetime.datetime`, or
+        None: when it runs).
 
     Returns
     -------
@@ -85,6 +98,10 @@ def job_arguments(
         arguments += ["--out", str(out), "--threshold", str(threshold)]
         if previous:
             arguments += ["--previous", str(previous)]
+        if schedule:
+            arguments += ["--schedule", schedule]
+        if date is not None:
+            arguments += ["--date", date.isoformat()]
     return arguments
 
 

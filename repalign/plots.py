@@ -30,6 +30,12 @@ permutation null lack those."""
 MISSING_COLOR = "lightgrey"
 SIGNIFICANCE = 0.05
 """The q-value below which a calibrated heatmap colours a pair."""
+DPI = 100
+"""Pixels per inch of the heatmap figures, and so of the PNG they are saved to."""
+TICK_POINTS = 9.0
+"""The size of the heatmaps' tick labels: 12.5 px at `DPI`, capitals about 9 px tall."""
+TICK_PITCH = 1.3
+"""The room a tick label needs along its axis, in multiples of its size."""
 
 
 def as_alignment_table(table):
@@ -114,12 +120,15 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
     Returns
     -------
     matplotlib.figure.Figure
-        On an Agg canvas. Missing pairs are grey, and a legend says how many there are.
+        On an Agg canvas. Missing pairs are grey, and a legend says how many there are. In
+        model order, white lines separate the models; the tick labels are as `draw_matrix`
+        letters them.
     """
     rows = configuration_rows(as_alignment_table(table), measure, kernel, estimator)
     names, matrix = _square_matrix(rows)
-    order = _cluster_order(matrix) if cluster else np.arange(len(names))
-    title, label, grey = _title(rows, measure, kernel, estimator), measure, "missing"
+    order = cluster_order(matrix) if cluster else np.arange(len(names))
+    title = configuration_title(rows, measure, kernel, estimator)
+    label, grey = measure, "missing"
     if calibrated:
         _, scores = _square_matrix(rows, "calibrated")
         _, q_values = _square_matrix(rows, "q_value")
@@ -127,7 +136,8 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
         title, label = f"calibrated {title}", f"calibrated {measure}"
         grey = f"q ≥ {SIGNIFICANCE} or no null"
     names = [names[i] for i in order]
-    return draw_matrix(names, matrix[np.ix_(order, order)], title=title, label=label, grey=grey)
+    matrix = matrix[np.ix_(order, order)]
+    return draw_matrix(names, matrix, title=title, label=label, grey=grey, grouped=not cluster)
 
 
 def configuration_rows(table, measure, kernel, estimator):
@@ -192,8 +202,9 @@ def _natural_key(text):
     return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
 
 
-def _cluster_order(matrix):
-    """Leaf order of average-linkage clustering on the distance ``1 − matrix``."""
+def cluster_order(matrix):
+    """Leaf order of average-linkage clustering on the distance ``1 − matrix`` (optimal leaf
+    order), a NaN counting as the largest distance seen and a distance below 0 as 0."""
     if len(matrix) < 2:
         return np.arange(len(matrix))
     distance = 1.0 - matrix
@@ -205,7 +216,7 @@ def _cluster_order(matrix):
     return leaves_list(linkage(condensed, method="average", optimal_ordering=True))
 
 
-def _title(rows, measure, kernel, estimator):
+def configuration_title(rows, measure, kernel, estimator):
     """``measure · kernel=… · estimator=…`` over the range of ``n`` of the rows."""
     title = f"{measure} · kernel={kernel}"
     if estimator:
@@ -217,19 +228,23 @@ def _title(rows, measure, kernel, estimator):
     return title
 
 
-def draw_matrix(names, matrix, *, title, label, grey="missing"):
-    """The heatmap figure of a square ``matrix`` whose rows and columns are ``names``, sized and
-    lettered for their count; NaN cells are grey, counted in a legend as ``grey``."""
+def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
+    """The heatmap figure of a square ``matrix`` whose rows and columns are ``names``, sized for
+    their count; NaN cells are grey, counted in a legend as ``grey``.
+
+    Tick labels are `TICK_POINTS` tall whatever the count. Every name is a tick when the rows
+    leave room for it (each label needs `TICK_PITCH` times its size); otherwise the ticks are
+    the models at the middle of their rows when ``grouped``, else every k-th name, k as small
+    as the room allows. ``grouped`` says that the names are in `model_then_layer` order; white
+    lines then separate the models.
+    """
     count = len(names)
     side = min(4.0 + 0.2 * count, 24.0)
-    fontsize = 9.0 if count <= 24 else max(3.0, 9.0 * 24 / count)
-    figure = Figure(figsize=(side + 1.5, side + 0.5), layout="constrained")
+    figure = Figure(figsize=(side + 1.5, side + 0.5), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     image = axes.imshow(np.ma.masked_invalid(matrix), cmap=colormap, interpolation="nearest")
-    axes.set_xticks(range(count), labels=names, rotation=90, fontsize=fontsize)
-    axes.set_yticks(range(count), labels=names, fontsize=fontsize)
     axes.set_title(title)
     figure.colorbar(image, ax=axes, shrink=0.8, label=label)
     missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
@@ -237,4 +252,43 @@ def draw_matrix(names, matrix, *, title, label, grey="missing"):
         note = f"{grey}: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
         patch = Patch(facecolor=MISSING_COLOR, edgecolor="grey", label=note)
         figure.legend(handles=[patch], loc="outside lower left", fontsize=8)
+    starts = model_starts(names) if grouped else []
+    for start in starts[1:]:
+        axes.axhline(start - 0.5, color="white", linewidth=1.0)
+        axes.axvline(start - 0.5, color="white", linewidth=1.0)
+    _set_ticks(axes, range(count), names)
+    figure.draw_without_rendering()  # lays the figure out, so that the rows' height is known
+    needed = TICK_POINTS * TICK_PITCH * DPI / 72  # pixels along the axis per label
+    room = axes.get_window_extent().height / max(count, 1) / needed
+    if room < 1.0:
+        if grouped:
+            ends = [*starts[1:], count]
+            ticks = [(start + end - 1) / 2 for start, end in zip(starts, ends, strict=True)]
+            labels = [names[start].partition(".")[0] for start in starts]
+        else:
+            ticks, labels = range(count), names
+        _set_ticks(axes, *_spaced(ticks, labels, 1.0 / room))
     return figure
+
+
+def model_starts(names):
+    """The positions in ``names`` (in `model_then_layer` order) where a model's names begin; a
+    name's model is its part before the first dot."""
+    models = [name.partition(".")[0] for name in names]
+    return [i for i, model in enumerate(models) if i == 0 or model != models[i - 1]]
+
+
+def _set_ticks(axes, ticks, labels):
+    """The same ticks and labels on both axes, the column labels turned upright."""
+    axes.set_xticks(list(ticks), labels=labels, rotation=90, fontsize=TICK_POINTS)
+    axes.set_yticks(list(ticks), labels=labels, fontsize=TICK_POINTS)
+
+
+def _spaced(ticks, labels, gap):
+    """The ticks (increasing) and their labels, leaving out each tick closer than ``gap`` to
+    the last one kept."""
+    kept = []
+    for tick, label in zip(ticks, labels, strict=True):
+        if not kept or tick - kept[-1][0] >= gap:
+            kept.append((tick, label))
+    return [tick for tick, _ in kept], [label for _, label in kept]

@@ -9,11 +9,21 @@ The only module of repalign that imports mlflow. A run holds:
     heatmaps/<configuration>.png  one heatmap per measure configuration
     summary.json                  the job's summary
 
-`log_json_artifact` adds a JSON artifact to a run afterwards (the nightly job's changes.json).
+Runs are named and tagged as `repalign.provenance` says (what ran, on which store, when; the
+code's version and commit, the store's digest).
+
+A nightly run (`jobs.sync`) is an alignment run with its change report added
+(`log_change_report`): changes.json, and its tables changes/moved.csv and changes/drift.csv,
+which MLflow's artifact viewer shows as tables. A run of a schedule is the child of the
+schedule's parent run (`schedule_run`), where `log_trend` logs each pair's value with the
+night as its step (`trend_step`), so that MLflow's charts draw a pair over the nights;
+`schedule_trend` reads one pair's series back (``repalign query --schedule``).
+
 `latest_heatmaps` and `heatmap_png` read the heatmaps back (the service's status page).
 `tracking_unreachable` tells a tracking server that could not be reached from other errors, and
 `finished_upload` settles what an interrupted upload left on the server (``repalign sync``).
 `check_tracking_uri` refuses, before a job starts, a tracking URI that no run can be logged to.
+`mlflow_ui` serves MLflow's UI on a tracking store (``repalign ui``).
 
 A stitching job (`log_stitching_run`) is one parent run with a nested run per pair:
 
@@ -26,10 +36,16 @@ tracking URI given; MLflow's fluent API and its process-wide state (active run, 
 are neither used nor changed.
 """
 
+import csv
+import datetime
 import fcntl
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -47,7 +63,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
+from repalign.contract import CHANGES_FILE
 from repalign.errors import InvalidParameterError, RepalignError
+from repalign.heatmap_html import heatmap_html
 from repalign.models import model_heatmap, model_table
 from repalign.plots import (
     alignment_heatmap,
@@ -55,6 +73,7 @@ from repalign.plots import (
     configuration_rows,
     configurations,
 )
+from repalign.provenance import CONFIGURATIONS_TAG, code_tags, run_name, utc
 from repalign.stitching_plots import bound_plot, penalty_plot
 
 TABLE_ARTIFACT = "results/alignment.parquet"
@@ -68,8 +87,13 @@ CONFIGURATION = ("measure", "kernel", "estimator")
 MODELS_SUFFIX = "-models"  # heatmaps/<configuration>-models.png, the model-level matrix
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
 UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
+SCHEDULE_TAG = "repalign.schedule"  # the schedule of a nightly run's parent (`schedule_run`)
+PARENT_TAG = "mlflow.parentRunId"  # makes a run the child of the run it names
+MOVED_ARTIFACT = "changes/moved.csv"
+DRIFT_ARTIFACT = "changes/drift.csv"
 # MLflow allows these in metric and param names, and "/" between the parts of a name.
 _NOT_IN_NAME_PART = re.compile(r"[^A-Za-z0-9_\-. ]")
+_SCHEDULE_ID = re.compile(r"[A-Za-z0-9_.\-]+")  # what a search filter can quote as it is
 
 
 TRACKING_SCHEMES = ("http", "https", *DATABASE_ENGINES)
@@ -168,7 +192,8 @@ def log_alignment_run(
     tracking_uri : str, default=None
         None means MLflow's own default (``MLFLOW_TRACKING_URI``, else its local default).
     run_name : str, default=None
-        None lets MLflow choose one.
+        None names it ``experiment · alignment · store · now`` (`repalign.provenance.run_name`,
+        the store from ``params["store"]`` when there is one).
     heatmaps : bool, default=True
         Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration, and
         beside it ``…-calibrated.png`` for one with calibrated scores (q ≥ 0.05 grey) and
@@ -179,7 +204,10 @@ def log_alignment_run(
         Order the heatmaps by hierarchical clustering (see
         `repalign.plots.alignment_heatmap`).
     tags : dict, default=None
-        Extra run tags. The tag ``repalign.kind = "alignment"`` is always set.
+        Extra run tags, over the code's (`repalign.provenance.code_tags`: repalign's version
+        and git commit), which a job gives as they were when it ran. The tags
+        ``repalign.kind = "alignment"`` and ``repalign.configurations``, the table's measure
+        configurations (``cka:linear:biased, procrustes:linear``), are always set.
     artifact_location : str, default=None
         Artifact root of the experiment when this call creates it (ignored otherwise).
 
@@ -193,7 +221,15 @@ def log_alignment_run(
     metrics = _pair_metrics(table)
     run_params = _flat_params(params)
     client = MlflowClient(tracking_uri)
-    run_tags = {**(tags or {}), KIND_TAG: "alignment"}
+    labels = [":".join(part for part in c if part) for c in configurations(table)]
+    run_tags = {
+        **code_tags(),
+        **(tags or {}),
+        CONFIGURATIONS_TAG: ", ".join(labels),
+        KIND_TAG: "alignment",
+    }
+    if run_name is None:
+        run_name = _default_name(experiment, "alignment", params)
     experiment_id = _experiment_id(client, experiment, artifact_location)
     with open_run(client, experiment_id, run_name=run_name, tags=run_tags) as run_id:
         # MlflowClient.log_batch splits into requests within MLflow's limits
@@ -234,11 +270,15 @@ def log_stitching_run(
     ----------
     table : pyarrow.Table
         The job's table (`jobs.stitching.COLUMNS`): one row per pair.
-    params, summary, experiment, tracking_uri, run_name, artifact_location
+    params, summary, experiment, tracking_uri, artifact_location
         As in `log_alignment_run`. Numeric entries of ``summary`` are also the parent's
         metrics.
+    run_name : str, default=None
+        The parent's name; None names it ``experiment · stitching · store · now``. Each
+        nested run is called ``source -> target``.
     tags : dict, default=None
-        Extra tags of the parent run. The tag ``repalign.kind = "stitching"`` is always set.
+        Extra tags of the parent run, over the code's, as in `log_alignment_run`. The tag
+        ``repalign.kind = "stitching"`` is always set.
 
     Returns
     -------
@@ -249,7 +289,9 @@ def log_stitching_run(
     client = MlflowClient(tracking_uri)
     experiment_id = _experiment_id(client, experiment, artifact_location)
     timestamp = int(time.time() * 1000)
-    parent_tags = {**(tags or {}), KIND_TAG: "stitching"}
+    parent_tags = {**code_tags(), **(tags or {}), KIND_TAG: "stitching"}
+    if run_name is None:
+        run_name = _default_name(experiment, "stitching", params)
     with open_run(client, experiment_id, run_name=run_name, tags=parent_tags) as parent:
         numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in numbers.items()]
@@ -266,7 +308,7 @@ def log_stitching_run(
 def _log_pair(client, experiment_id, parent, row, timestamp):
     """One nested run: the pair's names as params, its numbers as metrics."""
     run_name = f"{row['source']} -> {row['target']}"
-    tags = {"mlflow.parentRunId": parent, KIND_TAG: "stitching-pair"}
+    tags = {PARENT_TAG: parent, KIND_TAG: "stitching-pair"}
     with open_run(client, experiment_id, run_name=run_name, tags=tags) as child:
         names = ("source", "target", "control", "status", "reason")
         params = [Param(k, _param_value(row[k])) for k in names]
@@ -306,20 +348,202 @@ def open_run(client, experiment_id, *, run_name=None, tags=None):
     client.set_terminated(run_id, "FINISHED")
 
 
-def log_json_artifact(run_id, content, path, *, tracking_uri=None):
-    """Add a JSON artifact to an existing run (finished or not), e.g. a nightly change report.
+def log_change_report(run_id, changes, *, tracking_uri=None):
+    """Add a nightly run's change report to its run (finished or not): as it is, and as tables.
 
     Parameters
     ----------
     run_id : str
-    content : dict or list
-        Plain Python values (MLflow writes others as ``str(value)``).
-    path : str
-        Artifact path inside the run, ending in ``.json`` (e.g. ``"changes.json"``).
+    changes : dict
+        The report (`jobs.nightly.change_report`), logged as ``changes.json``; its moved pairs
+        also as ``changes/moved.csv`` (rep_a, rep_b, measure, kernel, estimator, before,
+        after, delta) and its drift as ``changes/drift.csv`` (representation, mmd2, std_err,
+        sigma, reason), with a header when they are empty.
     tracking_uri : str, default=None
         None means MLflow's own default.
     """
-    MlflowClient(tracking_uri).log_dict(run_id, content, path)
+    client = MlflowClient(tracking_uri)
+    client.log_dict(run_id, changes, CHANGES_FILE)
+    moved = ("rep_a", "rep_b", "measure", "kernel", "estimator", "before", "after", "delta")
+    drift = [{"representation": name, **entry} for name, entry in changes["drift"].items()]
+    tables = (
+        (MOVED_ARTIFACT, moved, changes["moved"]),
+        (DRIFT_ARTIFACT, ("representation", "mmd2", "std_err", "sigma", "reason"), drift),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        for artifact, columns, rows in tables:
+            path = Path(folder) / Path(artifact).name
+            with open(path, "w", newline="") as file:
+                writer = csv.DictWriter(file, columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+            client.log_artifact(run_id, str(path), artifact_path=str(Path(artifact).parent))
+
+
+def trend_step(moment):
+    """The step of a night's values in its schedule's trend: its UTC date as the integer
+    YYYYMMDD (2026-01-15 -> 20260115), readable in MLflow's charts and tables."""
+    day = utc(moment)
+    return day.year * 10_000 + day.month * 100 + day.day
+
+
+def schedule_run(schedule, *, experiment, store=None, tracking_uri=None, artifact_location=None):
+    """The id of the parent run of the schedule ``schedule`` in ``experiment``, created if
+    there is none: the run its nightly runs are children of, and that `log_trend` logs to.
+
+    It is tagged ``repalign.kind = "schedule"`` and ``repalign.schedule = schedule``, called
+    ``experiment · schedule <schedule> · store``, and FINISHED from the start (MLflow takes
+    metrics of finished runs). Should two uploads create one at once, the first started is
+    the one found from then on.
+
+    Parameters
+    ----------
+    schedule : str
+        The schedule's id.
+    experiment : str
+        Experiment name, created if needed (with ``artifact_location``, as in
+        `log_alignment_run`).
+    store : str, default=None
+        The schedule's store, for the run's name.
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+    artifact_location : str, default=None
+
+    Returns
+    -------
+    str
+    """
+    client = MlflowClient(tracking_uri)
+    experiment_id = _experiment_id(client, experiment, artifact_location)
+    found = _schedule_runs(client, [experiment_id], schedule)
+    if found:
+        return found[0].info.run_id
+    tags = {KIND_TAG: "schedule", SCHEDULE_TAG: schedule}
+    name = run_name(experiment, f"schedule {schedule}", store)
+    with open_run(client, experiment_id, run_name=name, tags=tags):
+        pass
+    return _schedule_runs(client, [experiment_id], schedule)[0].info.run_id
+
+
+def log_trend(parent, table, moment, *, tracking_uri=None):
+    """Log a night's values to its schedule's parent run (`schedule_run`): one metric per pair
+    whose status is "ok", named `metric_key` with the pair's names in sorted order (a night's
+    table may list a pair either way), at step `trend_step` of ``moment`` and with
+    ``moment`` as its timestamp.
+
+    MLflow keeps every value logged under a name, so the parent's metric history is a pair's
+    value night after night. Logging the same night again adds nothing (a database store
+    drops a metric equal in name, value, step and timestamp), so an upload retried is safe. A
+    schedule that runs more than once a day gives a day several values at one step, which
+    their timestamps tell apart.
+
+    Parameters
+    ----------
+    parent : str
+        The parent run's id.
+    table : pyarrow.Table
+        The night's result table.
+    moment : datetime.datetime
+        The night (`repalign.provenance.utc`).
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+    """
+    table = as_alignment_table(table)
+    step = trend_step(moment)
+    timestamp = int(utc(moment).timestamp() * 1000)
+    computed = table.filter(pc.field("status") == "ok")
+    columns = ("measure", "kernel", "estimator", "rep_a", "rep_b", "value")
+    metrics = [
+        Metric(metric_key(measure, kernel, estimator, *sorted((a, b))), value, timestamp, step)
+        for measure, kernel, estimator, a, b, value in zip(
+            *(computed[c].to_pylist() for c in columns), strict=True
+        )
+    ]
+    MlflowClient(tracking_uri).log_batch(parent, metrics=metrics)
+
+
+def schedule_trend(schedule, rep_a, rep_b, *, tracking_uri=None):
+    """One pair's values over the nights of a schedule, read from its parent run's metrics.
+
+    Parameters
+    ----------
+    schedule : str
+        The schedule's id; its parent run is looked for in every experiment.
+    rep_a, rep_b : str
+        The pair, in either order.
+    tracking_uri : str, default=None
+        None means MLflow's own default.
+
+    Returns
+    -------
+    dict
+        ``run_id`` (the parent run), ``pair`` (the names, sorted), ``configurations`` (the
+        configuration part of the metric names, ``cka.linear.biased``, sorted) and ``points``:
+        one per night, by time, each ``{"time": ISO 8601 UTC, "step": YYYYMMDD, "values":
+        {configuration: value}}``; a configuration missing that night is absent.
+
+    Raises
+    ------
+    RepalignError
+        If no run of the schedule was logged, or its runs have no value of the pair.
+    """
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = _schedule_runs(client, experiments, schedule)
+    if not found:
+        raise RepalignError(
+            f"schedule must name a schedule with a nightly run logged to the tracking store "
+            f"at {public_uri(client.tracking_uri)}; no run is tagged {SCHEDULE_TAG} = "
+            f"{schedule!r}."
+        )
+    parent = found[0]
+    pair = sorted((rep_a, rep_b))
+    names = [_NOT_IN_NAME_PART.sub("_", name) for name in pair]
+    keys = sorted(key for key in parent.data.metrics if key.split("/")[1:] == names)
+    if not keys:
+        raise RepalignError(
+            f"the pair {pair[0]} / {pair[1]} has no value in the runs of schedule {schedule} "
+            f"(its parent run {parent.info.run_id} holds {len(parent.data.metrics)} series); "
+            "check the representations' names."
+        )
+    points = {}
+    for key in keys:
+        configuration = key.split("/")[0]
+        for metric in client.get_metric_history(parent.info.run_id, key):
+            point = points.setdefault((metric.timestamp, metric.step), {})
+            point[configuration] = metric.value
+    return {
+        "run_id": parent.info.run_id,
+        "pair": pair,
+        "configurations": [key.split("/")[0] for key in keys],
+        "points": [
+            {
+                "time": datetime.datetime.fromtimestamp(timestamp / 1000, datetime.UTC).isoformat(),
+                "step": step,
+                "values": values,
+            }
+            for (timestamp, step), values in sorted(points.items())
+        ],
+    }
+
+
+def _schedule_runs(client, experiment_ids, schedule):
+    """The parent runs of ``schedule`` in those experiments, first started first."""
+    if not _SCHEDULE_ID.fullmatch(schedule):
+        raise InvalidParameterError(
+            f"schedule must be a schedule's id (letters, digits, '_', '-', '.'); got {schedule!r}."
+        )
+    return client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`{KIND_TAG}` = 'schedule' and tags.`{SCHEDULE_TAG}` = '{schedule}'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def _default_name(experiment, kind, params):
+    """``experiment · kind · store · now`` for a run logged without a name."""
+    store = params.get("store") if isinstance(params, Mapping) else None
+    return run_name(experiment, kind, store, datetime.datetime.now(datetime.UTC))
 
 
 def tracking_unreachable(error):
@@ -383,7 +607,7 @@ def finished_upload(upload, *, experiment, tracking_uri=None):
         if run.info.status != "FINISHED":
             children = client.search_runs(
                 ids,
-                filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' "
+                filter_string=f"tags.`{PARENT_TAG}` = '{run.info.run_id}' "
                 "and attributes.status = 'RUNNING'",
             )
             for child in children:
@@ -527,11 +751,14 @@ def _heatmap_names(client, run_id):
 
 
 def _log_heatmaps(client, run_id, table, config, models, cluster):
-    """The configuration's heatmap, its calibrated one where the table has calibrated scores,
-    and that of its model-level ``models`` (a `model_table`, or None)."""
+    """The configuration's heatmap, as a PNG and as an interactive page (`heatmap_html`), its
+    calibrated PNG where the table has calibrated scores, and the PNG of its model-level
+    ``models`` (a `model_table`, or None)."""
     name = "-".join(part for part in config.values() if part)
     figure = alignment_heatmap(table, **config, cluster=cluster)
     client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
+    page = heatmap_html(table, **config, cluster=cluster)
+    client.log_text(run_id, page, f"{HEATMAP_FOLDER}/{name}.html")
     if _has_calibrated(table, **config):
         figure = alignment_heatmap(table, **config, cluster=cluster, calibrated=True)
         client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}{CALIBRATED_SUFFIX}.png")
@@ -641,6 +868,112 @@ def prepare_store(tracking_uri):
     """Create the tables of a database tracking store now, once: jobs that start together
     would otherwise race to create them (MLflow makes them on first use)."""
     MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
+UI_HOST = "127.0.0.1"
+UI_START_SECONDS = 120
+"""How long MLflow's UI may take to answer after it starts (its imports take seconds)."""
+
+
+@contextmanager
+def mlflow_ui(tracking_uri, *, port=None, timeout=UI_START_SECONDS):
+    """MLflow's UI and REST API (``python -m mlflow server``) on a database tracking store,
+    listening on 127.0.0.1 only: started, waited for until ``/health`` answers, and stopped
+    (its whole process group) when the block ends.
+
+    The server's own messages go to this process's standard error. Its background job runner
+    is off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``, unless set): it runs MLflow's GenAI
+    evaluations, which a viewer of runs does not need.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        A database store (``sqlite:///PATH/mlflow.db``, ``postgresql://...``).
+    port : int, default=None
+        None takes one that is free now.
+    timeout : float, default=120
+        Seconds the server may take to answer.
+
+    Yields
+    ------
+    (str, subprocess.Popen)
+        The UI's address, ``http://127.0.0.1:PORT``, and the server's process.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``port`` is taken.
+    RepalignError
+        If the server exits or does not answer within ``timeout``.
+    """
+    port = _free_port() if port is None else _check_port(port)
+    url = f"http://{UI_HOST}:{port}"
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+               "--host", UI_HOST, "--port", str(port), "--workers", "1"]  # fmt: skip
+    server = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=2, env=env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(f"{url}/health"):
+            if server.poll() is not None:
+                raise RepalignError(
+                    f"MLflow's UI on {public_uri(tracking_uri)} exited as it started (exit "
+                    f"status {server.returncode}); its messages are above."
+                )
+            if time.monotonic() > deadline:
+                raise RepalignError(
+                    f"MLflow's UI on {public_uri(tracking_uri)} did not answer at {url} within "
+                    f"{timeout:g} s; its messages are above."
+                )
+            time.sleep(0.25)
+        yield url, server
+    finally:
+        _stop_group(server)
+
+
+def _free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind((UI_HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _check_port(port):
+    """``port``, if it is a port of 127.0.0.1 that nothing listens on now."""
+    if not 0 < port < 65536:
+        raise InvalidParameterError(f"port must be between 1 and 65535; got {port}.")
+    with socket.socket() as probe:
+        try:
+            probe.bind((UI_HOST, port))
+        except OSError as exc:
+            raise InvalidParameterError(
+                f"port {port} of {UI_HOST} cannot be used ({exc.strerror}); give another port, "
+                "or none to take a free one."
+            ) from None
+    return port
+
+
+def _answers(url):
+    """Does ``url`` answer 200 now?"""
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _stop_group(process):
+    """Stop a process started in a session of its own, and everything it started."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            process.wait()
 
 
 def _experiment_id(client, name, artifact_location):

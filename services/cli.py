@@ -99,9 +99,18 @@ def _status(args):
 def add_query(commands):
     query = commands.add_parser(
         "query",
-        help="the latest alignment matrix of an experiment, from a service or from MLflow",
+        help="the latest alignment matrix of an experiment, or a pair's values over a "
+        "schedule's nights, from a service or from MLflow",
+        description="With --experiment: the matrix of the experiment's latest finished "
+        "alignment run (--level model: by pair of models). With --schedule ID --pair A B: the "
+        "values of the pair A, B on each night of the schedule, one column per measure "
+        "configuration, read from the schedule's parent run in MLflow.",
     )
-    query.add_argument("--experiment", required=True)
+    query.add_argument("--experiment", help="MLflow experiment")
+    query.add_argument("--schedule", metavar="ID", help="a schedule's id (repalign schedule ls)")
+    query.add_argument(
+        "--pair", nargs=2, metavar=("A", "B"), help="with --schedule: the two representations"
+    )
     query.add_argument("--measure", default="cka")
     query.add_argument("--kernel", default="linear")
     query.add_argument("--estimator", default="biased", help="'' for none")
@@ -119,6 +128,13 @@ def add_query(commands):
 
 
 def _query(args):
+    if (args.schedule is None) == (args.experiment is None):
+        raise SystemExit("repalign query: give --experiment, or --schedule with --pair")
+    if args.schedule is not None:
+        if args.pair is None:
+            raise SystemExit("repalign query: --schedule needs --pair A B")
+        _query_trend(args)
+        return
     if args.level == "model":
         _query_models(args)
         return
@@ -173,6 +189,29 @@ def _query_models(args):
         layers = f"{row['layer_a']}~{row['layer_b']}"
         lines.append((row["model_a"], row["model_b"], f"{row['value']:.3f}", layers, p_value,
                       matched))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _query_trend(args):
+    """One pair's values over the nights of a schedule: a line per night, a column per
+    configuration."""
+    rep_a, rep_b = args.pair
+    if args.tracking_uri:
+        from repalign.tracking import schedule_trend
+
+        trend = schedule_trend(args.schedule, rep_a, rep_b, tracking_uri=args.tracking_uri)
+    else:
+        params = {"rep_a": rep_a, "rep_b": rep_b}
+        trend = _call(args.url, "GET", f"/v1/schedules/{args.schedule}/trend", params=params)
+    print(f"schedule {args.schedule}, run {trend['run_id']}: {' / '.join(trend['pair'])}")
+    header = ("night (UTC)", *trend["configurations"])
+    lines = [header]
+    for point in trend["points"]:
+        values = point["values"]
+        cells = [f"{values[c]:.4f}" if c in values else "—" for c in trend["configurations"]]
+        lines.append((point["time"][:16].replace("T", " "), *cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())

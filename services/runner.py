@@ -197,6 +197,8 @@ class JobRunner:
             out=self.out(job_id),
             threshold=job.threshold,
             previous=self.out(previous) if previous else None,
+            schedule=job.schedule_id,
+            date=job.created_at,  # when the schedule fired: the night, however late it runs
         )
         env = {
             **os.environ,

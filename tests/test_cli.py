@@ -1,11 +1,19 @@
 """The command line, run as a user runs it."""
 
+import json
+import queue
 import re
+import signal
+import subprocess
+import threading
+import urllib.request
 
 import pytest
 
 from repalign import __version__
+from tests.commands import job_environment, repalign_command
 from tests.commands import run_repalign as repalign
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow  # the command line as subprocesses; the demo trains its zoo
 
@@ -13,7 +21,7 @@ pytestmark = pytest.mark.slow  # the command line as subprocesses; the demo trai
 def test_help_lists_the_commands():
     result = repalign("--help")
     assert result.returncode == 0
-    for command in ("demo", "zoo", "ingest", "validate", "ls", "align", "run", "stitch"):
+    for command in ("demo", "zoo", "ingest", "validate", "ls", "align", "run", "stitch", "ui"):
         assert command in result.stdout
 
 
@@ -101,13 +109,15 @@ def test_demo_logs_to_mlflow_and_says_how_to_open_it(demo_output, demo_folder):
     """Where MLflow logs by default (mlflow.db in the working folder), and the demo says so."""
     uri = f"sqlite:///{demo_folder}/mlflow.db"
     assert f"default: {uri} (mlflow.db in this folder" in demo_output
-    assert demo_output.rstrip().endswith("mlflow ui")
+    assert demo_output.rstrip().endswith("repalign ui")
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("digits-zoo").experiment_id
     (run,) = client.search_runs([experiment], filter_string="tags.`repalign.kind` = 'alignment'")
     assert run.info.run_id in demo_output
+    assert run.info.run_name.startswith("digits-zoo · alignment · ")
+    assert len(run.data.tags["repalign.store_digest"]) == 64
     assert len(run.data.metrics) == 6 * 60 * 61 // 2  # six measures, every pair of 60 layers
     (stitching,) = client.search_runs(
         [experiment], filter_string="tags.`repalign.kind` = 'stitching'"
@@ -149,3 +159,88 @@ def test_demo_reuses_the_cached_zoo(demo_output, tmp_path_factory):
     assert build_seconds is None
     assert len(opened.representations) == 60
     assert {path: path.stat().st_mtime_ns for path in store.rglob("*")} == files
+
+
+# --- repalign ui ---------------------------------------------------------------------------------
+
+
+def first_line(stream, timeout):
+    """The first line ``stream`` gives within ``timeout`` seconds, or None."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def answers(url):
+    """(HTTP status, body) of a GET of ``url``; None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return None
+
+
+def test_ui_serves_mlflow_on_the_default_store_until_stopped(tmp_path, monkeypatch):
+    """In a folder where a run was logged to MLflow's default store (mlflow.db there), `repalign
+    ui` prints an address on 127.0.0.1 whose page and REST API show that run; SIGTERM stops
+    it and the server it started."""
+    from repalign.tracking import default_store, log_alignment_run
+    from tests.test_tracking import PARAMS, SUMMARY, alignment_table
+
+    monkeypatch.chdir(tmp_path)
+    uri, artifacts = default_store()
+    run_id = log_alignment_run(
+        alignment_table(),
+        params=PARAMS,
+        summary=SUMMARY,
+        experiment="ui-zoo",
+        tracking_uri=uri,
+        artifact_location=artifacts,
+    )
+    env = job_environment()
+    port = free_port()
+    with open(tmp_path / "ui-stderr.txt", "w") as stderr:
+        ui = subprocess.Popen(
+            repalign_command("ui", "--port", str(port)), cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+    try:
+        line = first_line(ui.stdout, timeout=180)
+        assert line, (tmp_path / "ui-stderr.txt").read_text()[-4000:]
+        url = f"http://127.0.0.1:{port}"
+        assert line.strip() == (
+            f"MLflow UI of sqlite:///{tmp_path}/mlflow.db at {url} (Ctrl-C stops it)"
+        )
+        status, page = answers(url)
+        assert status == 200 and "<title>MLflow</title>" in page
+        status, body = answers(f"{url}/api/2.0/mlflow/experiments/search?max_results=100")
+        assert status == 200
+        experiments = {e["name"]: e["experiment_id"] for e in json.loads(body)["experiments"]}
+        assert "ui-zoo" in experiments
+        status, body = answers(f"{url}/api/2.0/mlflow/runs/get?run_id={run_id}")
+        run = json.loads(body)["run"]
+        assert run["info"]["experiment_id"] == experiments["ui-zoo"]
+        assert run["info"]["run_name"].startswith("ui-zoo · alignment · zoo · ")
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        code = ui.wait(timeout=60)
+    assert code == 0
+    assert answers(url) is None  # the server went with it
+
+
+def test_ui_refuses_a_port_in_use_by_name(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = repalign(
+            "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"
+        )
+    assert result.returncode == 2
+    assert f"port {port} of 127.0.0.1 cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 the ``repalign`` parser accepts, the run record is read where the jobs write it, and
 `atomic_write` replaces a file whole or not at all."""
 
+import datetime
 import json
 import threading
 
@@ -31,6 +32,8 @@ def test_the_job_arguments_of_every_kind_parse_as_its_command(kind, tmp_path):
         out=tmp_path / "out",
         threshold=0.125,
         previous=tmp_path / "previous",
+        schedule="a1b2c3",
+        date=datetime.datetime(2026, 1, 15, 2, 0),  # naive, as SQLite gives it back: UTC
     )
     args = build_parser().parse_args(arguments)
     assert args.command == JOB_COMMANDS[kind]
@@ -43,6 +46,10 @@ def test_the_job_arguments_of_every_kind_parse_as_its_command(kind, tmp_path):
             0.125,
             str(tmp_path / "previous"),
         )
+        assert args.schedule == "a1b2c3"
+        assert args.date == datetime.datetime(2026, 1, 15, 2, 0, tzinfo=datetime.UTC)
+    else:
+        assert "--schedule" not in arguments and "--date" not in arguments
 
 
 def test_a_first_night_has_no_previous_and_a_local_job_no_ray_address(tmp_path):
@@ -52,6 +59,7 @@ def test_a_first_night_has_no_previous_and_a_local_job_no_ray_address(tmp_path):
     args = build_parser().parse_args(arguments)
     assert args.previous is None and "--previous" not in arguments
     assert "--ray-address" not in arguments
+    assert args.schedule is None and args.date is None
 
 
 def test_the_job_command_runs_the_repalign_module_with_the_python_given():

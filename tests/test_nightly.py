@@ -2,10 +2,13 @@
 real Parquet stores and real SQLite MLflow stores.
 
 Night 1: a.x, b.x, c.x, no previous run. Night 2: d.x added. Night 3: b.x rewritten in place
-with shifted and noised rows.
+with shifted and noised rows. The nights are those of one schedule, dated 2026-01-01 to
+2026-01-03.
 """
 
 import contextlib
+import csv
+import hashlib
 import io
 import json
 
@@ -29,12 +32,17 @@ from repalign.cli import build_parser, main
 from repalign.errors import InvalidParameterError
 from repalign.spec import parse_spec
 from repalign.store import open_store, write_representation
+from repalign.tracking import metric_key
 
 pytestmark = pytest.mark.slow  # whole jobs in process: `make check` leaves them out
 
 N = 2000
 THRESHOLD = 0.05
 MEASURES = [{"name": "cka"}, {"name": "procrustes"}, {"name": "ka"}]
+SCHEDULE = "a1b2c3"
+NIGHTS = {"night-1": "2026-01-01", "night-2": "2026-01-02", "night-3": "2026-01-03"}
+STEPS = {"night-1": 20260101, "night-2": 20260102, "night-3": 20260103}
+CONFIGURATION_LABELS = "cka:linear:biased, ka:linear, procrustes:linear"
 
 
 def related(rng, latent, width):
@@ -45,8 +53,10 @@ def related(rng, latent, width):
 
 def nightly(path, out, previous=None, *extra):
     """Run the command in this process (Ray is the session's) from ``path``, where MLflow's
-    default store is; (exit code, stdout)."""
+    default store is; (exit code, stdout). A night of `NIGHTS` runs as one of `SCHEDULE`."""
     args = ["nightly", str(path / "job.yaml"), "--out", str(path / out), "--quiet", *extra]
+    if out in NIGHTS:
+        args += ["--schedule", SCHEDULE, "--date", NIGHTS[out]]
     if previous is not None:
         args += ["--previous", str(path / previous)]
     stdout = io.StringIO()
@@ -72,6 +82,33 @@ def values(path, out):
     }
 
 
+def store_digest_of(folder):
+    """The SHA-256 of the JSON of every representation's ids and shard hashes, read from the
+    manifests on disk."""
+    digests = {}
+    for name, representation in open_store(folder).representations.items():
+        content = json.loads((representation.path / "_manifest.json").read_text())
+        digests[name] = {
+            "ids_sha256": content["ids_sha256"],
+            "shards": [shard["sha256"] for shard in content["shards"]],
+        }
+    assert digests, f"no manifests under {folder}"
+    text = json.dumps(digests, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def mlflow_runs(path):
+    """(client, parent run of the schedule, {night: its run})."""
+    uri = read(path, "night-1", "nightly.json")["tracking_uri"]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("nightly").experiment_id
+    (parent,) = client.search_runs(
+        [experiment], filter_string=f"tags.`repalign.schedule` = '{SCHEDULE}'"
+    )
+    runs = {night: client.get_run(read(path, night, "nightly.json")["run_id"]) for night in NIGHTS}
+    return client, parent, runs
+
+
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
     path = tmp_path_factory.mktemp("nightly")
@@ -85,11 +122,13 @@ def nights(tmp_path_factory):
     job["experiment"] = "nightly"
     (path / "job.yaml").write_text(yaml.safe_dump(job))
     runs = {"arrays-1": dict(arrays)}
+    runs["store-1"] = store_digest_of(path / "store")
     runs["night-1"] = nightly(path, "night-1")
 
     arrays["d.x"] = related(rng, latent, 5)
     write_representation(path / "store", "d.x", np.arange(N), arrays["d.x"], shard_rows=700)
     runs["arrays-2"] = dict(arrays)
+    runs["store-2"] = store_digest_of(path / "store")
     runs["night-2"] = nightly(path, "night-2", "night-1")
     spec = parse_spec({**job, "out": str(path / "full-2")})
     runs["full-2"] = run_alignment(spec, quiet=True)
@@ -100,12 +139,20 @@ def nights(tmp_path_factory):
         path / "store", "b.x", np.arange(N), arrays["b.x"], shard_rows=700, overwrite=True
     )
     runs["arrays-3"] = dict(arrays)
+    runs["store-3"] = store_digest_of(path / "store")
     runs["night-3"] = nightly(path, "night-3", "night-2", "--threshold", str(THRESHOLD))
     return path, runs
 
 
 def test_the_command_is_registered():
     assert "nightly" in build_parser().format_help()
+
+
+def test_a_date_that_is_not_iso_8601_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["nightly", "job.yaml", "--date", "last tuesday"])
+    assert exited.value.code == 2
+    assert "--date: must be a date (2026-01-15)" in capsys.readouterr().err
 
 
 def test_the_first_night_runs_in_full_and_reports_no_moves(nights):
@@ -135,6 +182,104 @@ def test_the_mlflow_run_holds_the_matrix_and_the_change_report(nights):
         assert len(run.data.metrics) == len(values(path, night))  # a complete matrix
         local = client.download_artifacts(record["run_id"], "changes.json", str(path / night))
         assert json.loads(open(local).read()) == read(path, night, "changes.json")
+
+
+def test_the_change_report_is_also_logged_as_tables(nights, tmp_path):
+    path, _ = nights
+    client, _, runs = mlflow_runs(path)
+    for night, run in runs.items():
+        changes = read(path, night, "changes.json")
+        folder = tmp_path / night
+        folder.mkdir()
+        moved_csv = client.download_artifacts(run.info.run_id, "changes/moved.csv", str(folder))
+        with open(moved_csv, newline="") as file:
+            reader = csv.DictReader(file)
+            assert reader.fieldnames == ["rep_a", "rep_b", "measure", "kernel", "estimator",
+                                         "before", "after", "delta"]  # fmt: skip
+            moved = list(reader)
+        assert len(moved) == len(changes["moved"])
+        for row, expected in zip(moved, changes["moved"], strict=True):
+            for column, value in expected.items():
+                cell = row[column]
+                assert (float(cell) if isinstance(value, float) else cell) == value
+        drift_csv = client.download_artifacts(run.info.run_id, "changes/drift.csv", str(folder))
+        with open(drift_csv, newline="") as file:
+            drift = {row.pop("representation"): row for row in csv.DictReader(file)}
+        assert drift.keys() == changes["drift"].keys()
+        for name, row in drift.items():
+            assert float(row["mmd2"]) == changes["drift"][name]["mmd2"]
+            assert float(row["std_err"]) == changes["drift"][name]["std_err"]
+    assert len(read(path, "night-3", "changes.json")["moved"]) > 0  # the tables are not empty
+    assert list(read(path, "night-3", "changes.json")["drift"]) == ["b.x"]
+
+
+def test_each_night_is_named_and_tagged_with_the_store_it_read(nights):
+    path, runs_of = nights
+    _, _, runs = mlflow_runs(path)
+    for number, (night, run) in enumerate(runs.items(), start=1):
+        assert run.info.run_name == f"nightly · nightly · store · {NIGHTS[night]} 00:00 UTC"
+        assert run.data.tags["repalign.store_digest"] == runs_of[f"store-{number}"]
+        assert run.data.tags["repalign.version"] == repalign.__version__
+        assert run.data.tags["repalign.configurations"] == CONFIGURATION_LABELS
+    digests = {run.data.tags["repalign.store_digest"] for run in runs.values()}
+    assert len(digests) == 3  # d.x added, then b.x rewritten
+
+
+def test_a_schedules_nights_are_children_of_its_parent_run(nights):
+    path, _ = nights
+    _, parent, runs = mlflow_runs(path)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["repalign.kind"] == "schedule"
+    assert parent.info.run_name == f"nightly · schedule {SCHEDULE} · store"
+    for run in runs.values():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+def test_each_pair_has_one_value_per_night_in_the_schedules_trend(nights):
+    path, _ = nights
+    client, parent, _ = mlflow_runs(path)
+    tables = {night: values(path, night) for night in NIGHTS}
+    assert len(parent.data.metrics) == len(tables["night-3"])  # one series per pair
+    for key in tables["night-3"]:
+        history = client.get_metric_history(parent.info.run_id, metric_key(*key))
+        in_order = sorted(history, key=lambda metric: metric.timestamp)
+        expected = [(STEPS[night], tables[night][key]) for night in NIGHTS if key in tables[night]]
+        assert [(metric.step, metric.value) for metric in in_order] == expected, key
+    old = [key for key in tables["night-3"] if "d.x" not in key]
+    assert len(old) == 3 * 6  # every pair of a.x, b.x, c.x, three nights each
+    for key in old:
+        assert len(client.get_metric_history(parent.info.run_id, metric_key(*key))) == 3
+
+
+def test_query_prints_a_pairs_values_night_by_night(nights, capsys):
+    path, _ = nights
+    uri = read(path, "night-1", "nightly.json")["tracking_uri"]
+    _, parent, _ = mlflow_runs(path)
+    code = main(["query", "--schedule", SCHEDULE, "--pair", "b.x", "a.x", "--tracking-uri", uri])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines[0] == f"schedule {SCHEDULE}, run {parent.info.run_id}: a.x / b.x"
+    configurations = [
+        ("cka", "linear", "biased"),
+        ("ka", "linear", ""),
+        ("procrustes", "linear", ""),
+    ]
+    header = lines[1].split()
+    assert header == ["night", "(UTC)", "cka.linear.biased", "ka.linear", "procrustes.linear"]
+    assert len(lines) == 2 + 3
+    for line, night in zip(lines[2:], NIGHTS, strict=True):
+        table = values(path, night)
+        expected = [f"{table[(*c, 'a.x', 'b.x')]:.4f}" for c in configurations]
+        assert line.split() == [NIGHTS[night], "00:00", *expected]
+
+
+def test_query_names_a_pair_the_schedule_does_not_have(nights, capsys):
+    path, _ = nights
+    uri = read(path, "night-1", "nightly.json")["tracking_uri"]
+    code = main(["query", "--schedule", SCHEDULE, "--pair", "a.x", "z.x", "--tracking-uri", uri])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "the pair a.x / z.x has no value in the runs of schedule a1b2c3" in error
 
 
 def test_mean_embeddings_are_saved_with_their_map(nights):

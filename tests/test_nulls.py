@@ -213,5 +213,6 @@ def test_a_run_with_nulls_logs_a_calibrated_heatmap_beside_the_raw_one(tmp_path)
     assert sorted(f.path for f in files) == [
         "heatmaps/cka-linear-biased-calibrated.png",
         "heatmaps/cka-linear-biased-models.png",  # a, b, c, d: four models of one layer
+        "heatmaps/cka-linear-biased.html",
         "heatmaps/cka-linear-biased.png",
     ]

@@ -83,9 +83,11 @@ def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):
     assert {"results", "heatmaps", "summary.json"} <= artifacts
     heatmaps = {a.path for a in client.list_artifacts(run.info.run_id, "heatmaps")}
     configurations = ("cka-linear-song", "procrustes-linear", "mmd2-rbf-unbiased")
-    # each configuration's matrix and its model-level one (two models: mlp-s0, mlp-s1)
+    # each configuration's matrix, as a PNG and a page, and its model-level one (two models)
     assert heatmaps == {
-        f"heatmaps/{name}{suffix}.png" for name in configurations for suffix in ("", "-models")
+        f"heatmaps/{name}{suffix}"
+        for name in configurations
+        for suffix in (".png", ".html", "-models.png")
     }
     local = client.download_artifacts(run.info.run_id, "results/alignment.parquet", str(path))
     assert pq.read_table(local).equals(pq.read_table(path / "out" / "alignment.parquet"))

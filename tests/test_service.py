@@ -512,6 +512,24 @@ def test_a_schedule_computes_only_new_pairs_and_reports_the_new_representation(s
     assert len(table) == len(MEASURES) * 4 * 5 // 2  # a complete matrix of 4 representations
     matrix = client.get("/v1/matrices?experiment=nightly&estimator=biased", headers=AUTH).json()
     assert matrix["run_id"] == job["mlflow_run_id"] and "m2.fc1" in matrix["names"]
+    # each night's values join the schedule's trend, in MLflow under its parent run
+    pair = {"rep_a": "m0.fc2", "rep_b": "m0.fc1"}
+    trend = client.get(f"/v1/schedules/{schedule['id']}/trend", params=pair, headers=AUTH).json()
+    assert trend["pair"] == ["m0.fc1", "m0.fc2"]
+    assert trend["configurations"] == ["cka.linear.biased", "cka.linear.song", "procrustes.linear"]
+    nights = [point["values"]["cka.linear.biased"] for point in trend["points"]]
+    for done in (first, job):
+        rows = pq.read_table(tmp_path / "state" / "jobs" / done["id"] / "out" / "alignment.parquet")
+        (value,) = [
+            row["value"]
+            for row in rows.to_pylist()
+            if (row["measure"], row["estimator"]) == ("cka", "biased")
+            and {row["rep_a"], row["rep_b"]} == {"m0.fc1", "m0.fc2"}
+        ]
+        assert value in nights
+    gone = client.get(f"/v1/schedules/{schedule['id']}/trend",
+                      params={"rep_a": "m0.fc1", "rep_b": "m9.fc1"}, headers=AUTH)  # fmt: skip
+    assert gone.status_code == 404 and "m0.fc1 / m9.fc1 has no value" in gone.json()["detail"]
     jobs = [j for j in client.get("/v1/jobs", headers=AUTH).json() if j["schedule_id"]]
     assert sum(j["status"] in ("queued", "running") for j in jobs) <= 1  # runs never pile up
     client.delete(f"/v1/schedules/{schedule['id']}", headers=AUTH)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+import repalign
 from jobs.stitching import _split, default_pairs, run_stitching, write_result
 from repalign.errors import StoreError
 from repalign.spec import SpecError, parse_spec
@@ -18,6 +20,7 @@ from repalign.store import open_store
 from repalign.tracking import log_stitching_run
 from repalign.zoo import build_zoo
 from repalign.zoo.models import MODELS_FOLDER, TARGETS_FILE, load_targets
+from tests.test_nightly import store_digest_of
 
 pytestmark = pytest.mark.slow  # trains a zoo and runs jobs on Ray
 
@@ -255,3 +258,11 @@ def test_the_command_line_runs_a_stitching_job(zoo, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # MLflow's default, in the cwd
     experiment = client.get_experiment_by_name("repalign")
     assert len(client.search_runs([experiment.experiment_id])) == 3  # parent + 2 pairs
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`repalign.kind` = 'stitching'"
+    )
+    title, kind, folder, when = parent.info.run_name.split(" · ")
+    assert (title, kind, folder) == ("repalign", "stitching", "store")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", when)
+    assert parent.data.tags["repalign.store_digest"] == store_digest_of(zoo)
+    assert parent.data.tags["repalign.version"] == repalign.__version__

@@ -5,6 +5,7 @@ experiment's artifact location in that folder too. One store serves the whole mo
 (creating its tables takes seconds); each test that logs uses its own experiment.
 """
 
+import datetime
 import itertools
 import json
 
@@ -19,6 +20,14 @@ from mlflow.exceptions import MlflowException
 import repalign.tracking
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.plots import alignment_heatmap, square_matrix
+from repalign.provenance import (
+    COMMIT_TAG,
+    CONFIGURATIONS_TAG,
+    STORE_DIGEST_TAG,
+    VERSION_TAG,
+    run_name,
+    store_digest,
+)
 from repalign.tracking import (
     KIND_TAG,
     check_tracking_uri,
@@ -27,6 +36,8 @@ from repalign.tracking import (
     log_alignment_run,
     metric_key,
     open_run,
+    schedule_trend,
+    trend_step,
 )
 
 # Listed out of order on purpose: the heatmap must put fc2 before fc10, logits last in its
@@ -188,11 +199,13 @@ def test_one_valid_png_heatmap_per_configuration(logged, tmp_path):
     files = client.list_artifacts(run.info.run_id, "heatmaps")
     assert sorted(f.path for f in files) == [
         "heatmaps/cka-linear-biased-models.png",
+        "heatmaps/cka-linear-biased.html",  # the interactive page, tests/test_heatmap_html.py
         "heatmaps/cka-linear-biased.png",
         "heatmaps/mutual_knn-linear-models.png",
+        "heatmaps/mutual_knn-linear.html",
         "heatmaps/mutual_knn-linear.png",
     ]
-    for info in files:
+    for info in (f for f in files if f.path.endswith(".png")):
         path = read_artifact(client, run, info.path, tmp_path)
         with open(path, "rb") as png:
             assert png.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -503,3 +516,103 @@ def test_jobs_starting_together_in_a_new_folder_share_one_default_store(tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(client.search_runs(["0"])) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock file left
+
+
+# --- names and tags a person can find runs by -------------------------------------------------
+
+
+def checked_out_commit():
+    """The commit of this repository's checkout, as git itself gives it, or None when the tests
+    do not run from a checkout."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(repalign.__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    return head.stdout.strip() if head.returncode == 0 and (root / ".git").exists() else None
+
+
+def test_a_run_logged_without_a_name_says_what_ran_where_and_when(store, table):
+    uri, _ = store
+    experiment = new_experiment(store, "unnamed")
+    before = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+    run_id = log_alignment_run(
+        table, params=PARAMS, summary=SUMMARY, experiment=experiment, tracking_uri=uri
+    )
+    after = datetime.datetime.now(datetime.UTC)
+    run = MlflowClient(uri).get_run(run_id)
+    title, kind, folder, when = run.info.run_name.split(" · ")
+    assert (title, kind, folder) == ("unnamed", "alignment", "zoo")  # PARAMS["store"] /data/zoo
+    moment = datetime.datetime.strptime(when, "%Y-%m-%d %H:%M UTC").replace(tzinfo=datetime.UTC)
+    assert before <= moment <= after
+
+
+def test_a_run_is_tagged_with_its_configurations_and_the_code_that_logged_it(logged):
+    _, run = logged
+    tags = run.data.tags
+    assert tags[CONFIGURATIONS_TAG] == "cka:linear:biased, mutual_knn:linear"
+    assert tags[VERSION_TAG] == repalign.__version__
+    commit = checked_out_commit()
+    assert tags.get(COMMIT_TAG) == commit
+    if commit is not None:
+        assert len(commit) == 40
+
+
+def test_the_tags_a_job_gives_win_over_those_of_the_code_at_upload(store, table):
+    """A run uploaded later (`repalign sync`) keeps the version and commit of the job."""
+    uri, _ = store
+    experiment = new_experiment(store, "job-tags")
+    job = {VERSION_TAG: "0.0.1", COMMIT_TAG: "f" * 40, STORE_DIGEST_TAG: "a" * 64}
+    run_id = log_alignment_run(
+        table, params=PARAMS, summary=SUMMARY, experiment=experiment, tracking_uri=uri, tags=job
+    )
+    tags = MlflowClient(uri).get_run(run_id).data.tags
+    assert {name: tags[name] for name in job} == job
+    assert tags[KIND_TAG] == "alignment"
+
+
+def zone(hours):
+    return datetime.timezone(datetime.timedelta(hours=hours))
+
+
+def test_run_names_join_their_parts_in_utc():
+    moment = datetime.datetime(2026, 1, 15, 3, 30, tzinfo=zone(hours=1))
+    assert run_name("digits", "nightly", "/data/zoo-digits/", moment) == (
+        "digits · nightly · zoo-digits · 2026-01-15 02:30 UTC"
+    )
+    assert run_name("digits", "schedule 3f2a") == "digits · schedule 3f2a"
+    naive = datetime.datetime(2026, 1, 15, 2, 30)  # taken as UTC
+    assert run_name("d", "alignment", "zoo", naive).endswith("2026-01-15 02:30 UTC")
+
+
+def test_the_store_digest_depends_on_the_digests_not_their_order():
+    first = {
+        "a.x": {"ids_sha256": "1", "shards": ["2", "3"]},
+        "b.x": {"ids_sha256": "4", "shards": []},
+    }
+    reordered = dict(reversed(first.items()))
+    assert store_digest(first) == store_digest(reordered)
+    assert len(store_digest(first)) == 64
+    changed = {**first, "b.x": {"ids_sha256": "4", "shards": ["5"]}}
+    assert store_digest(changed) != store_digest(first)
+
+
+def test_a_trend_step_is_the_utc_date_as_yyyymmdd():
+    late = datetime.datetime(2026, 1, 31, 23, 30, tzinfo=zone(hours=-2))
+    assert trend_step(late) == 20260201  # 01:30 UTC on the next day
+    assert trend_step(datetime.datetime(2025, 12, 31, tzinfo=datetime.UTC)) == 20251231
+
+
+def test_a_schedule_id_that_a_search_filter_cannot_hold_is_refused(store):
+    uri, _ = store
+    refused = r"schedule must be a schedule's id.*\"x' or '1\""
+    with pytest.raises(InvalidParameterError, match=refused):
+        schedule_trend("x' or '1", "a", "b", tracking_uri=uri)
+
+
+def test_a_schedule_with_no_run_logged_is_named(store):
+    uri, _ = store
+    with pytest.raises(RepalignError, match=r"no run is tagged repalign\.schedule = 'nothing-yet'"):
+        schedule_trend("nothing-yet", "a", "b", tracking_uri=uri)

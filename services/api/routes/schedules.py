@@ -2,6 +2,8 @@
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from repalign.errors import RepalignError
+from repalign.tracking import schedule_trend
 from services import crud
 from services.api.deps import ScheduleDep, SessionDep, StateDep, require_token
 from services.api.schemas import ScheduleCreate, SchedulePublic
@@ -37,3 +39,15 @@ def list_schedules(session: SessionDep):
 def delete(schedule: ScheduleDep, session: SessionDep):
     session.delete(schedule)
     session.commit()
+
+
+@router.get("/{schedule_id}/trend")
+def trend(state: StateDep, schedule: ScheduleDep, rep_a: str, rep_b: str):
+    """The values of the pair ``rep_a``, ``rep_b`` on each night of the schedule, read from its
+    parent run in MLflow (`repalign.tracking.schedule_trend`): ``run_id``, ``pair``,
+    ``configurations`` and ``points`` (``time``, ``step`` YYYYMMDD, ``values`` by
+    configuration). 404 before the schedule's first run is logged, or for a pair it lacks."""
+    try:
+        return schedule_trend(schedule.id, rep_a, rep_b, tracking_uri=state.settings.tracking)
+    except RepalignError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
