@@ -168,13 +168,15 @@ def upload(out, *, tracking_uri=None):
     artifact_location = record["artifact_location"] if tracking_uri is None else None
     tracking_uri = tracking_uri or record["tracking_uri"]
     job, experiment = record["job"], record["experiment"]
-    summary = json.loads((out / record["summary"]).read_text())
-    params = summary.pop("params")
-    table = pq.read_table(out / record["table"])
     moment = datetime.datetime.fromisoformat(record["moment"]) if "moment" in record else None
     tags = {**record.get("tags", {}), UPLOAD_TAG: record["upload"]}
     schedule = record.get("schedule")
     try:
+        run_id = finished_upload(record["upload"], experiment=experiment, tracking_uri=tracking_uri)
+        if run_id is None or schedule is not None:  # the results are read only when needed
+            summary = json.loads((out / record["summary"]).read_text())
+            params = summary.pop("params")
+            table = pq.read_table(out / record["table"])
         if schedule is not None:
             parent = schedule_run(
                 schedule,
@@ -184,7 +186,6 @@ def upload(out, *, tracking_uri=None):
                 artifact_location=artifact_location,
             )
             tags[PARENT_TAG] = parent
-        run_id = finished_upload(record["upload"], experiment=experiment, tracking_uri=tracking_uri)
         if run_id is None:
             run_id = LOG_FUNCTIONS[job](
                 table,
