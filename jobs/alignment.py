@@ -28,9 +28,11 @@ from jobs.engine import forced_executor, machine_cpus, owned_units, run_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows, whole_row_groups
+from jobs.permutations import permutation_null
 from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
+from repalign.measures.permutation import UNPAIRED
 from repalign.preflight import machine_memory
 from repalign.registry import MEASURES, PASSES, pass_of
 from repalign.results import Values
@@ -103,6 +105,8 @@ def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None)
         names = previous["names"] + [name for name in names if name not in previous["names"]]
     job = Job(spec, store, names, n, executor, actors, quiet, tile_bytes, previous)
     job.run()
+    if spec.null == "permutation":
+        permutation_null(job)
     shutil.rmtree(job.checkpoints, ignore_errors=True)  # every pass is done
     params = {
         "store": str(Path(spec.store).resolve()),
@@ -112,6 +116,8 @@ def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None)
         "executor": executor,
         "actors": actors,
         "precision": spec.precision,
+        "null": spec.null,
+        **({"permutations": spec.permutations} if spec.null == "permutation" else {}),
         "tile_bytes": tile_bytes,
         "median_sigma": {"max_rows": MEDIAN_MAX_ROWS, "seed": MEDIAN_SEED},
     }
@@ -267,6 +273,8 @@ class Job:
         self.passing = None  # the pass now running
         self.reads = {}  # pass -> the `RowReads` of its units
         self._pilot_means = {}
+        self._sigmas = {}  # (name, choice) -> bandwidth
+        self.permutation = None  # the draw of the permutation null this job runs, if one
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
         self.owners = self.cpus = None  # on Ray: where owners go, and each actor's CPUs
         if executor == "ray":
@@ -280,7 +288,13 @@ class Job:
         for config in self.spec.measures:
             chosen[pass_of(config)].append(config)
         needs_constants = any(not MEASURES[c.name].constants for c in self.spec.measures)
-        if not chosen["moments"] and needs_constants and self.values.usable():
+        constants_known = self.permutation is not None  # its unpermuted job found them
+        if (
+            not chosen["moments"]
+            and needs_constants
+            and self.values.usable()
+            and not constants_known
+        ):
             self.passing = "constants"
             moments.find_constants(self)
         for name, configs in chosen.items():
@@ -289,6 +303,31 @@ class Job:
                 self.passing = name
                 RUNS[name](self, configs)
                 self.timings[name] = round(time.perf_counter() - started, 3)
+
+    def permuted(self, draw):
+        """A job of this one's pairable measures (`repalign.measures.permutation.UNPAIRED` left
+        out) on the ``draw``-th permutation of the rows, for the permutation null
+        (`jobs.permutations`): values only, no null, no jackknife, nothing saved. It shares
+        this job's slots, owners, pilot means, bandwidths and constant representations."""
+        measures = [m for m in self.spec.measures if m.name not in UNPAIRED]
+        spec = self.spec.model_copy(
+            update={"measures": measures, "null": "none", "jackknife": None}
+        )
+        job = Job(spec, self.store, self.names, self.n, self.executor, self.slots, True,
+                  self.tile_bytes, None)  # fmt: skip
+        job.permutation, job.saved_moments = draw, None
+        job.values.constant = dict(self.values.constant)
+        job.owners, job.cpus = self.owners, self.cpus
+        job._pilot_means, job._sigmas = self._pilot_means, self._sigmas
+        return job
+
+    def absorb(self, other):
+        """Count in the work of ``other``, a `permuted` job that has run: its replays, resumed
+        units, nodes and bytes to the driver (its reads and blocks are its own)."""
+        self.replays += other.replays
+        self.resumed += other.resumed
+        self.nodes.update(other.nodes)
+        self.bytes_to_driver += other.bytes_to_driver
 
     def traffic(self):
         """Bytes moved on Ray (none in process): ``bytes_to_driver``, the states and values
@@ -353,6 +392,8 @@ class Job:
             and getattr(task, "blas_bound", False)
         ):
             slots = 1
+        if self.permutation is not None:
+            task.permutation = self.permutation  # before the checkpoint key is made of it
         reads = self.reads.setdefault(self.passing, RowReads())
         for unit in units:
             for key, start, stop in task.reads(unit):
@@ -391,11 +432,14 @@ class Job:
         recorded as missing, and is left out."""
         sigmas = {}
         for name in names:
-            sample = median_sample(self.store[name], self.n)
-            try:
-                sigmas[name] = resolve_sigma(sample, choice, name=name)
-            except RepalignError as exc:
-                self.values.fail(configs, name, str(exc))
+            if (name, choice) not in self._sigmas:
+                sample = median_sample(self.store[name], self.n)
+                try:
+                    self._sigmas[name, choice] = resolve_sigma(sample, choice, name=name)
+                except RepalignError as exc:
+                    self.values.fail(configs, name, str(exc))
+                    continue
+            sigmas[name] = self._sigmas[name, choice]
         return sigmas
 
     def saved_state(self):

@@ -73,6 +73,19 @@ def add_run(commands):
         "twice as fast; accumulated in float64; see docs/design.md §4)",
     )
     run.add_argument(
+        "--null",
+        choices=("analytic", "permutation", "none"),
+        help="each pair's null and p-value: analytic (default; closed form for linear KA, "
+        "biased CKA and HSIC), permutation (every measure but MMD², the job run again on "
+        "--permutations re-pairings of the rows) or none",
+    )
+    run.add_argument(
+        "--permutations",
+        type=int,
+        metavar="B",
+        help="draws of --null permutation (default 100; the smallest p-value is 1/(B + 1))",
+    )
+    run.add_argument(
         "--tile-bytes",
         type=int,
         metavar="BYTES",
@@ -97,6 +110,8 @@ RUN_OPTIONS = (
     "actors",
     "executor",
     "precision",
+    "null",
+    "permutations",
     "tile_bytes",
 )
 """The flags of `repalign run` that set the spec key of the same name."""

@@ -17,13 +17,20 @@ import numpy as np
 
 from repalign.blocks import row_slices
 from repalign.measures.kernels import _cross_squared_distances
+from repalign.measures.permutation import read_permuted
 from repalign.stats import BorderState, GramState
 from repalign.store import open_store
 from repalign.tiles import RbfTileState
 
 
 class StoreTask:
-    """A task that reads representations of one store; the store is opened once per actor."""
+    """A task that reads representations of one store; the store is opened once per actor.
+
+    With ``permutation`` a draw b of the permutation null, it reads each representation's rows
+    as that draw permutes them (`repalign.measures.permutation`); the job sets it.
+    """
+
+    permutation = None
 
     def __init__(self, store):
         self.store_path = str(store)
@@ -39,7 +46,12 @@ class StoreTask:
         return self._store
 
     def read(self, name, rows):
-        return self.store[name].read_values(*rows)
+        representation = self.store[name]
+        if self.permutation is None:
+            return representation.read_values(*rows)
+        return read_permuted(
+            representation.read_values, name, self.permutation, *rows, representation.rows
+        )
 
 
 class RowTask(StoreTask):

@@ -38,6 +38,7 @@ from repalign.measures.jackknife import (
 )
 from repalign.measures.moments import record_pairs
 from repalign.measures.pair_moments import Moments
+from repalign.measures.permutation import UNPAIRED, PermutationDraws, read_permuted
 from repalign.measures.spectra import principal_axes
 from repalign.registry import MEASURES, pass_of
 from repalign.results import Values
@@ -53,7 +54,9 @@ MMD_WIDTHS = "MMD² compares samples of one space"
 """Why MMD² of representations of different widths is missing (a job's words)."""
 
 
-def pairwise(representations, measures=("cka",), *, null="analytic", jackknife=None):
+def pairwise(
+    representations, measures=("cka",), *, null="analytic", permutations=100, jackknife=None
+):
     """Every measure configuration for every pair of ``representations``, the diagonal included.
 
     Parameters
@@ -65,10 +68,15 @@ def pairwise(representations, measures=("cka",), *, null="analytic", jackknife=N
         Measure configurations as a job spec takes them: `repalign.spec.Measure`, dicts such
         as ``{"name": "cka", "kernel": "rbf"}``, or strings ``name[:kernel[:estimator]]``
         with ``,key=value`` options (``"cka"``, ``"mutual_knn,k=5"``).
-    null : {"analytic", "none"}, default="analytic"
+    null : {"analytic", "permutation", "none"}, default="analytic"
         Each pair's permutation null, as a job's spec key ``null``: the columns null_mean,
-        null_std, p_value, q_value and calibrated, in closed form for linear KA, biased CKA and
-        biased HSIC (`repalign.measures.nulls`); null for other configurations.
+        null_std, p_value, q_value and calibrated. "analytic": in closed form for linear KA,
+        biased CKA and biased HSIC (`repalign.measures.nulls`), none for other configurations.
+        "permutation": for every configuration but MMD², from the measures recomputed on
+        ``permutations`` random re-pairings of the rows (`repalign.measures.permutation`),
+        the same draws as a job's.
+    permutations : int, default=100
+        The draws B of ``null="permutation"``; its smallest p-value is 1/(B + 1).
     jackknife : int, default=None
         Give each linear-kernel value a ``std_err`` by the delete-one-group jackknife over this
         many contiguous groups of rows (`repalign.measures.jackknife`; 16 is usual). It holds
@@ -87,7 +95,11 @@ def pairwise(representations, measures=("cka",), *, null="analytic", jackknife=N
     RepalignError
         Bad input, with the name of the representation (see the module docstring).
     """
-    check_option(null, name="null", allowed=("analytic", "none"))
+    check_option(null, name="null", allowed=("analytic", "permutation", "none"))
+    if not (isinstance(permutations, int) and permutations >= 1):
+        raise InvalidParameterError(
+            f"permutations must be a whole number of draws of at least 1; got {permutations!r}."
+        )
     if jackknife is not None and not (isinstance(jackknife, int) and jackknife >= 2):
         raise InvalidParameterError(
             f"jackknife must be None or a number of groups of at least 2; got {jackknife!r}."
@@ -99,13 +111,34 @@ def pairwise(representations, measures=("cka",), *, null="analytic", jackknife=N
     for name, is_constant in zip(source.names, constant, strict=True):
         if is_constant:
             values.constant[name] = f"{name} is constant (zero variance)"
+    _record_values(values, configs, source, means, "none" if null == "permutation" else null,
+                   jackknife)  # fmt: skip
+    if null == "permutation":
+        _record_permutation_null(values, configs, source, means, permutations)
+    return values.table(configs, source.n)
+
+
+def _record_values(values, configs, source, means, null, jackknife):
+    """Every pair's value of ``configs``, with the analytic ``null`` and ``jackknife`` errors."""
     linear = [c for c in configs if pass_of(c) == "moments"]
     if linear:
         _record_moments(values, linear, source, means, null, jackknife)
     for config in configs:
         if pass_of(config) != "moments":
             _record_library(values, config, source)
-    return values.table(configs, source.n)
+
+
+def _record_permutation_null(values, configs, source, means, permutations):
+    """Every pair's Monte Carlo permutation null under ``configs`` (but MMD²): the values
+    recomputed on ``permutations`` permuted pairings of the rows (`PermutedSource`)."""
+    paired = [c for c in configs if c.name not in UNPAIRED]
+    draws = PermutationDraws()
+    for draw in range(permutations):
+        found = Values(source.names, values.unusable)
+        found.constant = values.constant
+        _record_values(found, paired, PermutedSource(source, draw), means, "none", None)
+        draws.add(found.found)
+    draws.record(values, paired)
 
 
 def _configs(measures):
@@ -181,6 +214,9 @@ class ArraySource:
     def array(self, name):
         return self._arrays[name]
 
+    def read(self, name, start, stop):
+        return self._arrays[name][start:stop]
+
 
 class StoreSource:
     """The representations of an embedding store, read in aligned row blocks."""
@@ -199,6 +235,32 @@ class StoreSource:
 
     def array(self, name):
         return self.store.read(name)[1]
+
+    def read(self, name, start, stop):
+        return self.store[name].read_values(start, stop)
+
+
+class PermutedSource:
+    """The representations of ``source`` with the rows of each permuted as the ``draw``-th
+    draw of the permutation null permutes them (`repalign.measures.permutation`)."""
+
+    def __init__(self, source, draw):
+        self.source, self.draw = source, draw
+        self.names, self.n, self.dims = source.names, source.n, source.dims
+
+    def blocks(self, rows):
+        for start in range(0, self.n, rows):
+            stop = min(start + rows, self.n)
+            yield [self.read(name, start, stop) for name in self.names]
+
+    def array(self, name):
+        return self.read(name, 0, self.n)
+
+    def read(self, name, start, stop):
+        def unpermuted(low, high):
+            return self.source.read(name, low, high)
+
+        return read_permuted(unpermuted, name, self.draw, start, stop, self.n)
 
 
 def _block_rows(source):

@@ -15,9 +15,14 @@ key. An alignment spec has these keys:
     executor: local | ray (default: chosen by the job's size, `jobs.alignment.choose_executor`)
     precision: float64 | float32 (default float64): the precision of each block's products in
         the moments pass; float32 accumulates across blocks in float64 (docs/design.md §4)
-    null: analytic | none (default analytic): each pair's permutation null (null_mean,
-        null_std, p_value, q_value, calibrated), in closed form for linear KA, biased CKA and
-        biased HSIC (`repalign.measures.nulls`); other configurations have none
+    null: analytic | permutation | none (default analytic): each pair's permutation null
+        (null_mean, null_std, p_value, q_value, calibrated). analytic: in closed form for linear
+        KA, biased CKA and biased HSIC (`repalign.measures.nulls`), other configurations have
+        none; permutation: for every configuration but MMD², by running the job's passes again
+        on B random re-pairings of the rows (`repalign.measures.permutation`, B + 1 times the
+        job's work)
+    permutations: B (default 100): the draws of null: permutation; the smallest p-value is
+        1/(B + 1)
     jackknife: G (default none): give every linear-kernel value a std_err by the delete-one-group
         jackknife over G contiguous groups of rows, 16 being usual (`repalign.measures.jackknife`);
         the statistic is then computed in full, not incrementally
@@ -150,7 +155,8 @@ class AlignmentSpec(BaseModel):
     actors: int | None = Field(default=None, ge=1)
     executor: Literal["local", "ray"] | None = None
     precision: Literal["float64", "float32"] = "float64"
-    null: Literal["analytic", "none"] = "analytic"
+    null: Literal["analytic", "permutation", "none"] = "analytic"
+    permutations: int = Field(default=100, ge=1)
     jackknife: int | None = Field(default=None, ge=2)
     tile_bytes: int | None = Field(default=None, ge=1)
 

@@ -51,7 +51,7 @@ def run(job, configs):
     if len(tiles) > 1 and any(config.name in SPECTRAL for config in configs):
         axes = str(job.checkpoints / "axes")
         os.makedirs(axes, exist_ok=True)
-    save = str(job.saved_moments) if len(tiles) == 1 else None
+    save = str(job.saved_moments) if len(tiles) == 1 and job.saved_moments else None
     slots, side_by_side = tile_slots(job.executor, job.slots, len(tiles))
     passes = [_tile_pass(job, configs, a, b, axes, save, slots) for a, b in tiles]
     description = f"moments ({len(names)} representations, {len(tiles)} tiles)"
