@@ -201,6 +201,19 @@ class GramState(MomentRows):
         start, stop = self.offsets[k], self.offsets[k + 1] - 1
         return self.shifts[k] + self._upper[start:stop, -1] / self._upper[-1, -1]
 
+    def upper_block(self, i, j):
+        """Σ (xᵢ − cᵢ)(xⱼ − cⱼ)ᵀ over the rows, the (dᵢ × dⱼ) block of the shifted moments of
+        representations i ≤ j, as stored: a view, whose lower triangle is not set when i = j
+        (`symmetric_from_upper` completes it)."""
+        if i > j:
+            raise ValueError(f"GramState.upper_block: i ≤ j, not {i} > {j}.")
+        rows, cols = (slice(self.offsets[k], self.offsets[k + 1] - 1) for k in (i, j))
+        return self._upper[rows, cols]
+
+    def shifted_sums(self, k):
+        """Σ (xₖ − cₖ) over the rows: representation k's column sums about its shift."""
+        return self._upper[self.offsets[k] : self.offsets[k + 1] - 1, -1]
+
     def pair(self, i, j, *, center):
         """Moments of representations i and j, centred at their means or not centred at all.
 

@@ -49,6 +49,7 @@ def test_groups_are_contiguous_and_cover_every_row_once():
     [
         ("cka", repalign.cka),
         ("ka", repalign.kernel_alignment),
+        ("hsic", repalign.hsic),
         ("procrustes", repalign.procrustes),
         ("cca", repalign.cca),
     ],

@@ -147,8 +147,8 @@ def kernel_measure(products, name, estimator):
         return float(products.centered(0, 1) / (products.n - 1) ** 2)
     if name == "ka":
         return _ratio(products.raw, "kernel alignment")
-    product = {"biased": products.centered, "song": products.song, "lange": products.lange}
-    return _ratio(product[estimator], f"CKA ({estimator})")
+    product = {"biased": "centered", "song": "song", "lange": "lange"}[estimator]
+    return _ratio(getattr(products, product), f"CKA ({estimator})")
 
 
 def _products(X, Y, kernel, sigma, *, min_rows, norms):

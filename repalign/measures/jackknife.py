@@ -21,11 +21,16 @@ from itertools import pairwise
 import numpy as np
 
 from repalign.errors import RepalignError
+from repalign.measures.alignment import kernel_measure
 from repalign.measures.moments import moment_value
 from repalign.measures.spectra import principal_axes
+from repalign.stats import symmetric_from_upper
 
 JACKKNIFE_GROUPS = 16
 """The groups of a job or `repalign.pairwise` that asks for the jackknife."""
+BY_BLOCKS = {("ka", None), ("cka", "biased"), ("hsic", "biased")}
+"""The (measure, estimator) pairs whose delete-one values come from `DeleteOneProducts`: the
+linear-kernel products of each pair's blocks, without the whole statistic of each group."""
 
 
 def group_bounds(n, groups):
@@ -63,8 +68,22 @@ def jackknife_std_errs(total, groups, configs, pairs, index):
     maps a name to its position in the states. One delete-one statistic is held at a time. A
     value that cannot be computed without some group has no std_err (None).
     """
+    by_blocks = [c for c in configs if (c.name, c.estimator) in BY_BLOCKS]
+    configs = [c for c in configs if c not in by_blocks]
     estimates = defaultdict(list)
     for group in groups:
+        if by_blocks:
+            products = DeleteOneProducts(total, group)
+            for a, b in pairs:
+                pair = products.of(index[a], index[b])
+                for config in by_blocks:
+                    try:
+                        value = kernel_measure(pair, config.name, config.estimator)
+                    except RepalignError:
+                        value = np.nan
+                    estimates[config.label, a, b].append(value)
+        if not configs:
+            continue
         rest = total - group
         axes = {}
 
@@ -81,6 +100,69 @@ def jackknife_std_errs(total, groups, configs, pairs, index):
                     value = np.nan
                 estimates[config.label, a, b].append(value)
     return {key: jackknife_std_err(values) for key, values in estimates.items()}
+
+
+class DeleteOneProducts:
+    """The linear-kernel products of pairs of representations of the statistic ``total`` minus
+    ``group``, read from each pair's blocks of the two states: the statistic without the group is
+    never formed whole, nor moved to its means (O(D²) passes per group and centring).
+
+    For representations i, j with shifts c, block S = Σ (xᵢ − cᵢ)(xⱼ − cⱼ)ᵀ, shifted sums sᵢ, sⱼ
+    and n rows (each the total's less the group's):
+
+        C = S − sᵢsⱼᵀ/n   (Σ x̃ᵢx̃ⱼᵀ of the rows centred at their means mₖ = cₖ + sₖ/n),
+        ‖Σ xᵢxⱼᵀ‖²_F = ‖C + n mᵢmⱼᵀ‖²_F = ‖C‖²_F + 2n mᵢᵀCmⱼ + n²‖mᵢ‖²‖mⱼ‖²,
+
+    the centred and raw products ⟨HKH, HLH⟩ and ⟨K, L⟩ of `FeatureProducts`. C is formed
+    entry by entry, as `repalign.stats.GramState.pair` forms it; the raw product's terms are
+    those of a sum of nonnegative parts and the cross term they bound, so nothing cancels.
+    """
+
+    def __init__(self, total, group):
+        self.total, self.group = total, group
+        self.n = total.n - group.n
+        self._self = {}
+
+    def of(self, i, j):
+        """The products of the pair (i, j), as `kernel_measure` reads them."""
+        for k in (i, j):
+            if k not in self._self:
+                self._self[k] = self._products(k, k)
+        return _PairProducts(self.n, self._self[i], self._products(i, j), self._self[j])
+
+    def _products(self, i, j):
+        """(centred, raw) squared Frobenius norms of block (i, j)."""
+        first, second = min(i, j), max(i, j)
+        # Cᵀ, from the transposed blocks: C-ordered, as the outer product and einsum read fastest
+        # (the states are Fortran-ordered for dsyrk)
+        Ct = self.total.upper_block(first, second).T - self.group.upper_block(first, second).T
+        if first == second:
+            Ct = symmetric_from_upper(Ct.T)
+        sums = [self.total.shifted_sums(k) - self.group.shifted_sums(k) for k in (first, second)]
+        shifts = (self.total.shifts[first], self.total.shifts[second])
+        means = [c + s / self.n for c, s in zip(shifts, sums, strict=True)]
+        Ct -= np.outer(sums[1], sums[0] / self.n)
+        centered = float(np.einsum("ij,ij->", Ct, Ct))
+        raw = (
+            centered
+            + 2.0 * self.n * float(means[1] @ Ct @ means[0])
+            + self.n**2 * float(means[0] @ means[0]) * float(means[1] @ means[1])
+        )
+        return centered, raw
+
+
+class _PairProducts:
+    """`kernel_measure`'s view of one pair's products: r, s ∈ {0, 1} name X and Y."""
+
+    def __init__(self, n, first, cross, second):
+        self.n = n
+        self._products = {(0, 0): first, (0, 1): cross, (1, 0): cross, (1, 1): second}
+
+    def centered(self, r, s):
+        return self._products[r, s][0]
+
+    def raw(self, r, s):
+        return self._products[r, s][1]
 
 
 def jackknife_std_err(estimates):
