@@ -51,6 +51,12 @@ def count_schedules(session):
     return session.scalar(select(func.count()).select_from(Schedule))
 
 
+def schedule_jobs(session, schedule_id, limit):
+    """The ``limit`` jobs that the schedule queued last, newest first."""
+    query = select(Job).where(Job.schedule_id == schedule_id).order_by(Job.created_at.desc())
+    return session.scalars(query.limit(limit)).all()
+
+
 def schedule_is_busy(session, schedule_id):
     """Is a job of the schedule still queued or running?"""
     query = select(Job.id).where(Job.schedule_id == schedule_id, Job.status.in_(ACTIVE))

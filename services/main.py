@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 import repalign
 from repalign.tracking import prepare_store
-from services import crud, page
+from services import crud, job_pages, page
 from services.api.deps import require_token
 from services.api.routes import jobs, results, schedules
 from services.api.schemas import SPEC_TAGS, JobPublic, Problem, Progress
@@ -73,6 +73,7 @@ def create_app(settings):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(page.router)
+    app.include_router(job_pages.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

@@ -42,6 +42,7 @@ from repalign.tracking import heatmap_png, latest_heatmaps
 from services import crud
 from services.api.deps import BearerDep, SessionDep, StateDep
 from services.mlflow_links import public_uri, run_link
+from services.result_table import cell_text
 from services.scheduler import utc
 from services.security import token_is_valid
 from services.settings import token_hash
@@ -65,11 +66,18 @@ code { font-size: 13px; } .when { white-space: nowrap; }
 figure { display: inline-block; margin: 0 2rem 1rem 0; }
 img.heatmap { max-width: 100%; height: auto; border: 1px solid #ddd; }
 form.login input { width: 24rem; }
+nav { margin: 0.5rem 0; } dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1.5rem; }
+pre { background: #f6f6f6; padding: 0.5rem; overflow-x: auto; font-size: 13px; }
+p.error, pre.error { color: #a1161c; } progress { width: 20rem; }
+th a { color: inherit; } .pager a, .pager span { margin-right: 1rem; }
+iframe.heatmap { width: 100%; height: 46rem; border: 1px solid #ddd; }
+.scroll { overflow-x: auto; } #result-table td { white-space: nowrap; }
 """
-# the one inline style is allowed by its hash; no script, and nothing from elsewhere
+# the one inline style is allowed by its hash; no script, nothing from elsewhere, and frames
+# only of this service (a job's heatmaps, services.job_pages)
 _STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; "
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; frame-src 'self'; "
     f"style-src '{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'",
     "Cache-Control": "no-store",
@@ -132,9 +140,9 @@ def require_viewer(viewer: SignedInDep) -> None:
 def status_page(request: Request, viewer: SignedInDep, state: StateDep, session: SessionDep):
     """The status page, or the sign-in form."""
     if not viewer:
-        return _render(request, "login.html", title="Sign in")
+        return render(request, "login.html", title="Sign in")
     tracking = state.settings.tracking
-    return _render(
+    return render(
         request,
         "status.html",
         title="Status",
@@ -142,7 +150,7 @@ def status_page(request: Request, viewer: SignedInDep, state: StateDep, session:
         jobs=crud.latest_jobs(session, JOBS_SHOWN),
         schedules=crud.schedules(session),
         tracking=tracking,
-        mlflow_ui=_mlflow_ui(tracking),
+        mlflow_ui=mlflow_ui_command(tracking),
         heatmaps=_latest_heatmaps(tracking),
     )
 
@@ -153,7 +161,7 @@ async def login(request: Request):
     form = urllib.parse.parse_qs((await request.body()).decode(errors="replace"))
     token = (form.get("token") or [""])[0]
     if not token or not token_is_valid(token, request.app.state.service.token_hashes):
-        return _render(
+        return render(
             request, "login.html", status.HTTP_401_UNAUTHORIZED, title="Sign in", refused=True
         )
     expires = int(time.time()) + SESSION_SECONDS
@@ -207,11 +215,13 @@ templates.env.filters.update(
     first_line=_first_line,
     utc_time=_utc_time,
     urlencode_part=lambda part: urllib.parse.quote(str(part), safe=""),
+    cell=cell_text,
 )
 templates.env.globals["run_link"] = run_link
 
 
-def _render(request, template, status_code=status.HTTP_200_OK, **context):
+def render(request, template, status_code=status.HTTP_200_OK, **context):
+    """The template filled with ``context``, with the page's style and `HEADERS`."""
     headers = dict(HEADERS)
     if status_code == status.HTTP_401_UNAUTHORIZED:
         headers["WWW-Authenticate"] = "Bearer"
@@ -229,7 +239,7 @@ def _latest_heatmaps(tracking):
         return None
 
 
-def _mlflow_ui(tracking):
+def mlflow_ui_command(tracking):
     """The command that shows the runs of a tracking store that is not a server, or None."""
     if tracking.startswith(("http://", "https://")):
         return None

@@ -21,6 +21,7 @@ SLOWEST_MODULES = (
     "test_submit_checks",
     "test_zoo",
     "test_tracking",
+    "test_job_page",
     "test_page",
     "test_store",
     "test_align",

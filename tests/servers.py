@@ -1,13 +1,15 @@
 """Real servers for tests: a throwaway PostgreSQL and a headless Chromium.
 
 `chromium_dump_dom` loads one page; `chromium_page` drives a page over the DevTools protocol
-(navigate, type, click, evaluate script), as a user would, without a WebDriver.
+(navigate, type, click, evaluate script, take a screenshot), as a user would, without a
+WebDriver.
 
 Both come from system packages (Debian's ``postgresql`` and ``chromium``), which
 ``make test`` installs through ``.ci/system-packages``. A missing binary raises
 `MissingSystemPackage`, whose message says so.
 """
 
+import base64
 import fcntl
 import glob
 import json
@@ -157,6 +159,7 @@ class ChromiumPage:
 
     def goto(self, url):
         """Load ``url`` and wait for its load event (images included)."""
+        self.browser.forget("Page.loadEventFired", self.session)
         self.call("Page.navigate", url=url)
         self.wait_for_load()
 
@@ -167,6 +170,25 @@ class ChromiumPage:
     def type(self, text):
         """Type ``text`` into the focused element, as the keyboard would insert it."""
         self.call("Input.insertText", text=text)
+
+    def resize(self, width, height):
+        """Lay the page out in a window of ``width`` × ``height`` CSS pixels."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+
+    def screenshot(self, path):
+        """Save the whole page as a PNG file at ``path``. The window is made as tall as the
+        page for the shot, then put back: Chromium draws a frame that runs in a process of
+        its own (a sandboxed <iframe>) only inside the window."""
+        width, height, page_height = self.evaluate(
+            "[innerWidth, innerHeight, document.documentElement.scrollHeight]"
+        )
+        self.resize(width, max(height, page_height))
+        try:
+            shot = self.call("Page.captureScreenshot", format="png")
+        finally:
+            self.resize(width, height)
+        Path(path).write_bytes(base64.b64decode(shot["data"]))
 
     def evaluate(self, expression):
         """The value of a JavaScript expression (a promise is awaited), as JSON gives it."""
@@ -212,6 +234,24 @@ class _DevToolsPipe:
     def event(self, method, session):
         return self._next(lambda m: m.get("method") == method and m.get("sessionId") == session,
                           method)  # fmt: skip
+
+    def forget(self, method, session):
+        """Drop the events ``method`` of ``session`` that came and were not waited for (a page
+        that refreshed itself fired load events), so that the next wait is for a new one."""
+        while True:
+            try:
+                message = self.messages.get_nowait()
+            except queue.Empty:
+                break
+            if message is None:  # the browser closed: leave that for `_next` to report
+                self.messages.put(None)
+                break
+            self.pending.append(message)
+        self.pending = [
+            m
+            for m in self.pending
+            if not (m.get("method") == method and m.get("sessionId") == session)
+        ]
 
     def _next(self, wanted, what):
         for i, message in enumerate(self.pending):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -235,19 +236,19 @@ def test_mlflow_links_hide_passwords_and_an_unreachable_mlflow_leaves_the_rest(
 # -- in a real browser -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def served(tmp_path):
-    """`repalign serve` on a free port of 127.0.0.1, in ``tmp_path``; yields its URL."""
-    make_store(tmp_path / "stores" / "zoo")
+@contextmanager
+def repalign_serve(folder, **env):
+    """`repalign serve` on a free port of 127.0.0.1, in ``folder``, reading the stores of
+    ``folder/stores``, with ``env`` added to its environment; yields its URL."""
     port = free_port()
-    env = {**os.environ, "REPALIGN_API_TOKENS": TOKEN, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "REPALIGN_API_TOKENS": TOKEN, "RAY_AUTH_MODE": "disabled", **env}
     env.pop("RAY_ADDRESS", None)
     command = [sys.executable, "-m", "repalign", "serve", "--port", str(port),
-               "--store-root", str(tmp_path / "stores"), "--max-running", "1",
-               "--state-dir", str(tmp_path / "state")]  # fmt: skip
+               "--store-root", str(folder / "stores"), "--max-running", "1",
+               "--state-dir", str(folder / "state")]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "serve.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    with open(folder / "serve.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -257,20 +258,34 @@ def served(tmp_path):
             except httpx.TransportError:
                 pass
             alive = process.poll() is None and time.monotonic() < deadline
-            assert alive, (tmp_path / "serve.log").read_text()
+            assert alive, (folder / "serve.log").read_text()
             time.sleep(0.2)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert TOKEN not in (tmp_path / "serve.log").read_text()
+    assert TOKEN not in (folder / "serve.log").read_text()
 
 
-def finished_job(url, spec, timeout=300):
-    """Submit ``spec`` over HTTP; the job's record once it has finished."""
+@pytest.fixture
+def served(tmp_path):
+    """`repalign serve` in ``tmp_path``, with the store ``zoo``; yields its URL."""
+    make_store(tmp_path / "stores" / "zoo")
+    with repalign_serve(tmp_path) as url:
+        yield url
+
+
+def submitted_job(url, spec):
+    """Submit ``spec`` over HTTP; the new job's id."""
     created = httpx.post(f"{url}/v1/jobs", json=spec, headers=AUTH, timeout=30)
     assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
+    return created.json()["id"]
+
+
+def finished_job(url, spec=None, timeout=300, *, job_id=None):
+    """The record of job ``job_id``, or of a job of ``spec`` submitted over HTTP, once it has
+    finished."""
+    job_id = job_id or submitted_job(url, spec)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH, timeout=30).json()
@@ -278,6 +293,17 @@ def finished_job(url, spec, timeout=300):
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def sign_in_with_the_form(browser, url):
+    """Sign in to the service at ``url`` as a person does: the token typed into the form at /,
+    which is submitted; returns once / has loaded again, signed in."""
+    browser.goto(f"{url}/")
+    assert browser.evaluate("document.querySelector('form.login') !== null")
+    browser.evaluate("document.getElementById('token').focus()")
+    browser.type(TOKEN)
+    browser.evaluate("document.querySelector('form.login button').click()")
+    browser.wait_for_load()  # POST /login, 303, GET / and its images
 
 
 # What the browser shows, read in the page: the job's row, and each heatmap as the browser
@@ -311,12 +337,7 @@ def test_the_page_in_headless_chromium_shows_a_finished_job_and_its_heatmap(serv
         f"{served}/v1/jobs/{job['id']}/logs", headers=AUTH
     ).text
     with chromium_page() as browser:
-        browser.goto(f"{served}/")
-        assert browser.evaluate("document.querySelector('form.login') !== null")
-        browser.evaluate("document.getElementById('token').focus()")
-        browser.type(TOKEN)
-        browser.evaluate("document.querySelector('form.login button').click()")
-        browser.wait_for_load()  # POST /login, 303, GET / and its images
+        sign_in_with_the_form(browser, served)
         shown = browser.evaluate(READ_PAGE % repr(f"job-{job['id']}"))
         assert urllib.parse.urlsplit(shown["url"]).path == "/"
         assert shown["status"] == "succeeded"
