@@ -83,12 +83,15 @@ class MomentRows:
 
     def row_blocks(self, n):
         """Slices that cut n rows into the blocks `add_block` takes: `repalign.blocks.row_slices`
-        for the same working-set bytes in either precision (twice the rows in float32), and in
-        float32 at most `FLOAT32_BLOCK_ROWS` rows: each float32 block's product is added to
-        the float64 state, a pass over (D + 1)², so fewer, longer blocks add fewer passes."""
+        for the same working-set bytes in either precision (twice the rows in float32). In
+        float32, at least as many rows as the state is wide (its float32 rows then take at most
+        half the state's bytes) and at most `FLOAT32_BLOCK_ROWS`: each float32 block's product
+        is added to the float64 state, a pass over (D + 1)², so fewer, longer blocks add fewer
+        passes (and ssyrk runs faster on them)."""
         if self.precision == "float64":
             return row_slices(n, self.width)
-        float32_bytes = BLOCK_BYTES * 2  # row_slices counts 8-byte entries
+        # row_slices counts 8-byte entries
+        float32_bytes = max(BLOCK_BYTES * 2, 8 * self.width * self.width)
         return row_slices(n, self.width, block_bytes=float32_bytes, max_rows=FLOAT32_BLOCK_ROWS)
 
     def _same_layout(self, other):
