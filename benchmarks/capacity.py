@@ -944,6 +944,7 @@ def measure_plan_costs(n=10**6, dims=(1024,) * 14, repeats=3):
             quiet=True,
             cpus=1,
             blocks_computed=0,
+            permutation=None,
             pilot_shifts=lambda members: [np.zeros(store[name].dim) for name in members],
         )
         job.row_units = functools.partial(jobs.alignment.Job.row_units, job)

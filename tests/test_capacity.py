@@ -224,6 +224,7 @@ def engine_lanes_and_owners(monkeypatch, dims, n, actors, nodes, tile_bytes, pla
         checkpoints=Path("unused") / ".checkpoints",
         saved_moments=Path("unused") / "moments.npz",
         blocks_computed=0,
+        permutation=None,
         pilot_shifts=lambda members: [np.zeros(job.store[name].dim) for name in members],
         owned_units=lambda task, units, measure, options, bar: Owned(task, units, options),
         take_owned=lambda result: None,
