@@ -508,6 +508,7 @@ def test_plan_bytes_predict_the_engines_plans():
         quiet=True,
         cpus=1,
         blocks_computed=0,
+        permutation=None,
         pilot_shifts=lambda members: [np.zeros(store[name].dim) for name in members],
     )
     job.row_units = functools.partial(jobs.alignment.Job.row_units, job)
