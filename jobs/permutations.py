@@ -4,10 +4,12 @@ values there (`repalign.measures.permutation`, docs/theory.md §2.12).
 
 Each draw is a `jobs.alignment.Job.permuted` job: the same tasks, units and actors, whose tasks
 read every representation's rows as the draw permutes them; so it costs what the job's passes
-cost, B times. A finished draw's values are kept under ``OUT/.checkpoints/permutations/``, and
-a job started again after a crash takes them up instead of drawing them again.
+cost, B times. A finished draw's values are kept under ``OUT/.checkpoints/permutations/KEY/``
+(KEY a digest of the store, representations, rows and measures), and the same job started
+again after a crash takes them up instead of drawing them again.
 """
 
+import hashlib
 import pickle
 import time
 
@@ -23,7 +25,9 @@ def permutation_null(job):
     if not configs:
         return
     started = time.perf_counter()
-    kept = job.checkpoints / "permutations"
+    # draws of another job into the same OUT (other measures, store or rows) are not taken up
+    what = (str(job.store.path), job.names, job.n, [c.model_dump() for c in configs])
+    kept = job.checkpoints / "permutations" / hashlib.sha256(pickle.dumps(what)).hexdigest()[:16]
     kept.mkdir(parents=True, exist_ok=True)
     draws = PermutationDraws()
     total = job.spec.permutations

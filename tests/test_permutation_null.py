@@ -218,7 +218,8 @@ def test_a_job_stopped_among_its_draws_takes_up_the_finished_ones(store, tmp_pat
     monkeypatch.setattr(alignment.Job, "permuted", stop_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         job_table(store, out, 1, draws=6)
-    assert sorted(p.name for p in (out / ".checkpoints" / "permutations").iterdir()) == [
+    (kept,) = (out / ".checkpoints" / "permutations").iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == [
         "0.pkl",
         "1.pkl",
         "2.pkl",
