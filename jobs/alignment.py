@@ -274,6 +274,7 @@ class Job:
         self.reads = {}  # pass -> the `RowReads` of its units
         self._pilot_means = {}
         self._sigmas = {}  # (name, choice) -> bandwidth
+        self.feature_maps = {}  # configuration label -> {name: its feature map}
         self.permutation = None  # the draw of the permutation null this job runs, if one
         self.bytes_to_driver = 0  # array bytes of the states the driver took from Ray actors
         self.owners = self.cpus = None  # on Ray: where owners go, and each actor's CPUs
@@ -308,7 +309,8 @@ class Job:
         """A job of this one's pairable measures (`repalign.measures.permutation.UNPAIRED` left
         out) on the ``draw``-th permutation of the rows, for the permutation null
         (`jobs.permutations`): values only, no null, no jackknife, nothing saved. It shares
-        this job's slots, owners, pilot means, bandwidths and constant representations."""
+        this job's slots, owners, pilot means, bandwidths, feature maps and constant
+        representations."""
         measures = [m for m in self.spec.measures if m.name not in UNPAIRED]
         spec = self.spec.model_copy(
             update={"measures": measures, "null": "none", "jackknife": None}
@@ -319,6 +321,7 @@ class Job:
         job.values.constant = dict(self.values.constant)
         job.owners, job.cpus = self.owners, self.cpus
         job._pilot_means, job._sigmas = self._pilot_means, self._sigmas
+        job.feature_maps = self.feature_maps
         return job
 
     def absorb(self, other):

@@ -15,7 +15,9 @@ def run(job, configs):
     names = job.values.usable()
     for config in configs:
         sigmas = job.sigmas(names, config.sigma, [config])
-        maps = _feature_maps(job, config, sigmas)
+        if config.label not in job.feature_maps:  # a permuted job takes its parent's maps
+            job.feature_maps[config.label] = _feature_maps(job, config, sigmas)
+        maps = job.feature_maps[config.label]
         ok = list(maps)
         if not ok:
             continue
