@@ -20,7 +20,7 @@ is a job's: here those columns are null. Approximations (``approx``) and MMD² a
 store (``against``) are a job's too, and are refused.
 """
 
-from functools import cache
+from functools import cache, partial
 from itertools import combinations_with_replacement
 from pathlib import Path
 
@@ -257,9 +257,7 @@ class PermutedSource:
         return self.read(name, 0, self.n)
 
     def read(self, name, start, stop):
-        def unpermuted(low, high):
-            return self.source.read(name, low, high)
-
+        unpermuted = partial(self.source.read, name)
         return read_permuted(unpermuted, name, self.draw, start, stop, self.n)
 
 
