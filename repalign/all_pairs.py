@@ -315,7 +315,8 @@ def _record_moments(values, configs, source, means, null, jackknife):
     index = {name: k for k, name in enumerate(source.names)}
     std_errs = None
     if jackknife is not None:
-        std_errs = jackknife_std_errs(state, groups, configs, pairs, index)
+        axes = cache(lambda k: principal_axes(state, k))
+        std_errs = jackknife_std_errs(state, groups, configs, pairs, index, axes)
     state = Moments(state.moments, state.dims, state.shifts)  # its centrings, cheaper
     axes = cache(lambda k: principal_axes(state, k))
     record_pairs(values, configs, state, pairs, index, axes, null=null, std_errs=std_errs)

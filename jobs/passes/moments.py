@@ -185,16 +185,17 @@ class TileMeasure:
         for name in self.members:
             if _is_constant(state, index[name]):
                 values.constant[name] = f"{name} is constant (zero variance)"
+        axes = self._axes_of(state)
         std_errs = None
         if groups is not None:
-            std_errs = jackknife_std_errs(state, groups, self.configs, self.pairs, index)
+            std_errs = jackknife_std_errs(state, groups, self.configs, self.pairs, index, axes)
         record_pairs(
             values,
             self.configs,
             state,
             self.pairs,
             index,
-            self._axes_of(state),
+            axes,
             null=self.null,
             std_errs=std_errs,
         )

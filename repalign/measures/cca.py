@@ -77,11 +77,16 @@ def cca_from_spectra(spectra, *, squared=False):
 
 def svcca_from_spectra(spectra, *, variance=0.99):
     """SVCCA from `repalign.measures.spectra` (either source)."""
-    kept = [
+    return _mean_correlation(spectra, *svcca_components(spectra, variance), False)
+
+
+def svcca_components(spectra, variance):
+    """The principal components SVCCA keeps on each side: the fewest leading ones whose
+    variances reach ``variance`` of the total, at most the rank."""
+    return [
         min(_components_for(v, variance), rank)
         for v, rank in zip(spectra.variances, spectra.ranks, strict=True)
     ]
-    return _mean_correlation(spectra, *kept, False)
 
 
 def _components_for(variances, fraction):

@@ -11,7 +11,11 @@ minus group g's state, so every linear-kernel value θ can be recomputed without
 the delete-one-group jackknife estimate of the standard error (Efron & Stein 1981; Shao & Tu
 1995, §2.1). It holds for any smooth function of the moments, so for KA, CKA and HSIC by every
 estimator, and for Procrustes, CCA and SVCCA. A 95% interval is value ± t₀.₉₇₅,G−1 · std_err.
-The cost: G + 1 moment matrices of memory, and G times the per-pair work; the rows are read and
+
+For Procrustes, CCA and SVCCA, whose θ₍₋g₎ would each need a new SVD and eigendecomposition,
+θ₍₋g₎ is replaced by its first-order expansion about the whole statistic, the linear jackknife
+(Shao & Tu 1995, §2.1.2; `repalign.measures.spectral_gradients`): the same std_err up to terms
+of relative size O(1/sqrt(n)). The cost: G + 1 moment matrices of memory; the rows are read and
 multiplied once, as without it.
 """
 
@@ -22,8 +26,10 @@ import numpy as np
 
 from repalign.errors import RepalignError
 from repalign.measures.alignment import kernel_measure
+from repalign.measures.cca import svcca_components
 from repalign.measures.moments import moment_value
-from repalign.measures.spectra import principal_axes
+from repalign.measures.spectra import feature_spectra, principal_axes
+from repalign.measures.spectral_gradients import canonical_gradient, procrustes_gradient
 from repalign.stats import symmetric_from_upper
 
 JACKKNIFE_GROUPS = 16
@@ -31,6 +37,8 @@ JACKKNIFE_GROUPS = 16
 BY_BLOCKS = {("ka", None), ("cka", "biased"), ("hsic", "biased")}
 """The (measure, estimator) pairs whose delete-one values come from `DeleteOneProducts`: the
 linear-kernel products of each pair's blocks, without the whole statistic of each group."""
+LINEARISED = ("procrustes", "cca", "svcca")
+"""The measures whose delete-one values are first-order expansions (`linearised_changes`)."""
 
 
 def group_bounds(n, groups):
@@ -60,17 +68,21 @@ def total_of(groups):
     return total
 
 
-def jackknife_std_errs(total, groups, configs, pairs, index):
+def jackknife_std_errs(total, groups, configs, pairs, index, axes):
     """{(label, a, b): std_err} of the linear-kernel ``configs`` of ``pairs`` (`jackknife_std_err`
     of their delete-one values).
 
     ``total`` is the `GramState` of all rows, ``groups`` the states of its groups, ``index``
-    maps a name to its position in the states. One delete-one statistic is held at a time. A
-    value that cannot be computed without some group has no std_err (None).
+    maps a name to its position in the states, ``axes(k)`` gives representation k's principal
+    axes in ``total``. One delete-one statistic is held at a time. A value that cannot be
+    computed without some group has no std_err (None).
     """
     by_blocks = [c for c in configs if (c.name, c.estimator) in BY_BLOCKS]
-    configs = [c for c in configs if c not in by_blocks]
+    linearised = [c for c in configs if c.name in LINEARISED]
+    configs = [c for c in configs if c not in by_blocks and c not in linearised]
     estimates = defaultdict(list)
+    if linearised:
+        estimates.update(linearised_changes(total, groups, linearised, pairs, index, axes))
     for group in groups:
         if by_blocks:
             products = DeleteOneProducts(total, group)
@@ -100,6 +112,75 @@ def jackknife_std_errs(total, groups, configs, pairs, index):
                     value = np.nan
                 estimates[config.label, a, b].append(value)
     return {key: jackknife_std_err(values) for key, values in estimates.items()}
+
+
+def linearised_changes(total, groups, configs, pairs, index, axes):
+    """{(label, a, b): [ℓ_g]}: for each group, the first-order change of each config's value
+    when the group's rows are taken out, ℓ_g = ⟨∇θ, C₍₋g₎⟩ up to a constant common to all
+    groups (`repalign.measures.spectral_gradients`), where C₍₋g₎ are the pair's centred blocks
+    without the group. The gradient is taken once per pair, at the whole statistic; each group
+    then costs inner products with its blocks. NaN where the gradient is not finite. A
+    representation with itself scores 1 on any rows: no change."""
+    changes = {}
+    for a, b in pairs:
+        i, j = index[a], index[b]
+        if i == j:
+            changes.update({(config.label, a, b): [0.0] * len(groups) for config in configs})
+            continue
+        spectra = feature_spectra(total, i, j, axes)
+        for config in configs:
+            key = (config.label, a, b)
+            try:
+                terms = _stored_terms(moment_gradient(config, spectra), i, j)
+            except (RepalignError, np.linalg.LinAlgError):
+                terms = None
+            if terms is None:
+                changes[key] = [np.nan] * len(groups)
+            else:
+                changes[key] = [_first_order_change(total, group, terms) for group in groups]
+    return changes
+
+
+def moment_gradient(config, spectra):
+    """The `MomentGradient` of a Procrustes, CCA or SVCCA ``config`` at ``spectra``."""
+    if config.name == "procrustes":
+        return procrustes_gradient(spectra)
+    if config.name == "cca":
+        return canonical_gradient(spectra, *spectra.ranks, squared=config.squared)
+    return canonical_gradient(spectra, *svcca_components(spectra, config.variance), squared=False)
+
+
+def _stored_terms(gradient, i, j):
+    """[(r, s, W)], r ≤ s, with ⟨W, block (r, s) as a `GramState` stores it⟩ the gradient's
+    inner product with the symmetric moments of the pair i ≠ j: the diagonal blocks hold their
+    upper triangle only, so W folds G's lower triangle onto the upper. None if the gradient is
+    not finite."""
+    first, second = min(i, j), max(i, j)
+    xy = gradient.xy if i < j else gradient.xy.T
+    blocks = [(i, i, gradient.xx), (first, second, xy), (j, j, gradient.yy)]
+    if not all(np.isfinite(G).all() for _, _, G in blocks):
+        return None
+    terms = []
+    for r, s, G in blocks:
+        if r == s:
+            G = np.triu(G + G.T, 1) + np.diag(np.diag(G))
+        terms.append((r, s, G))
+    return terms
+
+
+def _first_order_change(total, group, terms):
+    """Σ ⟨G, C₍₋g₎⟩ over the pair's blocks, less Σ ⟨G, S⟩ of the total, which is the same for
+    every group: with S, s and n the shifted blocks, shifted sums and rows of ``total`` less
+    ``group``'s, C₍₋g₎ = S − s sᵀ/n, so the change is −⟨G, S_g⟩ − sᵣᵀ G sₛ / n per block."""
+    n = total.n - group.n
+    change = 0.0
+    for r, s, W in terms:
+        sum_r = total.shifted_sums(r) - group.shifted_sums(r)
+        sum_s = sum_r if r == s else total.shifted_sums(s) - group.shifted_sums(s)
+        # W holds G folded onto the upper triangle when r = s: sᵀ W s is then sᵀ G s
+        change -= float(np.einsum("ij,ij->", W, group.upper_block(r, s)))
+        change -= float(sum_r @ W @ sum_s) / n
+    return change
 
 
 class DeleteOneProducts:

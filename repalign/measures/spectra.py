@@ -71,7 +71,7 @@ class FeatureSpectra:
 
     def __init__(self, moments, axes):
         self._moments = moments
-        self._cross = moments.cross(0, 1)
+        self.cross = moments.cross(0, 1)  # X̃ᵀỸ
         self._axes = axes
 
     @cached_property
@@ -87,7 +87,8 @@ class FeatureSpectra:
         return [axes.rank for axes in self._principal]
 
     @property
-    def _bases(self):
+    def bases(self):
+        """Each side's principal directions, columns in descending order of variance."""
         return [axes.basis for axes in self._principal]
 
     def total_variances(self):
@@ -96,14 +97,14 @@ class FeatureSpectra:
 
     def cross_singular_values(self):
         """Singular values of X̃ᵀỸ."""
-        return np.linalg.svd(self._cross, compute_uv=False)
+        return np.linalg.svd(self.cross, compute_uv=False)
 
     def whitened_cross(self, kx, ky):
         """Uₓᵀ U_y over the leading kx and ky principal directions (kx, ky ≤ ranks)."""
-        Vx, Vy = self._bases[0][:, :kx], self._bases[1][:, :ky]
+        Vx, Vy = self.bases[0][:, :kx], self.bases[1][:, :ky]
         scale_x = 1.0 / np.sqrt(self.variances[0][:kx])
         scale_y = 1.0 / np.sqrt(self.variances[1][:ky])
-        return scale_x[:, None] * (Vx.T @ self._cross @ Vy) * scale_y[None, :]
+        return scale_x[:, None] * (Vx.T @ self.cross @ Vy) * scale_y[None, :]
 
 
 class DataSpectra:
