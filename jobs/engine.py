@@ -280,11 +280,7 @@ class SlotAccumulator:
 
     def add(self, unit):
         """Add the unit's state (the slot's next unit); returns the rows it covered."""
-        part = self._compute(unit)
-        if self.state is None:
-            self.state = part
-        else:
-            self.state += part  # in place where the state supports it (GramState does)
+        self.state = self._add(unit)
         self.done += 1
         if self.checkpoint is not None:
             interval = max(self.checkpoint_seconds, self.save_seconds / CHECKPOINT_SHARE)
@@ -292,10 +288,14 @@ class SlotAccumulator:
                 self._save()
         return self.task.rows(unit)
 
-    def _compute(self, unit):
-        """The unit's state; starts reading the slot's next unit first."""
+    def _add(self, unit):
+        """The slot's state with the unit's added; starts reading the slot's next unit first."""
         if self._reader is None:
-            return self.task.compute(unit)
+            part = self.task.compute(unit)
+            if self.state is None:
+                return part
+            self.state += part  # in place where the state supports it (GramState does)
+            return self.state
         index, loading = self._loading or (None, None)
         self._loading = None
         if index == self.done and self.units[index] == unit:
@@ -305,7 +305,7 @@ class SlotAccumulator:
         following = self.done + 1
         if following < len(self.units):
             self._loading = (following, self._reader.submit(self.task.load, self.units[following]))
-        return self.task.accumulate(data)
+        return self.task.accumulate_into(self.state, data)
 
     def _save(self):
         started = time.monotonic()

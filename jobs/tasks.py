@@ -77,6 +77,15 @@ class RowTask(StoreTask):
     def compute(self, unit):
         return self.accumulate(self.load(unit))
 
+    def accumulate_into(self, state, loaded):
+        """``state`` (None before the first unit) plus the state of the ``loaded`` data: the
+        sum a slot keeps (`jobs.engine.SlotAccumulator`)."""
+        part = self.accumulate(loaded)
+        if state is None:
+            return part
+        state += part  # in place where the state supports it
+        return state
+
 
 @dataclass
 class ColumnRanges:
@@ -127,18 +136,29 @@ class MomentTask(RowTask):
         return unit[0], super().load(unit)
 
     def accumulate(self, loaded):
+        return self.accumulate_into(None, loaded)
+
+    def accumulate_into(self, state, loaded):
+        """The unit's row blocks added into ``state`` itself (into its group's state with the
+        jackknife): no new D×D state per unit, nor a pass to add it."""
         start, blocks = loaded
-        dims = [b.shape[1] for b in blocks]
-        if self.first_new is None:
-            state = GramState(dims, self.shifts, self.precision)
-        else:
-            state = BorderState(dims, self.shifts, self.first_new, self.precision)
+        if self.groups is not None:
+            state = state if state is not None else GroupStates({})
+            group = next(g for g, (low, high) in enumerate(self.groups) if low <= start < high)
+            state.states[group] = self._add_rows(state.states.get(group), blocks)
+            return state
+        return self._add_rows(state, blocks)
+
+    def _add_rows(self, state, blocks):
+        if state is None:
+            dims = [b.shape[1] for b in blocks]
+            if self.first_new is None:
+                state = GramState(dims, self.shifts, self.precision)
+            else:
+                state = BorderState(dims, self.shifts, self.first_new, self.precision)
         for rows in state.row_blocks(len(blocks[0])):
             state.add_block([b[rows] for b in blocks])
-        if self.groups is None:
-            return state
-        group = next(g for g, (low, high) in enumerate(self.groups) if low <= start < high)
-        return GroupStates({group: state})
+        return state
 
 
 class GroupStates:

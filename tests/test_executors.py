@@ -147,14 +147,14 @@ def test_local_slots_are_threads_with_the_cores_shared_out(store, monkeypatch):
 
     path, _ = store
     task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
-    accumulate, seen = task.accumulate, []
+    accumulate_into, seen = task.accumulate_into, []
 
-    def records_its_thread(blocks):
+    def records_its_thread(state, blocks):
         blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
         seen.append((threading.current_thread().name, blas))
-        return accumulate(blocks)
+        return accumulate_into(state, blocks)
 
-    monkeypatch.setattr(task, "accumulate", records_its_thread)
+    monkeypatch.setattr(task, "accumulate_into", records_its_thread)
     monkeypatch.setattr(engine, "machine_cpus", lambda: 4)
     units = [(start, start + 100) for start in range(0, 1500, 100)]
     run_units(task, units, slots=2, executor="local", description="m", quiet=True)
