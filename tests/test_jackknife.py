@@ -4,6 +4,7 @@ its memory, and the engine's errors against the library's (docs/theory.md §2.11
 
 import itertools
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -208,3 +209,25 @@ def test_the_engine_gives_the_library_std_err_with_one_and_two_slots(tmp_path):
             # the same groups summed about other shifts and in other blocks: the values agree
             # to about 1e-14, their spread (about 1e-2 of them) to about 1e-12
             assert mine["std_err"] == pytest.approx(theirs["std_err"], rel=1e-8, abs=1e-15)
+
+
+def test_spectral_std_errs_with_constant_and_rank_deficient_representations():
+    """A constant representation has no values, so no std_err; a rank-deficient one (repeated
+    columns) and one that is a linear map of another have theirs, with no warning."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((400, 6))
+    arrays = {
+        "x": X,
+        "mapped": X @ rng.standard_normal((6, 3)),
+        "constant": np.ones((400, 4)),
+        "repeated": np.c_[X[:, :2], X[:, :2]] + 0.5 * rng.standard_normal((400, 1)),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = repalign.pairwise(arrays, ["procrustes", "cca", "svcca"], jackknife=GROUPS)
+    for row in table.to_pylist():
+        if "constant" in (row["rep_a"], row["rep_b"]):
+            assert row["status"] == "missing" and row["std_err"] is None
+        else:
+            assert row["status"] == "ok" and np.isfinite(row["std_err"]), row
+            assert row["std_err"] < 0.05  # 400 rows: a few hundredths at most

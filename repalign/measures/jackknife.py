@@ -119,7 +119,7 @@ def linearised_changes(total, groups, configs, pairs, index, axes):
     when the group's rows are taken out, ℓ_g = ⟨∇θ, C₍₋g₎⟩ up to a constant common to all
     groups (`repalign.measures.spectral_gradients`), where C₍₋g₎ are the pair's centred blocks
     without the group. The gradient is taken once per pair, at the whole statistic; each group
-    then costs inner products with its blocks. NaN where the gradient is not finite. A
+    then costs inner products with its blocks. NaN where there is no finite gradient. A
     representation with itself scores 1 on any rows: no change."""
     changes = {}
     for a, b in pairs:
@@ -131,9 +131,10 @@ def linearised_changes(total, groups, configs, pairs, index, axes):
         for config in configs:
             key = (config.label, a, b)
             try:
-                terms = _stored_terms(moment_gradient(config, spectra), i, j)
-            except (RepalignError, np.linalg.LinAlgError):
-                terms = None
+                gradient = moment_gradient(config, spectra)
+            except np.linalg.LinAlgError:
+                gradient = None
+            terms = None if gradient is None else _stored_terms(gradient, i, j)
             if terms is None:
                 changes[key] = [np.nan] * len(groups)
             else:
@@ -142,7 +143,10 @@ def linearised_changes(total, groups, configs, pairs, index, axes):
 
 
 def moment_gradient(config, spectra):
-    """The `MomentGradient` of a Procrustes, CCA or SVCCA ``config`` at ``spectra``."""
+    """The `MomentGradient` of a Procrustes, CCA or SVCCA ``config`` at ``spectra``; None where
+    the value is not differentiable."""
+    if not min(spectra.total_variances()) > 0:
+        return None  # a constant representation: no value
     if config.name == "procrustes":
         return procrustes_gradient(spectra)
     if config.name == "cca":

@@ -32,10 +32,14 @@ def procrustes_gradient(spectra):
     1992), so
 
         G_xy = θ · UVᵀ / ‖C_xy‖_*,   G_xx = −θ / (2 tr C_xx) · I,   G_yy = −θ / (2 tr C_yy) · I.
+
+    None where θ is not differentiable: a side without variance, or C_xy = 0.
     """
+    total_x, total_y = spectra.total_variances()
     U, singular, Vt = thin_svd(spectra.cross)
     nuclear = singular.sum()
-    total_x, total_y = spectra.total_variances()
+    if not (total_x > 0 and total_y > 0 and nuclear > 0):
+        return None
     value = nuclear / np.sqrt(total_x * total_y)
     dx, dy = spectra.cross.shape
     return MomentGradient(
@@ -66,10 +70,17 @@ def canonical_gradient(spectra, kx, ky, *, squared):
     with Vₓ the dropped directions; the same on the y side. For CCA the dropped directions have
     no variance and the term is zero up to round-off; for SVCCA it is the change of the kept
     subspace itself.
+
+    None where θ is not differentiable: a side without variance (kx or ky is 0), or every
+    canonical correlation 0.
     """
+    if min(kx, ky) == 0:
+        return None
     bases, variances = spectra.bases, spectra.variances
     T = spectra.whitened_cross(kx, ky)
     U, rho, Vt = thin_svd(T)
+    if len(rho) == 0:
+        return None
     m = min(kx, ky)
     slope = 2.0 * rho if squared else np.ones_like(rho)  # f′(ρ)
     scale_x, scale_y = 1.0 / np.sqrt(variances[0][:kx]), 1.0 / np.sqrt(variances[1][:ky])
@@ -101,10 +112,10 @@ def thin_svd(M):
     512 × 512. An eigenvalue λ = s² is exact to about d·ε·λ_max, so each kept s is accurate to a
     relative 1e-5, ample for a gradient whose use, a standard error, is itself a statistical
     estimate. The dropped singular values are zero up to rounding, or too small for the measure
-    to be differentiable at the scale of the groups' changes."""
+    to be differentiable at the scale of the groups' changes; M = 0 keeps none."""
     wide = M.shape[0] <= M.shape[1]
     values, vectors = np.linalg.eigh(M @ M.T if wide else M.T @ M)
-    kept = values > np.sqrt(np.finfo(float).eps) * values[-1]
+    kept = values > np.sqrt(np.finfo(float).eps) * values.max(initial=0.0)
     singular, vectors = np.sqrt(values[kept]), vectors[:, kept]
     if wide:
         return vectors, singular, (vectors.T @ M) / singular[:, None]
