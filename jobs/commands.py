@@ -118,7 +118,6 @@ RUN_OPTIONS = (
 
 
 def _run(args):
-    from jobs.alignment import run_alignment, write_result
     from jobs.outputs import log_libraries_to
     from jobs.uploader import Uploader
     from repalign.preflight import check_job, machine_memory
@@ -146,6 +145,9 @@ def _run(args):
     check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
     log_libraries_to(spec.out)
     with Uploader("run", spec.out) as uploader:
+        # the job's modules after the child starts, which imports MLflow's meanwhile
+        from jobs.alignment import run_alignment, write_result
+
         result = run_alignment(
             spec,
             ray_address=args.ray_address,
@@ -219,7 +221,6 @@ def add_stitch(commands):
 
 def _stitch(args):
     from jobs.outputs import log_libraries_to
-    from jobs.stitching import run_stitching, write_result
     from jobs.uploader import Uploader
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_spec
@@ -245,6 +246,8 @@ def _stitch(args):
     check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
     log_libraries_to(spec.out)
     with Uploader("stitch", spec.out) as uploader:
+        from jobs.stitching import run_stitching, write_result  # as in `_run`
+
         result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
         path = write_result(result, spec.out)
         summary = result.summary
@@ -309,7 +312,6 @@ def add_nightly(commands):
 
 
 def _nightly(args):
-    from jobs.nightly import describe, run_nightly
     from jobs.outputs import log_libraries_to
     from jobs.uploader import Uploader
     from repalign.spec import load_spec, parse_spec
@@ -321,6 +323,8 @@ def _nightly(args):
     log_libraries_to(spec.out)
     options = {} if args.threshold is None else {"threshold": args.threshold}
     with Uploader("nightly", spec.out) as uploader:
+        from jobs.nightly import describe, run_nightly  # as in `_run`
+
         nightly = run_nightly(
             spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
         )
