@@ -8,6 +8,7 @@ import argparse
 import datetime
 import os
 import sys
+from pathlib import Path
 
 
 def add_align(commands):
@@ -147,6 +148,8 @@ def _run(args):
     with Uploader("run", spec.out) as uploader:
         # the job's modules after the child starts, which imports MLflow's meanwhile
         from jobs.alignment import run_alignment, write_result
+        from repalign.contract import HEATMAP_FOLDER
+        from repalign.heatmap_files import write_heatmaps
 
         result = run_alignment(
             spec,
@@ -162,11 +165,14 @@ def _run(args):
             f"({summary['executor_reason']}); each row read "
             f"{_times_read(summary['reads_per_row'])}"
         )
+        # drawn here while the child still imports; it logs the folder
+        write_heatmaps(result.table, Path(spec.out) / HEATMAP_FOLDER)
         status = uploader.log(
             "alignment",
             tracking_uri=args.tracking_uri,
             experiment=spec.experiment,
             store=spec.store,
+            heatmaps=HEATMAP_FOLDER,
         )
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)

@@ -105,6 +105,7 @@ def record_pending(
     moment=None,
     tags=None,
     schedule=None,
+    heatmaps=None,
 ):
     """Write OUT/pending-upload.json for a job whose results are in ``out``.
 
@@ -124,6 +125,10 @@ def record_pending(
         The run's tags as the job found them (`jobs.uploader.job_tags`).
     schedule : str, default=None
         Nightly only: the schedule the run belongs to.
+    heatmaps : str, default=None
+        Alignment only: the folder in ``out`` holding the drawn heatmaps
+        (`repalign.heatmap_files.write_heatmaps`), logged as they are; None draws them when
+        logging.
     """
     files = RESULT_FILES[job]
     record = {
@@ -139,6 +144,8 @@ def record_pending(
     }
     if job == "nightly":
         record.update(changes=CHANGES_FILE, plan=plan, schedule=schedule)
+    if heatmaps is not None:
+        record["heatmaps"] = heatmaps
     write_json_atomically(Path(out) / PENDING_UPLOAD_FILE, record)
 
 
@@ -187,6 +194,7 @@ def upload(out, *, tracking_uri=None):
             )
             tags[PARENT_TAG] = parent
         if run_id is None:
+            drawn = {"heatmaps": out / record["heatmaps"]} if "heatmaps" in record else {}
             run_id = LOG_FUNCTIONS[job](
                 table,
                 params=params,
@@ -196,6 +204,7 @@ def upload(out, *, tracking_uri=None):
                 run_name=run_name(experiment, job, params.get("store"), moment),
                 tags=tags,
                 artifact_location=artifact_location,
+                **drawn,
             )
         if job == "nightly":
             changes = json.loads((out / record["changes"]).read_text())

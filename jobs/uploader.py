@@ -1,14 +1,15 @@
 """A job command's MLflow logging, in a child process that imports MLflow while the job runs.
 
-Logging a run takes MLflow, its SQL store and matplotlib: about 2.5 s of imports on one core,
-which a job command used to add after its results were written, and which is most of a small
-job's time. So a job command starts the child as soon as it knows its output folder
-(`Uploader`). The child, ``python -m jobs.uploader COMMAND OUT``, imports those modules and
-then waits on its input, touching nothing. When the results are in OUT, `Uploader.log` sends
-what to log and waits: the child logs as a command always has (`log_results`: the pending
-record first, then the run) and prints the run's id, which the command prints, and the command
-takes the child's exit status. If the job fails, `Uploader.cancel` stops the child, which had
-written nothing.
+Logging a run takes MLflow and its SQL store: about 2 s of imports on one core, which a job
+command used to add after its results were written, and which is most of a small job's time.
+So a job command starts the child as soon as it knows its output folder (`Uploader`), before it
+imports the job's own modules, and draws the run's heatmaps itself
+(`repalign.heatmap_files`) while the child imports. The child, ``python -m jobs.uploader
+COMMAND OUT``, imports those modules and then waits on its input, touching nothing. When the
+results are in OUT, `Uploader.log` sends what to log and waits: the child logs as a command
+always has (`log_results`: the pending record first, then the run) and prints the run's id,
+which the command prints, and the command takes the child's exit status. If the job fails,
+`Uploader.cancel` stops the child, which had written nothing.
 
 A thread cannot do this: the imports hold the GIL for seconds, which the job's own Python then
 waits for. The child takes a core from the job while it imports instead (docs/design.md §6).
@@ -54,7 +55,18 @@ class Uploader:
         if kind is not None:
             self.cancel()
 
-    def log(self, job, *, tracking_uri, experiment, store, plan=None, schedule=None, moment=None):
+    def log(
+        self,
+        job,
+        *,
+        tracking_uri,
+        experiment,
+        store,
+        plan=None,
+        schedule=None,
+        moment=None,
+        heatmaps=None,
+    ):
         """Have the child log the job whose results are in OUT (see `log_results`), and write
         what it printed to this process's `sys.stdout` and `sys.stderr`; returns its exit
         status (0: logged, or kept pending for `repalign sync`).
@@ -62,7 +74,8 @@ class Uploader:
         The run's tags (`job_tags`) are taken here, from the ``store`` the job read and the
         code that ran it. ``moment`` is when the job ran (default: when this uploader was
         made, at its start), or for a nightly run the night it stands for; ``schedule`` and
-        ``plan`` are a nightly run's (`jobs.sync.record_pending`)."""
+        ``plan`` are a nightly run's, ``heatmaps`` the folder in OUT where the command drew
+        the heatmaps (`jobs.sync.record_pending`)."""
         request = {
             "job": job,
             "tracking_uri": tracking_uri,
@@ -71,6 +84,7 @@ class Uploader:
             "moment": (moment or self.started).isoformat(),
             "tags": job_tags(store),
             "schedule": schedule,
+            "heatmaps": heatmaps,
         }
         printed, errors = self._child.communicate(json.dumps(request) + "\n")
         sys.stdout.write(printed)
@@ -100,14 +114,23 @@ def job_tags(store):
 
 
 def log_results(
-    out, job, *, tracking_uri, experiment, plan=None, moment=None, tags=None, schedule=None
+    out,
+    job,
+    *,
+    tracking_uri,
+    experiment,
+    plan=None,
+    moment=None,
+    tags=None,
+    schedule=None,
+    heatmaps=None,
 ):
     """Log the job whose results are in ``out`` (`jobs.sync`); with no ``tracking_uri``, where
     MLflow itself would (`repalign.tracking.default_store`: mlflow.db in the working folder).
     Writes OUT/run.json with the run id and the tracking URI, for callers such as the service.
     If the tracking server cannot be reached, says so and leaves OUT/pending-upload.json for
-    `repalign sync`. ``plan``, ``moment``, ``tags`` and ``schedule`` go into the record as
-    `jobs.sync.record_pending` says."""
+    `repalign sync`. ``plan``, ``moment``, ``tags``, ``schedule`` and ``heatmaps`` go into the
+    record as `jobs.sync.record_pending` says."""
     from jobs.sync import UploadPending, record_pending, upload, use_short_retries
     from repalign.tracking import default_store, public_uri
 
@@ -125,6 +148,7 @@ def log_results(
         moment=moment,
         tags=tags,
         schedule=schedule,
+        heatmaps=heatmaps,
     )
     try:
         run_id, tracking_uri = upload(out)

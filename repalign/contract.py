@@ -14,6 +14,8 @@ file breaks at import, not in production (docs/design.md §10). A job's output f
     run.json                  {"run_id", "tracking_uri"} once the run is logged
     nightly.json              nightly job: {"run_id", "tracking_uri", "plan"} once logged
     libraries.log             what Ray and MLflow log while the job runs (kept off the terminal)
+    heatmaps/                 alignment job: the heatmaps its run logs, drawn by the command
+                              (`repalign.heatmap_files`)
 """
 
 import json
@@ -32,6 +34,9 @@ PENDING_UPLOAD_FILE = "pending-upload.json"
 RUN_FILE = "run.json"
 NIGHTLY_FILE = "nightly.json"
 LIBRARY_LOG_FILE = "libraries.log"
+HEATMAP_FOLDER = "heatmaps"
+CALIBRATED_SUFFIX = "-calibrated"  # heatmaps/<configuration>-calibrated.png
+MODELS_SUFFIX = "-models"  # heatmaps/<configuration>-models.png, the model-level matrix
 
 PROGRESS_FILE_ENV = "REPALIGN_PROGRESS_FILE"
 """Environment variable naming the file where a job reports ``{"stage", "done", "total"}``."""

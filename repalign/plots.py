@@ -18,8 +18,6 @@ import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.spatial.distance import squareform
 
 from repalign.errors import RepalignError
 from repalign.registry import LATER_COLUMNS, RESULT_SCHEMA
@@ -66,9 +64,13 @@ def as_alignment_table(table):
     return table
 
 
+CONFIGURATION = ("measure", "kernel", "estimator")
+"""The columns that name a measure configuration."""
+
+
 def configurations(table):
     """The measure configurations ``(measure, kernel, estimator)`` of a checked table, sorted."""
-    columns = [table[name].to_pylist() for name in ("measure", "kernel", "estimator")]
+    columns = [table[name].to_pylist() for name in CONFIGURATION]
     return sorted(set(zip(*columns, strict=True)))
 
 
@@ -205,6 +207,11 @@ def _natural_key(text):
 def cluster_order(matrix):
     """Leaf order of average-linkage clustering on the distance ``1 − matrix`` (optimal leaf
     order), a NaN counting as the largest distance seen and a distance below 0 as 0."""
+    # imported here: a process that only reads tables through this module (a job's logging
+    # child, `jobs.uploader`) does not pay for SciPy's clustering
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
     if len(matrix) < 2:
         return np.arange(len(matrix))
     distance = 1.0 - matrix

@@ -63,16 +63,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
-from repalign.contract import CHANGES_FILE
+from repalign.contract import CALIBRATED_SUFFIX, CHANGES_FILE, HEATMAP_FOLDER
 from repalign.errors import InvalidParameterError, RepalignError
-from repalign.heatmap_html import heatmap_html
-from repalign.models import model_heatmap, model_table
-from repalign.plots import (
-    alignment_heatmap,
-    as_alignment_table,
-    configuration_rows,
-    configurations,
-)
+from repalign.models import model_table
+from repalign.plots import CONFIGURATION, as_alignment_table, configurations
 from repalign.provenance import CONFIGURATIONS_TAG, code_tags, run_name, utc
 from repalign.stitching_plots import bound_plot, penalty_plot
 
@@ -81,10 +75,6 @@ STITCHING_ARTIFACT = "results/stitching.parquet"
 MISSING_ARTIFACT = "results/missing.json"
 MODELS_ARTIFACT = "results/models.parquet"  # the model-level tables, `repalign.models`
 SUMMARY_ARTIFACT = "summary.json"
-HEATMAP_FOLDER = "heatmaps"
-CALIBRATED_SUFFIX = "-calibrated"  # heatmaps/<configuration>-calibrated.png
-CONFIGURATION = ("measure", "kernel", "estimator")
-MODELS_SUFFIX = "-models"  # heatmaps/<configuration>-models.png, the model-level matrix
 KIND_TAG = "repalign.kind"  # marks alignment runs, so that `latest_run` skips any other run
 UPLOAD_TAG = "repalign.upload"  # one id per job's upload, kept across retries (`finished_upload`)
 SCHEDULE_TAG = "repalign.schedule"  # the schedule of a nightly run's parent (`schedule_run`)
@@ -194,12 +184,13 @@ def log_alignment_run(
     run_name : str, default=None
         None names it ``experiment · alignment · store · now`` (`repalign.provenance.run_name`,
         the store from ``params["store"]`` when there is one).
-    heatmaps : bool, default=True
-        Log ``heatmaps/<measure>-<kernel>[-<estimator>].png`` per configuration, and
-        beside it ``…-calibrated.png`` for one with calibrated scores (q ≥ 0.05 grey) and
-        ``…-models.png``, its model-level matrix, when the table holds several models. That
-        matrix (`repalign.models.model_table`) is logged as ``results/models.parquet`` either
-        way.
+    heatmaps : bool or path-like, default=True
+        Log under ``heatmaps/`` the heatmaps of `repalign.heatmap_files` (per configuration a
+        PNG and an interactive page, and where they apply its calibrated scores and its
+        model-level matrix): True draws them here; a folder logs those `write_heatmaps` drew
+        there (a job command draws them while its logging child imports MLflow); False logs
+        none. The model-level matrix (`repalign.models.model_table`) is logged as
+        ``results/models.parquet`` either way.
     cluster : bool, default=False
         Order the heatmaps by hierarchical clustering (see
         `repalign.plots.alignment_heatmap`).
@@ -244,11 +235,15 @@ def log_alignment_run(
         ]
         if found:
             _log_parquet(client, run_id, pa.concat_tables(found), MODELS_ARTIFACT)
-        if heatmaps:
-            for config, rows in zip(configs, models, strict=True):
-                _log_heatmaps(
-                    client, run_id, table, config, rows if rows.num_rows else None, cluster
-                )
+        if heatmaps is True:
+            # imported here: a job's logging child logs the heatmaps its command drew
+            from repalign.heatmap_files import write_heatmaps
+
+            with tempfile.TemporaryDirectory() as folder:
+                write_heatmaps(table, folder, cluster=cluster)
+                client.log_artifacts(run_id, folder, HEATMAP_FOLDER)
+        elif heatmaps:
+            client.log_artifacts(run_id, str(heatmaps), HEATMAP_FOLDER)
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
     return run_id
 
@@ -750,24 +745,6 @@ def _heatmap_names(client, run_id):
     return sorted(names, key=lambda name: (name.endswith(CALIBRATED_SUFFIX), name))
 
 
-def _log_heatmaps(client, run_id, table, config, models, cluster):
-    """The configuration's heatmap, as a PNG and as an interactive page (`heatmap_html`), its
-    calibrated PNG where the table has calibrated scores, and the PNG of its model-level
-    ``models`` (a `model_table`, or None)."""
-    name = "-".join(part for part in config.values() if part)
-    figure = alignment_heatmap(table, **config, cluster=cluster)
-    client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}.png")
-    page = heatmap_html(table, **config, cluster=cluster)
-    client.log_text(run_id, page, f"{HEATMAP_FOLDER}/{name}.html")
-    if _has_calibrated(table, **config):
-        figure = alignment_heatmap(table, **config, cluster=cluster, calibrated=True)
-        client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}{CALIBRATED_SUFFIX}.png")
-    if models is not None:
-        title = f"best layer pair of each pair of models\n{name}"
-        figure = model_heatmap(models, title=title, label=config["measure"])
-        client.log_figure(run_id, figure, f"{HEATMAP_FOLDER}/{name}{MODELS_SUFFIX}.png")
-
-
 def _with_configuration(models, measure, kernel, estimator):
     """A `model_table` with the configuration's columns in front."""
     for position, (column, value) in enumerate(
@@ -775,15 +752,6 @@ def _with_configuration(models, measure, kernel, estimator):
     ):
         models = models.add_column(position, column, pa.array([value] * models.num_rows))
     return models
-
-
-def _has_calibrated(table, measure, kernel, estimator):
-    """Whether the table has calibrated scores of the configuration (tables written before
-    them have no such column)."""
-    if "calibrated" not in table.column_names:
-        return False
-    rows = configuration_rows(table, measure, kernel, estimator)
-    return rows["calibrated"].null_count < rows.num_rows
 
 
 def _pair_metrics(table):

@@ -89,6 +89,11 @@ def test_the_mlflow_run_holds_params_metrics_table_and_heatmaps(finished_run):
         for name in configurations
         for suffix in (".png", ".html", "-models.png")
     }
+    # drawn by the command into OUT/heatmaps while its child imported MLflow, logged as they are
+    drawn = path / "out" / "heatmaps"
+    assert {f"heatmaps/{f.name}" for f in drawn.iterdir()} == heatmaps
+    logged = Path(client.download_artifacts(run.info.run_id, "heatmaps", str(path / "logged")))
+    assert all((logged / f.name).read_bytes() == f.read_bytes() for f in drawn.iterdir())
     local = client.download_artifacts(run.info.run_id, "results/alignment.parquet", str(path))
     assert pq.read_table(local).equals(pq.read_table(path / "out" / "alignment.parquet"))
 

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-import repalign.tracking
+import repalign.heatmap_files
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.plots import alignment_heatmap, square_matrix
 from repalign.provenance import (
@@ -266,7 +266,7 @@ def test_cluster_orders_the_logged_heatmaps(store, table, monkeypatch):
         drawn.append(kwargs)
         return alignment_heatmap(*args, **kwargs)
 
-    monkeypatch.setattr(repalign.tracking, "alignment_heatmap", recording_heatmap)
+    monkeypatch.setattr(repalign.heatmap_files, "alignment_heatmap", recording_heatmap)
     uri, _ = store
     experiment = new_experiment(store, "clustered")
     log_alignment_run(
