@@ -14,9 +14,10 @@ estimator, and for Procrustes, CCA and SVCCA. A 95% interval is value ± t₀.�
 
 For Procrustes, CCA and SVCCA, whose θ₍₋g₎ would each need a new SVD and eigendecomposition,
 θ₍₋g₎ is replaced by its first-order expansion about the whole statistic, the linear jackknife
-(Shao & Tu 1995, §2.1.2; `repalign.measures.spectral_gradients`): the same std_err up to terms
-of relative size O(1/sqrt(n)). The cost: G + 1 moment matrices of memory; the rows are read and
-multiplied once, as without it.
+(Shao & Tu 1995, §2.1.2; `repalign.measures.spectral_gradients`). It leaves out the measures'
+curvature across the groups, which the noise singular values of a cross matrix keep at a few
+percent of the std_err at any n (docs/theory.md §2.11). The cost: G + 1 moment matrices of
+memory; the rows are read and multiplied once, as without it.
 """
 
 from collections import defaultdict
