@@ -194,7 +194,9 @@ def upload(out, *, tracking_uri=None):
             )
             tags[PARENT_TAG] = parent
         if run_id is None:
-            drawn = {"heatmaps": out / record["heatmaps"]} if "heatmaps" in record else {}
+            # the heatmaps the command drew; drawn again if their folder has gone since
+            folder = out / record.get("heatmaps", "")
+            drawn = {"heatmaps": folder} if "heatmaps" in record and folder.is_dir() else {}
             run_id = LOG_FUNCTIONS[job](
                 table,
                 params=params,

@@ -133,15 +133,21 @@ def test_server_down_mid_job_keeps_the_results_and_sync_uploads_them(server, sto
     assert pending["experiment"] == "outage" and "error" in pending
     assert (pending["table"], pending["summary"]) == ("alignment.parquet", "summary.json")
     assert (out / "alignment.parquet").exists() and not (out / "run.json").exists()
+    assert pending["heatmaps"] == "heatmaps" and (out / "heatmaps").is_dir()  # the job drew them
     client = MlflowClient(server.url)
     assert all(run.info.status != "FINISHED" for run in runs(client, "outage"))
 
+    # a drawn folder that has gone by the time of the sync is drawn again
+    drawn = sorted(f.name for f in (out / "heatmaps").iterdir())
+    (out / "heatmaps").rename(tmp_path / "moved-heatmaps")
     synced = repalign_cli("sync", str(out), cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
     record = json.loads((out / "run.json").read_text())
     assert f"logged as MLflow run {record['run_id']} at {server.url}" in synced.stdout
     assert not (out / PENDING_UPLOAD_FILE).exists()
     assert_run_holds(client, record["run_id"], out, server.url)
+    logged = client.list_artifacts(record["run_id"], "heatmaps")
+    assert sorted(a.path.removeprefix("heatmaps/") for a in logged) == drawn
     assert latest_run("outage", tracking_uri=server.url) == record["run_id"]
 
     again = repalign_cli("sync", str(out), cwd=tmp_path)
