@@ -80,7 +80,8 @@ def pairwise(
     jackknife : int, default=None
         Give each linear-kernel value a ``std_err`` by the delete-one-group jackknife over this
         many contiguous groups of rows (`repalign.measures.jackknife`; 16 is usual). It holds
-        that many more moment matrices in memory and repeats the per-pair work per group.
+        that many more moment matrices in memory; each pair then costs a few products per group
+        (KA, CKA, HSIC), or one gradient (Procrustes, CCA, SVCCA).
 
     Returns
     -------

@@ -42,6 +42,13 @@ class Values:
                 return self.constant[name]
         return ""
 
+    def part(self):
+        """An empty `Values` of the same representations, for some of the pairs, to `merge`
+        back."""
+        part = Values(self.names, self.unusable)
+        part.constant = self.constant
+        return part
+
     def missing(self, config, a, b, reason):
         self.found[config.label, a, b] = (None, None, reason)
 

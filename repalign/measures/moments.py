@@ -5,6 +5,7 @@ come from"). An all-pairs job and `repalign.pairwise` both read every linear-ker
 
 import functools
 
+from repalign.blas_threads import map_over_blas_threads
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
 from repalign.measures.kernel_products import FeatureProducts
@@ -33,16 +34,38 @@ def record_pairs(values, configs, state, pairs, index, axes, *, null, std_errs=N
     k's principal axes), its std_err from ``std_errs`` ({(label, a, b): std_err}, the
     jackknife's, or None), and with ``null`` "analytic" its permutation null (`moment_null`).
     ``index`` maps a name to its position in ``state``. A job's moments pass and
-    `repalign.pairwise` both record through here."""
+    `repalign.pairwise` both record through here.
+
+    The pairs are measured side by side (`over_pairs`)."""
     invariants = functools.cache(lambda k, center: gram_invariants(state, k, center))
-    for a, b in pairs:
+
+    def measure(pair):
+        a, b = pair
+        i, j = index[a], index[b]
+        part = values.part()
         for config in configs:
-            i, j = index[a], index[b]
-            values.record(config, a, b, moment_value, config, state, i, j, axes)
+            part.record(config, a, b, moment_value, config, state, i, j, axes)
             if std_errs is not None:
-                values.record_std_err(config, a, b, std_errs[config.label, a, b])
+                part.record_std_err(config, a, b, std_errs[config.label, a, b])
             if null == "analytic":
-                values.record_null(config, a, b, moment_null, config, state, i, j, invariants)
+                part.record_null(config, a, b, moment_null, config, state, i, j, invariants)
+        return part
+
+    for part in over_pairs(measure, pairs, configs, state, index, axes):
+        values.merge(part)
+
+
+def over_pairs(function, pairs, configs, state, index, axes):
+    """``[function(pair) for pair in pairs]`` for ``configs`` of the ``pairs`` of ``state``,
+    side by side (`repalign.blas_threads`). What the pairs share is made first: the state's
+    centrings (`GramState.pair` moves the whole statistic once per centring, on first use:
+    centred for all but KA, which reads raw products), then the principal axes that CCA and
+    SVCCA read (``axes(k)``, cached by the caller), side by side."""
+    for center in {config.name != "ka" for config in configs}:
+        state.pair(0, 0, center=center)
+    if any(config.name in ("cca", "svcca") for config in configs):
+        map_over_blas_threads(axes, sorted({index[name] for pair in pairs for name in pair}))
+    return map_over_blas_threads(function, pairs)
 
 
 def moment_null(value, config, state, i, j, invariants):
