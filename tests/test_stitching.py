@@ -142,7 +142,11 @@ def test_t23_invariances(seed, scale):
     assert alignment_residual(Z1, Z1) == pytest.approx(0.0, abs=1e-9 * np.mean(Z1**2))
     mixed = Z1 @ rng.normal(size=(6, 3))
     assert alignment_residual(Z1, mixed) == pytest.approx(0.0, abs=1e-9 * np.mean(mixed**2))
-    assert alignment_residual(Z2, Z1) != pytest.approx(reference, rel=1e-3)
+    # not symmetric: mixed is a linear map of Z1, but not Z1 of mixed (rank 3 of 6). Comparing
+    # Ã(Z2, Z1) with Ã(Z1, Z2) instead failed by chance (4.383 against 4.384 at seed 2277).
+    # Here Ã(mixed, Z1) is at least the variance of Z1 off a 3-dim span: 0.66 mean(Z1²) or more
+    # in 3,000 seeds
+    assert alignment_residual(mixed, Z1) > 0.1 * np.mean(Z1**2)
 
 
 # -- T24–T26: Theorem 1 -------------------------------------------------------------------
