@@ -15,16 +15,16 @@ folder as it is.
 import shutil
 from pathlib import Path
 
-from repalign.contract import CALIBRATED_SUFFIX, MODELS_SUFFIX
-from repalign.heatmap_html import heatmap_html
-from repalign.models import model_heatmap, model_table
-from repalign.plots import (
+from repalign.alignment_tables import (
     CONFIGURATION,
-    alignment_heatmap,
     as_alignment_table,
     configuration_rows,
     configurations,
 )
+from repalign.contract import CALIBRATED_SUFFIX, MODELS_SUFFIX
+from repalign.heatmap_html import heatmap_html
+from repalign.models import model_table
+from repalign.plots import alignment_heatmap, model_heatmap
 
 
 def write_heatmaps(table, folder, *, cluster=False):

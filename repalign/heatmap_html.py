@@ -8,8 +8,8 @@ data and a small script are inline, so the page loads nothing from anywhere. In 
 - hovering a cell shows both names, the value, and where the configuration has them its
   std_err, p-value, q-value and calibrated score; a missing pair also shows its reason;
 - the representations are in model order, layers in depth order within a model
-  (`repalign.plots.model_then_layer`), with white lines between the models and a colour per
-  model beside the labels; a switch puts them in the order of hierarchical clustering
+  (`repalign.alignment_tables.model_then_layer`), with white lines between the models and a
+  colour per model beside the labels; a switch puts them in the order of hierarchical clustering
   (`repalign.plots.cluster_order`, computed here in Python, as the clustered PNG orders them);
 - where the configuration has calibrated scores, a switch colours the cells by those instead,
   grey where q ≥ 0.05 or there is no null, as the calibrated PNG does.
@@ -28,15 +28,13 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import Normalize, to_hex
 
+from repalign.alignment_tables import as_alignment_table, configuration_rows, square_matrix
 from repalign.plots import (
     MISSING_COLOR,
     SIGNIFICANCE,
-    as_alignment_table,
     cluster_order,
-    configuration_rows,
     configuration_title,
     model_starts,
-    square_matrix,
 )
 
 TOOLTIP_COLUMNS = (
@@ -56,8 +54,8 @@ def heatmap_html(table, *, measure, kernel, estimator, cluster=False):
     Parameters
     ----------
     table : pyarrow.Table or pandas.DataFrame
-        A long alignment table (`repalign.plots.ALIGNMENT_COLUMNS`; more columns are allowed,
-        and those of `TOOLTIP_COLUMNS` are shown where present).
+        A long alignment table (`repalign.alignment_tables.ALIGNMENT_COLUMNS`; more columns are
+        allowed, and those of `TOOLTIP_COLUMNS` are shown where present).
     measure, kernel, estimator : str
         The configuration; ``estimator=""`` for a measure without one.
     cluster : bool, default=False

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import gammaincc
 
-from repalign.plots import as_alignment_table, configuration_rows, draw_matrix, model_then_layer
+from repalign.alignment_tables import as_alignment_table, configuration_rows, model_then_layer
 
 MODEL_SCHEMA = pa.schema(
     [
@@ -105,16 +105,3 @@ def _matched_mean(layers_a, layers_b, by_pair):
             return None
         values.append(by_pair[a, b]["value"])
     return float(np.mean(values))
-
-
-def model_heatmap(models, *, title, label):
-    """The heatmap of a `model_table`'s best values, models in its order (a model against itself
-    grey)."""
-    rows = models.to_pylist()
-    names = list(dict.fromkeys(name for r in rows for name in (r["model_a"], r["model_b"])))
-    index = {name: i for i, name in enumerate(names)}
-    matrix = np.full((len(names), len(names)), np.nan)
-    for row in rows:
-        i, j = index[row["model_a"]], index[row["model_b"]]
-        matrix[i, j] = matrix[j, i] = row["value"]
-    return draw_matrix(names, matrix, title=title, label=label, grey="a model against itself")

@@ -1,30 +1,23 @@
-"""The alignment matrix of an all-pairs job, as a square array and as a heatmap.
+"""The alignment matrix of an all-pairs job as a heatmap.
 
-An all-pairs job returns a long table (`repalign.registry.RESULT_SCHEMA`), one row per
-unordered pair of representations (diagonal included) and per measure configuration
-``(measure, kernel, estimator)``; a missing pair has a null value.
-
-`square_matrix` cuts one configuration out of it; `alignment_heatmap` draws it. Figures are
-built on matplotlib's non-interactive Agg canvas, without pyplot: nothing is displayed and
-no global backend is changed.
+`repalign.alignment_tables.square_matrix` cuts one configuration out of an all-pairs job's long
+table; `alignment_heatmap` draws it. Figures are built on matplotlib's non-interactive Agg
+canvas, without pyplot: nothing is displayed and no global backend is changed.
 """
-
-import re
 
 import matplotlib
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from repalign.errors import RepalignError
-from repalign.registry import LATER_COLUMNS, RESULT_SCHEMA
+from repalign.alignment_tables import (
+    as_alignment_table,
+    configuration_rows,
+    rows_matrix,
+)
 
-ALIGNMENT_COLUMNS = tuple(n for n in RESULT_SCHEMA.names if n not in LATER_COLUMNS)
-"""The columns a table must have; tables written before the Lemma 1 interval or the
-permutation null lack those."""
 MISSING_COLOR = "lightgrey"
 SIGNIFICANCE = 0.05
 """The q-value below which a calibrated heatmap colours a pair."""
@@ -34,68 +27,6 @@ TICK_POINTS = 9.0
 """The size of the heatmaps' tick labels: 12.5 px at `DPI`, capitals about 9 px tall."""
 TICK_PITCH = 1.3
 """The room a tick label needs along its axis, in multiples of its size."""
-
-
-def as_alignment_table(table):
-    """Return ``table`` as a pyarrow Table after checking that it has the alignment columns.
-
-    Parameters
-    ----------
-    table : pyarrow.Table or pandas.DataFrame
-        A long alignment table with the columns of `ALIGNMENT_COLUMNS` (more are allowed).
-
-    Returns
-    -------
-    pyarrow.Table
-        ``table`` itself when it is already a pyarrow Table.
-    """
-    if not isinstance(table, pa.Table):
-        try:
-            table = pa.table(table)
-        except TypeError:
-            raise TypeError(
-                f"table must be a pyarrow.Table or a pandas.DataFrame; got {type(table).__name__}."
-            ) from None
-    missing = [name for name in ALIGNMENT_COLUMNS if name not in table.column_names]
-    if missing:
-        raise RepalignError(
-            f"table must have the columns {list(ALIGNMENT_COLUMNS)}; it lacks {missing}."
-        )
-    return table
-
-
-CONFIGURATION = ("measure", "kernel", "estimator")
-"""The columns that name a measure configuration."""
-
-
-def configurations(table):
-    """The measure configurations ``(measure, kernel, estimator)`` of a checked table, sorted."""
-    columns = [table[name].to_pylist() for name in CONFIGURATION]
-    return sorted(set(zip(*columns, strict=True)))
-
-
-def square_matrix(table, *, measure, kernel, estimator):
-    """The symmetric matrix of one measure configuration of an alignment table.
-
-    Parameters
-    ----------
-    table : pyarrow.Table or pandas.DataFrame
-        A long alignment table (see the module docstring).
-    measure, kernel, estimator : str
-        The configuration to cut out; ``estimator=""`` for a measure without one.
-
-    Returns
-    -------
-    names : list of str
-        The representations of the configuration, ordered by model, then layer: models in
-        natural order (``s2`` before ``s10``), and within a model the layers in natural
-        order (``fc2`` before ``fc10``) with ``logits`` last.
-    matrix : ndarray of shape (len(names), len(names))
-        ``matrix[i, j] == matrix[j, i]`` is the value of the pair; NaN where the pair is
-        missing or absent from the table.
-    """
-    rows = configuration_rows(as_alignment_table(table), measure, kernel, estimator)
-    return _square_matrix(rows)
 
 
 def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calibrated=False):
@@ -127,13 +58,13 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
         letters them.
     """
     rows = configuration_rows(as_alignment_table(table), measure, kernel, estimator)
-    names, matrix = _square_matrix(rows)
+    names, matrix = rows_matrix(rows)
     order = cluster_order(matrix) if cluster else np.arange(len(names))
     title = configuration_title(rows, measure, kernel, estimator)
     label, grey = measure, "missing"
     if calibrated:
-        _, scores = _square_matrix(rows, "calibrated")
-        _, q_values = _square_matrix(rows, "q_value")
+        _, scores = rows_matrix(rows, "calibrated")
+        _, q_values = rows_matrix(rows, "q_value")
         matrix = np.where(q_values < SIGNIFICANCE, scores, np.nan)
         title, label = f"calibrated {title}", f"calibrated {measure}"
         grey = f"q ≥ {SIGNIFICANCE} or no null"
@@ -142,73 +73,11 @@ def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calib
     return draw_matrix(names, matrix, title=title, label=label, grey=grey, grouped=not cluster)
 
 
-def configuration_rows(table, measure, kernel, estimator):
-    """The rows of one configuration; raise if the table has none."""
-    rows = table.filter(
-        (pc.field("measure") == measure)
-        & (pc.field("kernel") == kernel)
-        & (pc.field("estimator") == estimator)
-    )
-    if rows.num_rows == 0:
-        raise RepalignError(
-            f"table has no rows for measure={measure!r}, kernel={kernel!r}, "
-            f"estimator={estimator!r}; it has {configurations(table)}."
-        )
-    return rows
-
-
-def _square_matrix(rows, column="value"):
-    """Names in `model_then_layer` order and the symmetric matrix of ``column`` of the rows of
-    one configuration."""
-    rep_a, rep_b = rows["rep_a"].to_pylist(), rows["rep_b"].to_pylist()
-    names = model_then_layer(set(rep_a) | set(rep_b))
-    index = {name: i for i, name in enumerate(names)}
-    i = np.array([index[name] for name in rep_a])
-    j = np.array([index[name] for name in rep_b])
-    pair = np.minimum(i, j) * len(names) + np.maximum(i, j)
-    unique, counts = np.unique(pair, return_counts=True)
-    if (counts > 1).any():
-        first = unique[counts > 1][0]
-        a, b = names[first // len(names)], names[first % len(names)]
-        raise RepalignError(
-            f"table must hold each pair once per configuration; ({a!r}, {b!r}) appears "
-            f"{counts[counts > 1][0]} times."
-        )
-    matrix = np.full((len(names), len(names)), np.nan)
-    values = rows[column].to_numpy(zero_copy_only=False)  # nulls become NaN
-    matrix[i, j] = values
-    matrix[j, i] = values
-    return names, matrix
-
-
-def model_then_layer(names):
-    """Sort representation names ``<model>.<layer>`` by model, then by layer.
-
-    Models are in natural order (``s2`` before ``s10``); within a model, layers are in
-    natural order (``fc2`` before ``fc10``) with ``logits`` last. A name is split at its
-    first dot, so a layer name may hold dots (``blocks.3.mlp``); a name without a dot is a
-    model with an empty layer name. Natural order is depth order for the built-in zoos;
-    it is not for every naming scheme (``avgpool`` sorts before ``layer1``).
-    """
-
-    def key(name):
-        model, _, layer = name.partition(".")
-        return (_natural_key(model), layer == "logits", _natural_key(layer), name)
-
-    return sorted(names, key=key)
-
-
-def _natural_key(text):
-    """``text`` as a tuple in which runs of digits compare as numbers, case-insensitively."""
-    parts = re.split(r"(\d+)", text)  # strings at even positions, digit runs at odd ones
-    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
-
-
 def cluster_order(matrix):
     """Leaf order of average-linkage clustering on the distance ``1 − matrix`` (optimal leaf
     order), a NaN counting as the largest distance seen and a distance below 0 as 0."""
-    # imported here: a process that only reads tables through this module (a job's logging
-    # child, `jobs.uploader`) does not pay for SciPy's clustering
+    # imported here: heatmaps in the order of the names (the default) do not pay for SciPy's
+    # clustering
     from scipy.cluster.hierarchy import leaves_list, linkage
     from scipy.spatial.distance import squareform
 
@@ -280,6 +149,19 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
     # twice more (a third of the time of a small heatmap).
     figure.set_layout_engine(None)
     return figure
+
+
+def model_heatmap(models, *, title, label):
+    """The heatmap of a `model_table`'s best values, models in its order (a model against itself
+    grey)."""
+    rows = models.to_pylist()
+    names = list(dict.fromkeys(name for r in rows for name in (r["model_a"], r["model_b"])))
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.full((len(names), len(names)), np.nan)
+    for row in rows:
+        i, j = index[row["model_a"]], index[row["model_b"]]
+        matrix[i, j] = matrix[j, i] = row["value"]
+    return draw_matrix(names, matrix, title=title, label=label, grey="a model against itself")
 
 
 def model_starts(names):

@@ -63,12 +63,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
+from repalign.alignment_tables import CONFIGURATION, as_alignment_table, configurations
 from repalign.contract import CALIBRATED_SUFFIX, CHANGES_FILE, HEATMAP_FOLDER
 from repalign.errors import InvalidParameterError, RepalignError
 from repalign.models import model_table
-from repalign.plots import CONFIGURATION, as_alignment_table, configurations
 from repalign.provenance import CONFIGURATIONS_TAG, code_tags, run_name, utc
-from repalign.stitching_plots import bound_plot, penalty_plot
 
 TABLE_ARTIFACT = "results/alignment.parquet"
 STITCHING_ARTIFACT = "results/stitching.parquet"
@@ -161,8 +160,8 @@ def log_alignment_run(
     Parameters
     ----------
     table : pyarrow.Table or pandas.DataFrame
-        The job's long result table (columns in `repalign.plots.ALIGNMENT_COLUMNS`), logged
-        as given to ``results/alignment.parquet``.
+        The job's long result table (columns in `repalign.alignment_tables.ALIGNMENT_COLUMNS`),
+        logged as given to ``results/alignment.parquet``.
     params : dict
         The job's parameters (store, representations, measures and their settings, seeds,
         n, approximation settings). Nested dicts become dotted keys (``measures.cka.kernel``);
@@ -292,6 +291,10 @@ def log_stitching_run(
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in numbers.items()]
         client.log_batch(parent, metrics=metrics, params=_flat_params(params))
         _log_parquet(client, parent, table, STITCHING_ARTIFACT)
+        # imported here: logging an alignment run (the common case, in a job's logging child)
+        # imports no matplotlib
+        from repalign.stitching_plots import bound_plot, penalty_plot
+
         client.log_figure(parent, bound_plot(table), "plots/bound.png")
         client.log_figure(parent, penalty_plot(table), "plots/penalty.png")
         client.log_dict(parent, summary, SUMMARY_ARTIFACT)

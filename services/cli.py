@@ -139,7 +139,7 @@ def _query(args):
         _query_models(args)
         return
     if args.tracking_uri:
-        from repalign.plots import square_matrix
+        from repalign.alignment_tables import square_matrix
 
         run_id, table = _latest_table(args)
         names, values = square_matrix(

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 
+from repalign.alignment_tables import configurations
 from repalign.contract import CHANGES_FILE, RESULT_FILES
 from repalign.heatmap_html import heatmap_html
-from repalign.plots import configurations
 from services import crud
 from services.api.deps import SessionDep, StateDep
 from services.db import Job, JobKind, JobStatus, Schedule

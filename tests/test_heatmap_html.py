@@ -17,9 +17,10 @@ from matplotlib.colors import to_hex
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
+from repalign.alignment_tables import square_matrix
 from repalign.all_pairs import pairwise
 from repalign.heatmap_html import heatmap_html
-from repalign.plots import MISSING_COLOR, alignment_heatmap, cluster_order, square_matrix
+from repalign.plots import MISSING_COLOR, alignment_heatmap, cluster_order
 from repalign.tracking import log_alignment_run
 from tests.servers import chromium_page
 from tests.test_tracking import alignment_table

@@ -78,6 +78,21 @@ def test_quick_commands_import_no_heavy_framework(command, answer, tmp_path):
     assert answer in done.stdout
 
 
+def test_the_logging_child_imports_no_plotting(tmp_path):
+    """A small job waits for its logging child (`jobs.uploader`), which logs the heatmaps the
+    command drew: reading and logging tables must not import matplotlib (0.4 s) or SciPy's
+    clustering. The child is run to the point where it waits for its request."""
+    code = (
+        "import sys, jobs.uploader\n"
+        f"jobs.uploader.main('run', {str(tmp_path)!r})\n"
+        "print(sorted({'matplotlib', 'scipy.cluster', 'mlflow'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert done.stdout.strip().splitlines()[-1] == "['mlflow']", done.stderr
+
+
 def test_the_service_submits_jobs_without_importing_them():
     """docs/design.md §2: services → jobs only by submission (the `repalign` command line)."""
     for path in (LIBRARY.parent / "services").rglob("*.py"):

@@ -10,10 +10,11 @@ from scipy import stats
 
 import repalign
 from jobs.alignment import run_alignment
+from repalign.alignment_tables import square_matrix
 from repalign.errors import UnknownOptionError
 from repalign.measures.nulls import GramInvariants, permutation_moments
 from repalign.measures.pair_moments import pair_statistic
-from repalign.plots import alignment_heatmap, square_matrix
+from repalign.plots import alignment_heatmap
 from repalign.spec import parse_spec
 from repalign.store import write_representation
 

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 import repalign.measures
+from repalign.alignment_tables import as_alignment_table
 from repalign.errors import RepalignError
-from repalign.plots import as_alignment_table
 from repalign.registry import (
     APPROXIMATIONS,
     LATER_COLUMNS,

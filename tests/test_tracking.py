@@ -18,8 +18,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import repalign.heatmap_files
+from repalign.alignment_tables import square_matrix
 from repalign.errors import InvalidParameterError, RepalignError
-from repalign.plots import alignment_heatmap, square_matrix
+from repalign.plots import alignment_heatmap
 from repalign.provenance import (
     COMMIT_TAG,
     CONFIGURATIONS_TAG,

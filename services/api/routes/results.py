@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
+from repalign.alignment_tables import square_matrix
 from repalign.errors import RepalignError
 from repalign.models import model_table
-from repalign.plots import square_matrix
 from repalign.store import open_store
 from repalign.tracking import latest_run, load_alignment_table
 from services.api.deps import StateDep, require_token
