@@ -199,6 +199,12 @@ class GramState(MomentRows):
         """The full symmetric moment matrix Σ zzᵀ, shape (D+1, D+1): a new array."""
         return symmetric_from_upper(self._upper)
 
+    def stored_moments(self):
+        """Σ zzᵀ as stored, a view: its upper triangle and diagonal, the strict lower triangle
+        not set. `from_moments` takes it back, without the symmetric copy `moments` makes (at
+        D = 4,105: 0.18 s, and 134 MB)."""
+        return self._upper
+
     def mean(self, k):
         """Column means of representation k."""
         start, stop = self.offsets[k], self.offsets[k + 1] - 1

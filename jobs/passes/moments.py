@@ -229,7 +229,8 @@ class TileMeasure:
 
 def save_moments(path, names, state):
     """Write the second moments of ``names`` (a `GramState`) for an incremental run, as
-    `jobs.alignment.write_result` keeps them under ``OUT/state/``."""
+    `jobs.alignment.write_result` keeps them under ``OUT/state/``: ``moments`` holds the upper
+    triangle of Σ zzᵀ (`GramState.stored_moments`), which `GramState.from_moments` reads."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_write(path) as temporary:
         np.savez(
@@ -237,7 +238,7 @@ def save_moments(path, names, state):
             names=np.array(names),
             dims=np.array(state.dims),
             shifts=np.concatenate(state.shifts),
-            moments=state.moments,
+            moments=state.stored_moments(),
         )
 
 
