@@ -1,7 +1,8 @@
 """The model-level matrix of an alignment table: how alike two models are, from their layers.
 
 A representation is named ``<model>.<layer>``; the layers of a model are in depth order as the
-heatmaps sort them (`repalign.plots`). For each pair of models, from one measure configuration:
+heatmaps sort them (`repalign.alignment_tables.model_then_layer`). For each pair of models,
+from one measure configuration:
 
 - ``value``, ``layer_a``, ``layer_b``: the largest value over their layer pairs, and which
   layers give it (the score the platonic-representation work reports for two models);

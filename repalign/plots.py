@@ -152,8 +152,8 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
 
 
 def model_heatmap(models, *, title, label):
-    """The heatmap of a `model_table`'s best values, models in its order (a model against itself
-    grey)."""
+    """The heatmap of a `repalign.models.model_table`'s best values, models in its order (a
+    model against itself grey)."""
     rows = models.to_pylist()
     names = list(dict.fromkeys(name for r in rows for name in (r["model_a"], r["model_b"])))
     index = {name: i for i, name in enumerate(names)}
