@@ -237,6 +237,15 @@ def array_bytes(value):
     return 0
 
 
+def added(state, part):
+    """``state`` plus ``part``, the sum a slot keeps: in place where the state supports it
+    (`repalign.stats.GramState` does); ``part`` itself before the slot's first unit (None)."""
+    if state is None:
+        return part
+    state += part
+    return state
+
+
 def deal(units, count):
     """The units of each of ``count`` slots (at most one slot per unit): unit i to slot i mod
     the number of slots."""
@@ -291,11 +300,7 @@ class SlotAccumulator:
     def _add(self, unit):
         """The slot's state with the unit's added; starts reading the slot's next unit first."""
         if self._reader is None:
-            part = self.task.compute(unit)
-            if self.state is None:
-                return part
-            self.state += part  # in place where the state supports it (GramState does)
-            return self.state
+            return added(self.state, self.task.compute(unit))
         index, loading = self._loading or (None, None)
         self._loading = None
         if index == self.done and self.units[index] == unit:

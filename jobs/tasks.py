@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jobs.engine import added
 from repalign.blocks import row_slices
 from repalign.measures.kernels import _cross_squared_distances
 from repalign.measures.permutation import read_permuted
@@ -80,11 +81,7 @@ class RowTask(StoreTask):
     def accumulate_into(self, state, loaded):
         """``state`` (None before the first unit) plus the state of the ``loaded`` data: the
         sum a slot keeps (`jobs.engine.SlotAccumulator`)."""
-        part = self.accumulate(loaded)
-        if state is None:
-            return part
-        state += part  # in place where the state supports it
-        return state
+        return added(state, self.accumulate(loaded))
 
 
 @dataclass
