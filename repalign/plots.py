@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch
 
 from repalign.alignment_tables import (
@@ -113,29 +114,42 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
     the models at the middle of their rows when ``grouped``, else every k-th name, k as small
     as the room allows. ``grouped`` says that the names are in `model_then_layer` order; white
     lines then separate the models.
+
+    The layout is computed from the sizes of the texts (`_Frame`), not by matplotlib's layout
+    engines: they draw the whole figure to measure it, which took as long as saving it.
     """
     count = len(names)
     side = min(4.0 + 0.2 * count, 24.0)
-    figure = Figure(figsize=(side + 1.5, side + 0.5), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure = Figure(figsize=(side + 1.5, side + 0.5), dpi=DPI)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     image = axes.imshow(np.ma.masked_invalid(matrix), cmap=colormap, interpolation="nearest")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, shrink=0.8, label=label)
+    colorbar = figure.colorbar(image, cax=figure.add_axes((0.0, 0.0, 1.0, 1.0)), label=label)
+    footer = 0.0
     missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
     if missing:
         note = f"{grey}: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
         patch = Patch(facecolor=MISSING_COLOR, edgecolor="grey", label=note)
-        figure.legend(handles=[patch], loc="outside lower left", fontsize=8)
+        edge = EDGE_POINTS / 72  # inches
+        legend = figure.legend(
+            handles=[patch],
+            loc="lower left",
+            bbox_to_anchor=(edge, edge),
+            bbox_transform=figure.dpi_scale_trans,
+            borderaxespad=0.0,
+            fontsize=8,
+        )
+        footer = legend.get_window_extent(renderer).height
     starts = model_starts(names) if grouped else []
     for start in starts[1:]:
         axes.axhline(start - 0.5, color="white", linewidth=1.0)
         axes.axvline(start - 0.5, color="white", linewidth=1.0)
-    _set_ticks(axes, range(count), names)
-    figure.draw_without_rendering()  # lays the figure out, so that the rows' height is known
+    ticks, labels = range(count), names
+    frame = _Frame(figure, renderer, labels, footer)
     needed = TICK_POINTS * TICK_PITCH * DPI / 72  # pixels along the axis per label
-    room = axes.get_window_extent().height / max(count, 1) / needed
+    room = frame.side / max(count, 1) / needed
     if room < 1.0:
         if grouped:
             ends = [*starts[1:], count]
@@ -143,12 +157,75 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
             labels = [names[start].partition(".")[0] for start in starts]
         else:
             ticks, labels = range(count), names
-        _set_ticks(axes, *_spaced(ticks, labels, 1.0 / room))
-        figure.draw_without_rendering()
-    # The layout is kept as it is: saving then draws the figure once, without laying it out
-    # twice more (a third of the time of a small heatmap).
-    figure.set_layout_engine(None)
+        ticks, labels = _spaced(ticks, labels, 1.0 / room)
+        frame = _Frame(figure, renderer, labels, footer)
+    _set_ticks(axes, ticks, labels)
+    frame.place(axes, colorbar.ax)
     return figure
+
+
+EDGE_POINTS = 4.0
+"""The blank border around a heatmap figure's contents."""
+COLORBAR_INCHES = (0.25, 0.25)
+"""The gap between a heatmap and its colour bar, and the bar's width."""
+SHRINK = 0.8
+"""The colour bar's height, as a fraction of the heatmap's."""
+
+
+class _Frame:
+    """Where a heatmap's square axes go in its figure, in display pixels: what is left once the
+    figure's texts have their room.
+
+    Around the square: the title above it; the tick labels (``labels``, the widest one's width,
+    with the ticks' length and pad) to its left and below it, where the column labels stand
+    upright; below them ``footer`` pixels (the legend); to its right the colour bar, its tick
+    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round.
+    """
+
+    def __init__(self, figure, renderer, labels, footer):
+        axes, colorbar = figure.axes
+        points = figure.dpi / 72
+        edge = EDGE_POINTS * points
+        ticks = matplotlib.rcParams["ytick.major.size"] + matplotlib.rcParams["ytick.major.pad"]
+        tick_room = ticks * points
+        tick_font = FontProperties(size=TICK_POINTS)
+        widest = max((_text_width(renderer, text, tick_font) for text in labels), default=0.0)
+        title = axes.title.get_window_extent(renderer).height
+        top = edge + title + matplotlib.rcParams["axes.titlepad"] * points
+        gap, bar = (inches * figure.dpi for inches in COLORBAR_INCHES)
+        bar_font = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
+        bar_label = colorbar.yaxis.label.get_window_extent(renderer).width  # turned: its height
+        right = (
+            gap
+            + bar
+            + tick_room
+            + _text_width(renderer, "−0.00", bar_font)
+            + matplotlib.rcParams["axes.labelpad"] * points
+            + bar_label
+            + edge
+        )
+        self.left = edge + widest + tick_room
+        self.bottom = edge + footer + widest + tick_room
+        self.width, self.height = figure.bbox.width, figure.bbox.height
+        self.side = max(min(self.width - self.left - right, self.height - top - self.bottom), 1.0)
+        self.top = self.height - top
+        self.gap, self.bar = gap, bar
+
+    def place(self, axes, colorbar):
+        """Put the heatmap's axes and its colour bar's in their places."""
+        low = self.top - self.side
+        axes.set_position(self._fraction(self.left, low, self.side, self.side))
+        margin = (1.0 - SHRINK) / 2 * self.side
+        start = self.left + self.side + self.gap
+        colorbar.set_position(self._fraction(start, low + margin, self.bar, SHRINK * self.side))
+
+    def _fraction(self, left, bottom, width, height):
+        return (left / self.width, bottom / self.height, width / self.width, height / self.height)
+
+
+def _text_width(renderer, text, font):
+    width, _, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
+    return width
 
 
 def model_heatmap(models, *, title, label):

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from repalign.alignment_tables import square_matrix
 from repalign.all_pairs import pairwise
 from repalign.heatmap_html import heatmap_html
-from repalign.plots import MISSING_COLOR, alignment_heatmap, cluster_order
+from repalign.plots import MISSING_COLOR, alignment_heatmap, cluster_order, draw_matrix
 from repalign.tracking import log_alignment_run
 from tests.servers import chromium_page
 from tests.test_tracking import alignment_table
@@ -287,3 +287,50 @@ def test_png_labels_the_models_when_their_layers_do_not_fit():
                                cluster=True)  # fmt: skip
     labelled = check_labels(figure, saved(figure))
     assert set(labelled) < set(names) and len(labelled) >= 50  # as many as the room allows
+
+
+def inside(box, outer):
+    return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a.x", "b.y"],
+        [f"resnet{m}-with-a-long-name.layer{layer}" for m in range(4) for layer in range(5)],
+        [f"vit-b16-s{m}.blocks.{layer}.mlp" for m in range(25) for layer in range(8)],
+    ],
+    ids=["2 short", "20 long", "200 in 25 models"],
+)
+def test_png_keeps_every_text_in_the_figure_and_off_the_matrix(names):
+    """The computed layout (`draw_matrix`) as saved: the title, the tick labels, the colour
+    bar's ticks and label and the legend of grey cells all inside the figure, none over the
+    matrix, and the colour bar beside it."""
+    matrix = np.random.default_rng(0).uniform(-0.2, 1.0, (len(names), len(names)))
+    np.fill_diagonal(matrix, np.nan)
+    title = "calibrated cka · kernel=linear · estimator=biased\nn = 1,797"
+    figure = draw_matrix(
+        names, matrix, title=title, label="calibrated cka", grey="no null", grouped=True
+    )
+    saved(figure)
+    renderer = figure.canvas.get_renderer()
+    axes, colorbar = figure.axes
+    matrix_box, bar_box = axes.get_window_extent(renderer), colorbar.get_window_extent(renderer)
+    (legend,) = figure.legends
+    texts = [
+        axes.title,
+        *axes.get_xticklabels(),
+        *axes.get_yticklabels(),
+        *colorbar.get_yticklabels(),
+        colorbar.yaxis.label,
+        *legend.get_texts(),
+    ]
+    boxes = [text.get_window_extent(renderer) for text in texts if text.get_text()]
+    boxes.append(legend.get_window_extent(renderer))
+    assert len(boxes) >= 2 * len(axes.get_xticks()) + 4
+    for box in [*boxes, matrix_box, bar_box]:
+        assert inside(box, figure.bbox), (box, figure.bbox)
+    for box in [*boxes, bar_box]:
+        assert not box.overlaps(matrix_box), box
+    assert abs(matrix_box.width - matrix_box.height) <= 1.0
+    assert bar_box.x0 > matrix_box.x1
