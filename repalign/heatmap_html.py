@@ -143,9 +143,16 @@ def _view(values, label, grey):
     """One colouring of the cells: viridis over the range of ``values``, None grey."""
     known = [v for v in values if v is not None]
     norm = Normalize(min(known), max(known)) if known else Normalize(0.0, 1.0)
-    colormap = matplotlib.colormaps["viridis"]
-    colors = [to_hex(MISSING_COLOR) if v is None else to_hex(colormap(norm(v))) for v in values]
+    # one call of the colour map for every value: a call per value took 0.4 s for 60 names
+    rgb = matplotlib.colormaps["viridis"](norm(np.array(known, dtype=float)))[:, :3]
+    hexes = iter(_hex(rgb))
+    colors = [to_hex(MISSING_COLOR) if v is None else next(hexes) for v in values]
     return {"label": label, "grey": grey, "low": norm.vmin, "high": norm.vmax, "colors": colors}
+
+
+def _hex(rgb):
+    """``#rrggbb`` of each row of ``rgb`` (floats in [0, 1]), rounded as `to_hex` rounds."""
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in np.round(rgb * 255).astype(int).tolist()]
 
 
 _PAGE = """<!DOCTYPE html>

@@ -9,11 +9,14 @@ and the mouse is moved over every cell. The PNG's labels are measured in the sav
 
 import io
 import itertools
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.colors import to_hex
+from matplotlib import colormaps
+from matplotlib.colors import Normalize, to_hex
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
@@ -213,6 +216,24 @@ def test_in_chromium_the_clustering_order_and_the_calibrated_values(job):
         assert any(changed)  # coloured by the calibrated scores, not the values
         label = browser.evaluate("document.getElementById('bar-label').textContent")
         assert label == "calibrated cka"
+
+
+def test_each_cell_has_the_viridis_colour_of_its_value_as_matplotlib_writes_it():
+    """The page's raw colours: viridis over the range of the values, as `to_hex` of one
+    value at a time gives it; a pair without a value grey."""
+    table, _ = sixty(models=6, layers=5)
+    page = heatmap_html(table, measure="cka", kernel="linear", estimator="biased")
+    data = json.loads(re.search(r'id="heatmap-data">(.*?)</script>', page, re.S)[1])
+    (label, values), *_ = data["columns"]
+    assert label == "value" and len(values) == 30 * 31 // 2
+    known = [v for v in values if v is not None]
+    norm = Normalize(min(known), max(known))
+    expected = [
+        to_hex(MISSING_COLOR) if v is None else to_hex(colormaps["viridis"](norm(v)))
+        for v in values
+    ]
+    assert data["views"]["raw"]["colors"] == expected
+    assert len(set(expected)) > 100
 
 
 def test_names_are_text_whatever_they_hold():
