@@ -117,8 +117,10 @@ class MomentTask(RowTask):
     that index on are computed (`BorderState`), for a run that adds them to a saved state.
     ``precision`` is the type of each block's products ("float64" or "float32"; the states
     accumulate in float64 either way, docs/design.md §4, "Precision"). With ``groups``, the
-    jackknife's contiguous row ranges, which no unit straddles, the state is a `GroupStates`:
-    one `GramState` per group (`repalign.measures.jackknife`).
+    jackknife's contiguous row ranges, the state is a `GroupStates`: one `GramState` per group
+    (`repalign.measures.jackknife`), each unit's rows added to the groups they fall in. The
+    units stay whole row groups of the store: cutting them at the groups' edges decoded most
+    row groups twice (3.3 s against 2.0 s of reads for 8 × 512 at n = 64,000, 16 groups).
     """
 
     blas_bound = True
@@ -129,7 +131,7 @@ class MomentTask(RowTask):
         self.groups = groups
 
     def load(self, unit):
-        """The unit's first row, which says its group, and its rows."""
+        """The unit's first row, which places it among the groups, and its rows."""
         return unit[0], super().load(unit)
 
     def accumulate(self, loaded):
@@ -139,12 +141,16 @@ class MomentTask(RowTask):
         """The unit's row blocks added into ``state`` itself (into its group's state with the
         jackknife): no new D×D state per unit, nor a pass to add it."""
         start, blocks = loaded
-        if self.groups is not None:
-            state = state if state is not None else GroupStates({})
-            group = next(g for g, (low, high) in enumerate(self.groups) if low <= start < high)
-            state.states[group] = self._add_rows(state.states.get(group), blocks)
-            return state
-        return self._add_rows(state, blocks)
+        if self.groups is None:
+            return self._add_rows(state, blocks)
+        state = state if state is not None else GroupStates({})
+        stop = start + len(blocks[0])
+        for group, (low, high) in enumerate(self.groups):
+            first, last = max(low, start), min(high, stop)
+            if first < last:
+                rows = [b[first - start : last - start] for b in blocks]
+                state.states[group] = self._add_rows(state.states.get(group), rows)
+        return state
 
     def _add_rows(self, state, blocks):
         if state is None:

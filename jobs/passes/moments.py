@@ -15,7 +15,7 @@ import hashlib
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
-from itertools import combinations_with_replacement, pairwise
+from itertools import combinations_with_replacement
 from typing import NamedTuple
 
 import numpy as np
@@ -106,10 +106,7 @@ def _tile_pass(job, configs, group_a, group_b, axes, save, slots):
     job.blocks_computed += len(pairs)
     jackknife = job.spec.jackknife
     units = job.row_units(members)
-    bounds = None
-    if jackknife:
-        bounds = group_bounds(job.n, jackknife)
-        units = cut_at_groups(units, bounds)
+    bounds = group_bounds(job.n, jackknife) if jackknife else None
     shifts = job.pilot_shifts(members)
     task = MomentTask(job.store.path, members, shifts, precision=job.spec.precision, groups=bounds)
     measure = TileMeasure(configs, members, pairs, job.spec.null, jackknife, axes, save)
@@ -257,16 +254,6 @@ def statistic_tiles(store, names, state_bytes):
         width += w
     groups.append(current)
     return [(groups[g], groups[h]) for g in range(len(groups)) for h in range(g, len(groups))]
-
-
-def cut_at_groups(units, bounds):
-    """``units`` (row ranges) cut where a jackknife group starts, so that none straddles two."""
-    starts = [low for low, _ in bounds[1:]]
-    pieces = []
-    for start, stop in units:
-        edges = [start, *(s for s in starts if start < s < stop), stop]
-        pieces.extend(pairwise(edges))
-    return pieces
 
 
 def find_constants(job):
