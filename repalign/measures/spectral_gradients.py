@@ -89,18 +89,18 @@ def canonical_gradient(spectra, kx, ky, *, squared):
     cross = spectra.cross
     xx = -(A * (slope * rho / 2)) @ A.T
     yy = -(B * (slope * rho / 2)) @ B.T
-    xx += _turning(bases[0], variances[0], kx, cross @ (B * slope) @ U.T, scale_x)
-    yy += _turning(bases[1], variances[1], ky, cross.T @ (A * slope) @ Vt, scale_y)
+    if kx < len(variances[0]):
+        xx += _turning(bases[0], variances[0], kx, cross @ (B * slope) @ U.T, scale_x)
+    if ky < len(variances[1]):
+        yy += _turning(bases[1], variances[1], ky, cross.T @ (A * slope) @ Vt, scale_y)
     return MomentGradient(xx=xx / m, xy=(A * slope) @ B.T / m, yy=yy / m)
 
 
 def _turning(basis, variances, kept, pulled, scale):
     """⟨dC, ·⟩ of the turn of the ``kept`` leading directions of ``basis`` towards the dropped
-    ones, where ``pulled`` (d × kept) is C_xy Σₖ f′(ρₖ) bₖ uₖᵀ (or its y-side mirror) and
-    ``scale`` is Λ^{-½} of the kept directions."""
+    ones (there are some), where ``pulled`` (d × kept) is C_xy Σₖ f′(ρₖ) bₖ uₖᵀ (or its y-side
+    mirror) and ``scale`` is Λ^{-½} of the kept directions."""
     dropped = basis[:, kept:]
-    if dropped.shape[1] == 0:
-        return 0.0
     gaps = variances[None, :kept] - variances[kept:, None]
     turn = (dropped.T @ pulled) * scale[None, :] / gaps
     return dropped @ turn @ basis[:, :kept].T
