@@ -28,6 +28,12 @@ TICK_POINTS = 9.0
 """The size of the heatmaps' tick labels: 12.5 px at `DPI`, capitals about 9 px tall."""
 TICK_PITCH = 1.3
 """The room a tick label needs along its axis, in multiples of its size."""
+EDGE_POINTS = 4.0
+"""The blank border around a heatmap figure's contents."""
+COLORBAR_INCHES = (0.25, 0.25)
+"""The gap between a heatmap and its colour bar, and the bar's width."""
+SHRINK = 0.8
+"""The colour bar's height, as a fraction of the heatmap's."""
 
 
 def alignment_heatmap(table, *, measure, kernel, estimator, cluster=False, calibrated=False):
@@ -155,21 +161,11 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
             ends = [*starts[1:], count]
             ticks = [(start + end - 1) / 2 for start, end in zip(starts, ends, strict=True)]
             labels = [names[start].partition(".")[0] for start in starts]
-        else:
-            ticks, labels = range(count), names
         ticks, labels = _spaced(ticks, labels, 1.0 / room)
         frame = _Frame(figure, renderer, labels, footer)
     _set_ticks(axes, ticks, labels)
     frame.place(axes, colorbar.ax)
     return figure
-
-
-EDGE_POINTS = 4.0
-"""The blank border around a heatmap figure's contents."""
-COLORBAR_INCHES = (0.25, 0.25)
-"""The gap between a heatmap and its colour bar, and the bar's width."""
-SHRINK = 0.8
-"""The colour bar's height, as a fraction of the heatmap's."""
 
 
 class _Frame:
