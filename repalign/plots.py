@@ -5,6 +5,8 @@ table; `alignment_heatmap` draws it. Figures are built on matplotlib's non-inter
 canvas, without pyplot: nothing is displayed and no global backend is changed.
 """
 
+import math
+
 import matplotlib
 import numpy as np
 import pyarrow.compute as pc
@@ -112,28 +114,28 @@ def configuration_title(rows, measure, kernel, estimator):
 
 
 def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
-    """The heatmap figure of a square ``matrix`` whose rows and columns are ``names``, sized for
-    their count; NaN cells are grey, counted in a legend as ``grey``.
+    """The heatmap figure of a square ``matrix`` whose rows and columns are ``names``; NaN cells
+    are grey, counted in a legend as ``grey``.
+
+    The matrix is a square `square_inches` wide, and the figure is the square with room for its
+    texts (`_Frame`): long names widen the figure, they never shrink the matrix.
 
     Tick labels are `TICK_POINTS` tall whatever the count. Every name is a tick when the rows
     leave room for it (each label needs `TICK_PITCH` times its size); otherwise the ticks are
     the models at the middle of their rows when ``grouped``, else every k-th name, k as small
     as the room allows. ``grouped`` says that the names are in `model_then_layer` order; white
     lines then separate the models.
-
-    The layout is computed from the sizes of the texts (`_Frame`), not by matplotlib's layout
-    engines: they draw the whole figure to measure it, which took as long as saving it.
     """
     count = len(names)
-    side = min(4.0 + 0.2 * count, 24.0)
-    figure = Figure(figsize=(side + 1.5, side + 0.5), dpi=DPI)
+    side = square_inches(count) * DPI  # pixels
+    figure = Figure(dpi=DPI)
     renderer = FigureCanvasAgg(figure).get_renderer()
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     image = axes.imshow(np.ma.masked_invalid(matrix), cmap=colormap, interpolation="nearest")
     axes.set_title(title)
     colorbar = figure.colorbar(image, cax=figure.add_axes((0.0, 0.0, 1.0, 1.0)), label=label)
-    footer = 0.0
+    legend = None
     missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
     if missing:
         note = f"{grey}: {missing} pair{'s' if missing > 1 else ''} (reasons in the table)"
@@ -147,38 +149,42 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
             borderaxespad=0.0,
             fontsize=8,
         )
-        footer = legend.get_window_extent(renderer).height
     starts = model_starts(names) if grouped else []
     for start in starts[1:]:
         axes.axhline(start - 0.5, color="white", linewidth=1.0)
         axes.axvline(start - 0.5, color="white", linewidth=1.0)
     ticks, labels = range(count), names
-    frame = _Frame(figure, renderer, labels, footer)
     needed = TICK_POINTS * TICK_PITCH * DPI / 72  # pixels along the axis per label
-    room = frame.side / max(count, 1) / needed
+    room = side / max(count, 1) / needed
     if room < 1.0:
         if grouped:
             ends = [*starts[1:], count]
             ticks = [(start + end - 1) / 2 for start, end in zip(starts, ends, strict=True)]
             labels = [names[start].partition(".")[0] for start in starts]
         ticks, labels = _spaced(ticks, labels, 1.0 / room)
-        frame = _Frame(figure, renderer, labels, footer)
     _set_ticks(axes, ticks, labels)
-    frame.place(axes, colorbar.ax)
+    _Frame(figure, renderer, labels, legend, side).place(axes, colorbar.ax)
     return figure
 
 
+def square_inches(count):
+    """The side of the heatmap of ``count`` names: 2 + 0.2 in per name, from 3 to 22 in."""
+    return min(max(2.0 + 0.2 * count, 3.0), 22.0)
+
+
 class _Frame:
-    """Where a heatmap's square axes go in its figure, in display pixels: what is left once the
-    figure's texts have their room.
+    """The heatmap's figure as the square of the matrix, ``side`` pixels, and the room of its
+    texts around it, computed from their sizes rather than by matplotlib's layout engines (they
+    draw the whole figure to measure it, which took as long as saving it).
 
     Around the square: the title above it; the tick labels (``labels``, the widest one's width,
     with the ticks' length and pad) to its left and below it, where the column labels stand
-    upright; below them ``footer`` pixels (the legend); to its right the colour bar, its tick
-    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round.
+    upright; below them the ``legend`` if there is one; to its right the colour bar, its tick
+    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round. The figure
+    is made as large as that needs.
     """
 
-    def __init__(self, figure, renderer, labels, footer):
+    def __init__(self, figure, renderer, labels, legend, side):
         axes, colorbar = figure.axes
         points = figure.dpi / 72
         edge = EDGE_POINTS * points
@@ -186,8 +192,8 @@ class _Frame:
         tick_room = ticks * points
         tick_font = FontProperties(size=TICK_POINTS)
         widest = max((_text_width(renderer, text, tick_font) for text in labels), default=0.0)
-        title = axes.title.get_window_extent(renderer).height
-        top = edge + title + matplotlib.rcParams["axes.titlepad"] * points
+        title = axes.title.get_window_extent(renderer)
+        top = edge + title.height + matplotlib.rcParams["axes.titlepad"] * points
         gap, bar = (inches * figure.dpi for inches in COLORBAR_INCHES)
         bar_font = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
         bar_label = colorbar.yaxis.label.get_window_extent(renderer).width  # turned: its height
@@ -200,20 +206,27 @@ class _Frame:
             + bar_label
             + edge
         )
-        self.left = edge + widest + tick_room
-        self.bottom = edge + footer + widest + tick_room
-        self.width, self.height = figure.bbox.width, figure.bbox.height
-        self.side = max(min(self.width - self.left - right, self.height - top - self.bottom), 1.0)
-        self.top = self.height - top
-        self.gap, self.bar = gap, bar
+        footer = legend.get_window_extent(renderer) if legend is not None else None
+        # the title is centred over the square
+        self.left = max(edge + widest + tick_room, edge + (title.width - side) / 2)
+        self.bottom = edge + widest + tick_room + (footer.height if footer else 0.0)
+        width = max(
+            self.left + side + right,
+            self.left + (side + title.width) / 2 + edge,
+            footer.width + 2 * edge if footer else 0.0,
+        )
+        # whole pixels, as the saved image has them
+        self.width, self.height = math.ceil(width), math.ceil(top + side + self.bottom)
+        self.side, self.gap, self.bar = side, gap, bar
+        figure.set_size_inches(self.width / figure.dpi, self.height / figure.dpi)
 
     def place(self, axes, colorbar):
         """Put the heatmap's axes and its colour bar's in their places."""
-        low = self.top - self.side
-        axes.set_position(self._fraction(self.left, low, self.side, self.side))
+        axes.set_position(self._fraction(self.left, self.bottom, self.side, self.side))
         margin = (1.0 - SHRINK) / 2 * self.side
         start = self.left + self.side + self.gap
-        colorbar.set_position(self._fraction(start, low + margin, self.bar, SHRINK * self.side))
+        place = (start, self.bottom + margin, self.bar, SHRINK * self.side)
+        colorbar.set_position(self._fraction(*place))
 
     def _fraction(self, left, bottom, width, height):
         return (left / self.width, bottom / self.height, width / self.width, height / self.height)

@@ -23,7 +23,14 @@ from mlflow import MlflowClient
 from repalign.alignment_tables import square_matrix
 from repalign.all_pairs import pairwise
 from repalign.heatmap_html import heatmap_html
-from repalign.plots import MISSING_COLOR, alignment_heatmap, cluster_order, draw_matrix
+from repalign.plots import (
+    DPI,
+    MISSING_COLOR,
+    alignment_heatmap,
+    cluster_order,
+    draw_matrix,
+    square_inches,
+)
 from repalign.tracking import log_alignment_run
 from tests.servers import chromium_page
 from tests.test_tracking import alignment_table
@@ -320,13 +327,15 @@ def inside(box, outer):
         ["a.x", "b.y"],
         [f"resnet{m}-with-a-long-name.layer{layer}" for m in range(4) for layer in range(5)],
         [f"vit-b16-s{m}.blocks.{layer}.mlp" for m in range(25) for layer in range(8)],
+        [f"an-organisation/a-model-with-a-long-name-{k}.encoder.layers.7.output" for k in range(3)],
     ],
-    ids=["2 short", "20 long", "200 in 25 models"],
+    ids=["2 short", "20 long", "200 in 25 models", "3 very long"],
 )
 def test_png_keeps_every_text_in_the_figure_and_off_the_matrix(names):
     """The computed layout (`draw_matrix`) as saved: the title, the tick labels, the colour
     bar's ticks and label and the legend of grey cells all inside the figure, none over the
-    matrix, and the colour bar beside it."""
+    matrix, the colour bar beside it, and the matrix as large as its count asks
+    (`square_inches`), however long the names."""
     matrix = np.random.default_rng(0).uniform(-0.2, 1.0, (len(names), len(names)))
     np.fill_diagonal(matrix, np.nan)
     title = "calibrated cka · kernel=linear · estimator=biased\nn = 1,797"
@@ -354,4 +363,5 @@ def test_png_keeps_every_text_in_the_figure_and_off_the_matrix(names):
     for box in [*boxes, bar_box]:
         assert not box.overlaps(matrix_box), box
     assert abs(matrix_box.width - matrix_box.height) <= 1.0
+    assert matrix_box.width >= square_inches(len(names)) * DPI - 1.0
     assert bar_box.x0 > matrix_box.x1
