@@ -329,12 +329,16 @@ def _nightly(args):
     log_libraries_to(spec.out)
     options = {} if args.threshold is None else {"threshold": args.threshold}
     with Uploader("nightly", spec.out) as uploader:
-        from jobs.nightly import describe, run_nightly  # as in `_run`
+        # as in `_run`: the job's modules after the child starts, the heatmaps drawn here
+        from jobs.nightly import describe, run_nightly
+        from repalign.contract import HEATMAP_FOLDER
+        from repalign.heatmap_files import write_heatmaps
 
         nightly = run_nightly(
             spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
         )
         print("\n".join(describe(nightly)))
+        write_heatmaps(nightly.alignment.table, Path(spec.out) / HEATMAP_FOLDER)
         return uploader.log(
             "nightly",
             tracking_uri=args.tracking_uri,
@@ -343,6 +347,7 @@ def _nightly(args):
             plan=nightly.plan.mode,
             schedule=args.schedule,
             moment=args.date,
+            heatmaps=HEATMAP_FOLDER,
         )
 
 

@@ -182,6 +182,10 @@ def test_the_mlflow_run_holds_the_matrix_and_the_change_report(nights):
         assert len(run.data.metrics) == len(values(path, night))  # a complete matrix
         local = client.download_artifacts(record["run_id"], "changes.json", str(path / night))
         assert json.loads(open(local).read()) == read(path, night, "changes.json")
+        # the heatmaps, drawn by the command into OUT/heatmaps and logged as they are
+        drawn = sorted(f"heatmaps/{f.name}" for f in (path / night / "heatmaps").iterdir())
+        logged = client.list_artifacts(record["run_id"], "heatmaps")
+        assert drawn and sorted(a.path for a in logged) == drawn
 
 
 def test_the_change_report_is_also_logged_as_tables(nights, tmp_path):
