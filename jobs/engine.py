@@ -1,7 +1,7 @@
 """Running units of work that each give a mergeable partial state: in this process, or on Ray.
 
 A *task* is a small picklable object with ``compute(unit) -> state`` (states support ``+``).
-Units are dealt to a fixed number of slots in turn (unit i to slot i mod n); each slot adds its
+Units are dealt to a fixed number of slots in contiguous runs (`deal`); each slot adds its
 units' states in order, and the slots' states are then added in slot order. So for a given
 number of slots the result is the same bit for bit, whatever the timing and whichever executor
 ran them (docs/design.md §4, "Executors"):
@@ -21,6 +21,7 @@ pass through the driver and only what the owner returns comes back (docs/design.
 "Owners").
 """
 
+import itertools
 import os
 import pickle
 import sys
@@ -247,10 +248,13 @@ def added(state, part):
 
 
 def deal(units, count):
-    """The units of each of ``count`` slots (at most one slot per unit): unit i to slot i mod
-    the number of slots."""
+    """The units of each of ``count`` slots (at most one slot per unit): contiguous runs, in
+    order, their lengths differing by at most one. A slot reads one stretch of rows, and with
+    the jackknife holds the states of the groups of its stretch only, about G / count of the G
+    (units dealt in turn had given every slot a state for every group)."""
     count = max(1, min(count, len(units)))
-    return [units[s::count] for s in range(count)]
+    edges = [len(units) * s // count for s in range(count + 1)]
+    return [units[low:high] for low, high in itertools.pairwise(edges)]
 
 
 def checkpoint_path(folder, slot, count):

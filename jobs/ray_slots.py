@@ -87,7 +87,7 @@ def cluster_cpus():
 
 
 class Slots:
-    """The units dealt to slots in turn (unit i to slot i mod n), each slot one `Accumulator`
+    """The units dealt to slots (`jobs.engine.deal`), each slot one `Accumulator`
     actor; `run` returns the slots' states in slot order.
 
     Each actor asks ``cpus`` CPUs (default: the CPUs shared out, `cpus_per_actor`). A slot's
