@@ -134,7 +134,7 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
     colormap = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOR)
     image = axes.imshow(np.ma.masked_invalid(matrix), cmap=colormap, interpolation="nearest")
     axes.set_title(title)
-    colorbar = figure.colorbar(image, cax=figure.add_axes((0.0, 0.0, 1.0, 1.0)), label=label)
+    figure.colorbar(image, cax=figure.add_axes((0.0, 0.0, 1.0, 1.0)), label=label)
     legend = None
     missing = int(np.isnan(matrix[np.triu_indices(count)]).sum())
     if missing:
@@ -163,7 +163,7 @@ def draw_matrix(names, matrix, *, title, label, grey="missing", grouped=False):
             labels = [names[start].partition(".")[0] for start in starts]
         ticks, labels = _spaced(ticks, labels, 1.0 / room)
     _set_ticks(axes, ticks, labels)
-    _Frame(figure, renderer, labels, legend, side).place(axes, colorbar.ax)
+    _Frame(figure, renderer, labels, legend, side).place(figure)
     return figure
 
 
@@ -180,8 +180,8 @@ class _Frame:
     Around the square: the title above it; the tick labels (``labels``, the widest one's width,
     with the ticks' length and pad) to its left and below it, where the column labels stand
     upright; below them the ``legend`` if there is one; to its right the colour bar, its tick
-    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round. The figure
-    is made as large as that needs.
+    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round. `place`
+    makes the figure as large as that needs.
     """
 
     def __init__(self, figure, renderer, labels, legend, side):
@@ -218,15 +218,16 @@ class _Frame:
         # whole pixels, as the saved image has them
         self.width, self.height = math.ceil(width), math.ceil(top + side + self.bottom)
         self.side, self.gap, self.bar = side, gap, bar
-        figure.set_size_inches(self.width / figure.dpi, self.height / figure.dpi)
 
-    def place(self, axes, colorbar):
-        """Put the heatmap's axes and its colour bar's in their places."""
+    def place(self, figure):
+        """Size the figure, and put the heatmap's axes and its colour bar's in their places."""
+        figure.set_size_inches(self.width / figure.dpi, self.height / figure.dpi)
+        axes, colorbar = figure.axes
         axes.set_position(self._fraction(self.left, self.bottom, self.side, self.side))
         margin = (1.0 - SHRINK) / 2 * self.side
         start = self.left + self.side + self.gap
-        place = (start, self.bottom + margin, self.bar, SHRINK * self.side)
-        colorbar.set_position(self._fraction(*place))
+        bar = (start, self.bottom + margin, self.bar, SHRINK * self.side)
+        colorbar.set_position(self._fraction(*bar))
 
     def _fraction(self, left, bottom, width, height):
         return (left / self.width, bottom / self.height, width / self.width, height / self.height)
