@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.engine import deal, forced_executor, machine_cpus, owned_units, run_units
+from jobs.engine import forced_executor, machine_cpus, owned_units, run_units, slot_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, pilot_mean, unit_rows, whole_row_groups
@@ -402,7 +402,7 @@ class Job:
             for key, start, stop in task.reads(unit):
                 reads.add(key, start, stop)
         # the units as dealt: a checkpoint made under another dealing is not taken up
-        key = hashlib.sha256(pickle.dumps((task, deal(units, slots)))).hexdigest()[:16]
+        key = hashlib.sha256(pickle.dumps((task, slot_units(task, units, slots)))).hexdigest()[:16]
         return {
             "slots": slots,
             "executor": self.executor,

@@ -30,8 +30,8 @@ from jobs.engine import (
     add_in_order,
     array_bytes,
     checkpoint_path,
-    deal,
     slot_nodes,
+    slot_units,
 )
 from jobs.outputs import redirect_library_logs
 
@@ -99,7 +99,7 @@ class Slots:
 
     def __init__(self, task, units, actors, checkpoints=None, checkpoint_seconds=30.0, cpus=None):
         self.task = task
-        self.units = deal(units, actors)
+        self.units = slot_units(task, units, actors)
         count = len(self.units)
         self.cpus = cpus or cpus_per_actor(count)
         self.checkpoints, self.checkpoint_seconds = checkpoints, checkpoint_seconds

@@ -124,6 +124,10 @@ class MomentTask(RowTask):
     """
 
     blas_bound = True
+    dealt_in_runs = True
+    """Each slot takes a contiguous run of the units (`jobs.engine.deal`), whose costs are
+    equal: with the jackknife it then holds the states of the groups of its run only, about
+    G / slots of them, where units dealt in turn gave every slot a state for each group."""
 
     def __init__(self, store, names, shifts, first_new=None, precision="float64", groups=None):
         super().__init__(store, names)

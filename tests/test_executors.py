@@ -123,7 +123,7 @@ def test_local_checkpoints_resume_to_the_same_state(store, tmp_path, monkeypatch
     path, _ = store
     task = MomentTask(path, NAMES, [np.zeros(WIDTHS[name]) for name in NAMES])
     units = [(start, start + 100) for start in range(0, 1500, 100)]
-    first, second = engine.deal(units, 2)
+    first, second = engine.slot_units(task, units, 2)
     assert (len(first), len(second)) == (7, 8)
     options = dict(slots=2, executor="local", description="m", quiet=True)
     whole = run_units(task, units, **options)
@@ -181,12 +181,13 @@ def test_a_slot_reads_its_next_unit_while_it_computes_and_adds_the_same_state(st
     ahead = run_units(task, units, **options)
     read_ahead = sorted(unit for unit, thread in loads if thread.startswith("reader"))
     assert sorted(unit for unit, _ in loads) == units  # each unit read once
-    firsts = {run[0] for run in engine.deal(units, 2)}
+    firsts = {run[0] for run in engine.slot_units(task, units, 2)}
     assert read_ahead == sorted(set(units) - firsts)  # all but each slot's first
 
     class ComputeOnly:  # the same task without load/accumulate: nothing is read ahead
         def __init__(self, task):
             self.rows, self.compute = task.rows, task.compute
+            self.dealt_in_runs = task.dealt_in_runs  # so that each slot adds the same units
 
     plain = run_units(ComputeOnly(MomentTask(path, NAMES, task.shifts)), units, **options)
     np.testing.assert_array_equal(ahead.state.moments, plain.state.moments)
