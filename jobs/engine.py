@@ -3,9 +3,8 @@
 A *task* is a small picklable object with ``compute(unit) -> state`` (states support ``+``).
 Units are dealt to a fixed number of slots (`deal`: in turn, or in contiguous runs where the
 task asks); each slot adds its units' states in order, and the slots' states are then added in
-slot order. So for a given
-number of slots the result is the same bit for bit, whatever the timing and whichever executor
-ran them (docs/design.md §4, "Executors"):
+slot order. So for a given number of slots the result is the same bit for bit, whatever the
+timing and whichever executor ran them (docs/design.md §4, "Executors"):
 
 - ``local``: the slots run in this process, a thread each (`LocalSlots`), BLAS sharing the
   machine's cores among them. No Ray is imported or started.
