@@ -180,7 +180,8 @@ class _Frame:
     Around the square: the title above it; the tick labels (``labels``, the widest one's width,
     with the ticks' length and pad) to its left and below it, where the column labels stand
     upright; below them the ``legend`` if there is one; to its right the colour bar, its tick
-    labels (room for "−0.00") and its label; a border of `EDGE_POINTS` all round. `place`
+    labels (as its formatter writes them) and its label; a border of `EDGE_POINTS` all round.
+    `place`
     makes the figure as large as that needs.
     """
 
@@ -196,12 +197,14 @@ class _Frame:
         top = edge + title.height + matplotlib.rcParams["axes.titlepad"] * points
         gap, bar = (inches * figure.dpi for inches in COLORBAR_INCHES)
         bar_font = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
-        bar_label = colorbar.yaxis.label.get_window_extent(renderer).width  # turned: its height
+        scale = colorbar.yaxis
+        bar_ticks = scale.get_major_formatter().format_ticks(scale.get_majorticklocs())
+        bar_label = scale.label.get_window_extent(renderer).width  # turned: its height
         right = (
             gap
             + bar
             + tick_room
-            + _text_width(renderer, "−0.00", bar_font)
+            + max((_text_width(renderer, text, bar_font) for text in bar_ticks), default=0.0)
             + matplotlib.rcParams["axes.labelpad"] * points
             + bar_label
             + edge

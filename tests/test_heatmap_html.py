@@ -331,12 +331,13 @@ def inside(box, outer):
     ],
     ids=["2 short", "20 long", "200 in 25 models", "3 very long"],
 )
-def test_png_keeps_every_text_in_the_figure_and_off_the_matrix(names):
+@pytest.mark.parametrize("values", [(-0.2, 1.0), (-3e-5, 2e-4)], ids=["similarity", "small HSIC"])
+def test_png_keeps_every_text_in_the_figure_and_off_the_matrix(names, values):
     """The computed layout (`draw_matrix`) as saved: the title, the tick labels, the colour
-    bar's ticks and label and the legend of grey cells all inside the figure, none over the
-    matrix, the colour bar beside it, and the matrix as large as its count asks
-    (`square_inches`), however long the names."""
-    matrix = np.random.default_rng(0).uniform(-0.2, 1.0, (len(names), len(names)))
+    bar's ticks (long ones for small values: "−0.00005") and label and the legend of grey cells
+    all inside the figure, none over the matrix, the colour bar beside it, and the matrix as
+    large as its count asks (`square_inches`), however long the names."""
+    matrix = np.random.default_rng(0).uniform(*values, (len(names), len(names)))
     np.fill_diagonal(matrix, np.nan)
     title = "calibrated cka · kernel=linear · estimator=biased\nn = 1,797"
     figure = draw_matrix(
