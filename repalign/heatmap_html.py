@@ -28,7 +28,7 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import Normalize, to_hex
 
-from repalign.alignment_tables import as_alignment_table, configuration_rows, square_matrix
+from repalign.alignment_tables import as_alignment_table, configuration_rows, rows_matrix
 from repalign.plots import (
     MISSING_COLOR,
     SIGNIFICANCE,
@@ -68,7 +68,7 @@ def heatmap_html(table, *, measure, kernel, estimator, cluster=False):
     """
     table = as_alignment_table(table)
     rows = configuration_rows(table, measure, kernel, estimator)
-    names, matrix = square_matrix(table, measure=measure, kernel=kernel, estimator=estimator)
+    names, matrix = rows_matrix(rows)
     index = {name: i for i, name in enumerate(names)}
     by_pair = {}
     for row in rows.to_pylist():
