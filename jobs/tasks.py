@@ -17,6 +17,7 @@ import numpy as np
 
 from jobs.engine import added
 from repalign.blocks import row_slices
+from repalign.measures.jackknife import rows_by_group
 from repalign.measures.kernels import _cross_squared_distances
 from repalign.measures.permutation import read_permuted
 from repalign.stats import BorderState, GramState
@@ -148,12 +149,8 @@ class MomentTask(RowTask):
         if self.groups is None:
             return self._add_rows(state, blocks)
         state = state if state is not None else GroupStates({})
-        stop = start + len(blocks[0])
-        for group, (low, high) in enumerate(self.groups):
-            first, last = max(low, start), min(high, stop)
-            if first < last:
-                rows = [b[first - start : last - start] for b in blocks]
-                state.states[group] = self._add_rows(state.states.get(group), rows)
+        for group, rows in rows_by_group(self.groups, start, blocks):
+            state.states[group] = self._add_rows(state.states.get(group), rows)
         return state
 
     def _add_rows(self, state, blocks):

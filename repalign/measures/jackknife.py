@@ -50,14 +50,21 @@ def group_bounds(n, groups):
     return list(pairwise(edges))
 
 
-def add_rows_by_group(states, bounds, start, blocks):
-    """Add the row block ``blocks`` (one array per representation, rows ``start`` on) to the
-    `GramState` of each group of ``bounds`` it overlaps."""
+def rows_by_group(bounds, start, blocks):
+    """``(group, rows)`` for each group of ``bounds`` that the row block ``blocks`` (one array
+    per representation, rows ``start`` on) overlaps, ``rows`` its part of the block."""
     stop = start + len(blocks[0])
-    for state, (low, high) in zip(states, bounds, strict=True):
+    for group, (low, high) in enumerate(bounds):
         first, last = max(low, start), min(high, stop)
         if first < last:
-            state.add_block([B[first - start : last - start] for B in blocks])
+            yield group, [B[first - start : last - start] for B in blocks]
+
+
+def add_rows_by_group(states, bounds, start, blocks):
+    """Add the row block ``blocks`` (rows ``start`` on) to the `GramState` of each group of
+    ``bounds`` it overlaps (`rows_by_group`)."""
+    for group, rows in rows_by_group(bounds, start, blocks):
+        states[group].add_block(rows)
 
 
 def total_of(groups):
