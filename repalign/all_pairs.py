@@ -37,7 +37,6 @@ from repalign.measures.jackknife import (
     total_of,
 )
 from repalign.measures.moments import record_pairs
-from repalign.measures.pair_moments import Moments
 from repalign.measures.permutation import UNPAIRED, PermutationDraws, read_permuted
 from repalign.measures.spectra import principal_axes
 from repalign.registry import MEASURES, pass_of
@@ -318,7 +317,6 @@ def _record_moments(values, configs, source, means, null, jackknife):
     if jackknife is not None:
         axes = cache(lambda k: principal_axes(state, k))
         std_errs = jackknife_std_errs(state, groups, configs, pairs, index, axes)
-    state = Moments(state.moments, state.dims, state.shifts)  # its centrings, cheaper
     axes = cache(lambda k: principal_axes(state, k))
     record_pairs(values, configs, state, pairs, index, axes, null=null, std_errs=std_errs)
 

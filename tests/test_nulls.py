@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 
 import repalign
@@ -15,6 +17,7 @@ from repalign.errors import UnknownOptionError
 from repalign.measures.nulls import GramInvariants, permutation_moments
 from repalign.measures.pair_moments import pair_statistic
 from repalign.plots import alignment_heatmap
+from repalign.results import benjamini_hochberg
 from repalign.spec import parse_spec
 from repalign.store import write_representation
 
@@ -23,6 +26,30 @@ NULL_MEASURES = {
     "cka": lambda X, Y: repalign.cka(X, Y),
     "hsic": lambda X, Y: repalign.hsic(X, Y),
 }
+
+
+P_VALUES = st.lists(
+    st.one_of(st.sampled_from([0.0, 1e-12, 0.01, 0.05, 0.5, 1.0]), st.floats(0.0, 1.0)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(P_VALUES)
+def test_q_values_are_those_of_scipys_benjamini_hochberg(p_values):
+    """Ties, zeros and ones included; in the order given. Both sides sum the same few
+    products m·p/j, so they agree to a few ulps of the q-values (at most 1)."""
+    q = benjamini_hochberg(p_values)
+    expected = stats.false_discovery_control(p_values, method="bh")
+    np.testing.assert_allclose(q, expected, rtol=8 * np.finfo(float).eps, atol=1e-300)
+
+
+def test_q_values_by_their_definition():
+    """q₍ᵢ₎ = min over j ≥ i of m·p₍ⱼ₎/j, capped at 1, written out for five p-values."""
+    p = [0.04, 0.001, 0.03, 0.9, 0.04]
+    # sorted: 0.001, 0.03, 0.04, 0.04, 0.9 with m·p/j = 0.005, 0.075, 0.0667, 0.05, 0.9
+    expected = [0.05, 0.005, 0.05, 0.9, 0.05]
+    np.testing.assert_allclose(benjamini_hochberg(p), expected, rtol=1e-15)
 
 
 def null_of(table, measure):
@@ -135,6 +162,17 @@ def test_other_configurations_and_the_diagonal_have_no_null():
     assert all(r["p_value"] is None for r in rows)
     with pytest.raises(UnknownOptionError, match="null='permutations'"):
         repalign.pairwise(arrays, null="permutations")
+
+
+def test_three_rows_have_values_and_no_closed_form_null():
+    """The null's variance divides by n(n − 3): below 4 rows the values stand without it."""
+    arrays = {"x": [[0.0], [1.0], [3.0]], "y": [[1.0], [0.0], [2.0]]}
+    rows = repalign.pairwise(arrays, measures=["cka", "ka", "hsic"]).to_pylist()
+    assert all(r["status"] == "ok" for r in rows)
+    assert all(r["p_value"] is None and r["null_mean"] is None for r in rows)
+    four = {name: [*column, [5.0]] for name, column in arrays.items()}
+    rows = repalign.pairwise(four, measures=["cka"]).to_pylist()
+    assert [r["p_value"] is None for r in rows] == [True, False, True]
 
 
 @pytest.mark.slow  # whole jobs in process

@@ -9,7 +9,12 @@ from repalign.blas_threads import map_over_blas_threads
 from repalign.measures.alignment import kernel_measure
 from repalign.measures.cca import cca_from_spectra, svcca_from_spectra
 from repalign.measures.kernel_products import FeatureProducts
-from repalign.measures.nulls import ANALYTIC_NULLS, GramInvariants, null_distribution
+from repalign.measures.nulls import (
+    ANALYTIC_NULLS,
+    MIN_NULL_ROWS,
+    GramInvariants,
+    null_distribution,
+)
 from repalign.measures.procrustes import procrustes_from_spectra
 from repalign.measures.spectra import feature_spectra
 
@@ -70,10 +75,13 @@ def over_pairs(function, pairs, configs, state, index, axes):
 
 def moment_null(value, config, state, i, j, invariants):
     """The permutation null (`repalign.measures.nulls`) of ``value``, the value of ``config``
-    for the pair (i, j) of ``state``; None for a configuration without a closed-form null.
-    ``invariants(k, center)`` gives representation k's `GramInvariants` (`gram_invariants`,
-    cached by the caller): centred for CKA and HSIC, raw for KA."""
+    for the pair (i, j) of ``state``; None for a configuration without a closed-form null, or
+    fewer than 4 rows, where its variance is undefined. ``invariants(k, center)`` gives
+    representation k's `GramInvariants` (`gram_invariants`, cached by the caller): centred for
+    CKA and HSIC, raw for KA."""
     if config.kernel != "linear" or (config.name, config.estimator) not in ANALYTIC_NULLS:
+        return None
+    if state.n < MIN_NULL_ROWS:
         return None
     center = config.name != "ka"
     a, b = invariants(i, center), invariants(j, center)

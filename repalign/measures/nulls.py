@@ -22,6 +22,8 @@ from scipy.special import gammaincc
 
 ANALYTIC_NULLS = {("ka", None), ("cka", "biased"), ("hsic", "biased")}
 """The linear-kernel (measure, estimator) pairs with a closed-form null."""
+MIN_NULL_ROWS = 4
+"""The fewest rows with a closed-form null: its variance divides by n(n − 3)."""
 CALIBRATED = {"ka", "cka"}
 """Measures whose largest value is 1: their calibrated score is (value − null mean) / (1 − null
 mean), 0 for unpaired rows on average and 1 for identical representations."""
@@ -64,8 +66,8 @@ class GramInvariants:
         a difference of sums, exact up to rounding of the order of ε times the largest sum; a
         part that rounding leaves below zero is 0.
         """
-        if n < 4:
-            raise ValueError(f"the permutation null needs n ≥ 4 rows; got {n}.")
+        if n < MIN_NULL_ROWS:
+            raise ValueError(f"the permutation null needs n ≥ {MIN_NULL_ROWS} rows; got {n}.")
         off = total - trace
         rows_squared = row_squares - 2.0 * diagonal_rows + diagonal_squares  # Σ Rᵢ²
         row_spread = max(rows_squared - off * off / n, 0.0) / (n - 2) ** 2

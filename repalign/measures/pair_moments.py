@@ -18,8 +18,9 @@ state. It costs what one pair needs and no more:
   are computed only when ``norms`` is set; otherwise they hold NaN, so that no formula can
   read them by mistake;
 - each centring is one rank-2(K + 1) update of the whole matrix (`Moments`), a few BLAS
-  calls, where `GramState.pair` applies the affine map row by row. `repalign.pairwise` reads
-  its all-representation state through `Moments` for the same reason.
+  calls, where `GramState.pair` applies the affine map row by row. For K = 2 that is the
+  faster (D = 1,026: 5 ms against 10 ms); for many representations it is not (K = 8,
+  D = 4,105: 0.23 s against 0.13 s), so `repalign.pairwise` centres its state as a job does.
 """
 
 import numpy as np
