@@ -119,12 +119,19 @@ RUN_OPTIONS = (
 
 
 def _run(args):
-    from jobs.outputs import log_libraries_to
     from jobs.uploader import Uploader
+
+    _check_tracking_uri(args.tracking_uri)
+    # the logging child first: it imports MLflow while this process reads, checks and runs
+    with Uploader("run") as uploader:
+        return _run_logged_by(uploader, args)
+
+
+def _run_logged_by(uploader, args):
+    from jobs.outputs import log_libraries_to
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
-    _check_tracking_uri(args.tracking_uri)
     if args.spec:
         spec = load_spec(args.spec, kind="alignment")
         overrides = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
@@ -145,35 +152,34 @@ def _run(args):
         spec = parse_spec(content)
     check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
     log_libraries_to(spec.out)
-    with Uploader("run", spec.out) as uploader:
-        # the job's modules after the child starts, which imports MLflow's meanwhile
-        from jobs.alignment import run_alignment, write_result
-        from repalign.contract import HEATMAP_FOLDER
-        from repalign.heatmap_files import write_heatmaps
+    from jobs.alignment import run_alignment, write_result
+    from repalign.contract import HEATMAP_FOLDER
+    from repalign.heatmap_files import write_heatmaps
 
-        result = run_alignment(
-            spec,
-            ray_address=args.ray_address,
-            quiet=args.quiet,
-            incremental_from=args.incremental_from,
-        )
-        path = write_result(result, spec.out)
-        summary = result.summary
-        print(
-            f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) "
-            f"in {summary['seconds']:.1f} s; executor {summary['executor']} "
-            f"({summary['executor_reason']}); each row read "
-            f"{_times_read(summary['reads_per_row'])}"
-        )
-        # drawn here while the child still imports; it logs the folder
-        write_heatmaps(result.table, Path(spec.out) / HEATMAP_FOLDER)
-        status = uploader.log(
-            "alignment",
-            tracking_uri=args.tracking_uri,
-            experiment=spec.experiment,
-            store=spec.store,
-            heatmaps=HEATMAP_FOLDER,
-        )
+    result = run_alignment(
+        spec,
+        ray_address=args.ray_address,
+        quiet=args.quiet,
+        incremental_from=args.incremental_from,
+    )
+    path = write_result(result, spec.out)
+    summary = result.summary
+    print(
+        f"wrote {path} ({result.table.num_rows} rows, {summary['missing_values']} missing) "
+        f"in {summary['seconds']:.1f} s; executor {summary['executor']} "
+        f"({summary['executor_reason']}); each row read "
+        f"{_times_read(summary['reads_per_row'])}"
+    )
+    # drawn here while the child still imports; it logs the folder
+    write_heatmaps(result.table, Path(spec.out) / HEATMAP_FOLDER)
+    status = uploader.log(
+        "alignment",
+        out=spec.out,
+        tracking_uri=args.tracking_uri,
+        experiment=spec.experiment,
+        store=spec.store,
+        heatmaps=HEATMAP_FOLDER,
+    )
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
     return status
@@ -226,12 +232,18 @@ def add_stitch(commands):
 
 
 def _stitch(args):
-    from jobs.outputs import log_libraries_to
     from jobs.uploader import Uploader
+
+    _check_tracking_uri(args.tracking_uri)
+    with Uploader("stitch") as uploader:  # as in `_run`
+        return _stitch_logged_by(uploader, args)
+
+
+def _stitch_logged_by(uploader, args):
+    from jobs.outputs import log_libraries_to
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_spec
 
-    _check_tracking_uri(args.tracking_uri)
     content = (
         load_spec(args.spec, kind="stitching").model_dump(exclude_none=True) if args.spec else {}
     )
@@ -251,22 +263,22 @@ def _stitch(args):
     spec = parse_spec(content, kind="stitching")
     check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
     log_libraries_to(spec.out)
-    with Uploader("stitch", spec.out) as uploader:
-        from jobs.stitching import run_stitching, write_result  # as in `_run`
+    from jobs.stitching import run_stitching, write_result
 
-        result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
-        path = write_result(result, spec.out)
-        summary = result.summary
-        print(
-            f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
-            f"{summary['executor']} ({summary['executor_reason']})"
-        )
-        status = uploader.log(
-            "stitching",
-            tracking_uri=args.tracking_uri,
-            experiment=spec.experiment,
-            store=spec.store,
-        )
+    result = run_stitching(spec, ray_address=args.ray_address, quiet=args.quiet)
+    path = write_result(result, spec.out)
+    summary = result.summary
+    print(
+        f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
+        f"{summary['executor']} ({summary['executor_reason']})"
+    )
+    status = uploader.log(
+        "stitching",
+        out=spec.out,
+        tracking_uri=args.tracking_uri,
+        experiment=spec.experiment,
+        store=spec.store,
+    )
     for pair, reason in summary["failures"].items():
         print(f"failed: {pair}: {reason}", file=sys.stderr)
     return status
@@ -318,37 +330,42 @@ def add_nightly(commands):
 
 
 def _nightly(args):
-    from jobs.outputs import log_libraries_to
     from jobs.uploader import Uploader
-    from repalign.spec import load_spec, parse_spec
 
     _check_tracking_uri(args.tracking_uri)
+    with Uploader("nightly") as uploader:  # as in `_run`
+        return _nightly_logged_by(uploader, args)
+
+
+def _nightly_logged_by(uploader, args):
+    from jobs.outputs import log_libraries_to
+    from repalign.spec import load_spec, parse_spec
+
     spec = load_spec(args.spec, kind="alignment")
     if args.out is not None:
         spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
     log_libraries_to(spec.out)
     options = {} if args.threshold is None else {"threshold": args.threshold}
-    with Uploader("nightly", spec.out) as uploader:
-        # as in `_run`: the job's modules after the child starts, the heatmaps drawn here
-        from jobs.nightly import describe, run_nightly
-        from repalign.contract import HEATMAP_FOLDER
-        from repalign.heatmap_files import write_heatmaps
+    from jobs.nightly import describe, run_nightly
+    from repalign.contract import HEATMAP_FOLDER
+    from repalign.heatmap_files import write_heatmaps
 
-        nightly = run_nightly(
-            spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
-        )
-        print("\n".join(describe(nightly)))
-        write_heatmaps(nightly.alignment.table, Path(spec.out) / HEATMAP_FOLDER)
-        return uploader.log(
-            "nightly",
-            tracking_uri=args.tracking_uri,
-            experiment=spec.experiment,
-            store=spec.store,
-            plan=nightly.plan.mode,
-            schedule=args.schedule,
-            moment=args.date,
-            heatmaps=HEATMAP_FOLDER,
-        )
+    nightly = run_nightly(
+        spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
+    )
+    print("\n".join(describe(nightly)))
+    write_heatmaps(nightly.alignment.table, Path(spec.out) / HEATMAP_FOLDER)  # as in `_run`
+    return uploader.log(
+        "nightly",
+        out=spec.out,
+        tracking_uri=args.tracking_uri,
+        experiment=spec.experiment,
+        store=spec.store,
+        plan=nightly.plan.mode,
+        schedule=args.schedule,
+        moment=args.date,
+        heatmaps=HEATMAP_FOLDER,
+    )
 
 
 def _moment(text):

@@ -2,14 +2,14 @@
 
 Logging a run takes MLflow and its SQL store: about 2 s of imports on one core, which a job
 command used to add after its results were written, and which is most of a small job's time.
-So a job command starts the child as soon as it knows its output folder (`Uploader`), before it
-imports the job's own modules, and draws the run's heatmaps itself
+So a job command starts the child first (`Uploader`), before it reads its spec (pydantic),
+checks the job or imports the job's own modules, and draws the run's heatmaps itself
 (`repalign.heatmap_files`) while the child imports. The child, ``python -m jobs.uploader
-COMMAND OUT``, imports those modules and then waits on its input, touching nothing. When the
-results are in OUT, `Uploader.log` sends what to log and waits: the child logs as a command
-always has (`log_results`: the pending record first, then the run) and prints the run's id,
-which the command prints, and the command takes the child's exit status. If the job fails,
-`Uploader.cancel` stops the child, which had written nothing.
+COMMAND``, imports those modules and then waits on its input, touching nothing. When the
+results are in OUT, `Uploader.log` sends what to log, OUT with it, and waits: the child logs
+as a command always has (`log_results`: the pending record first, then the run) and prints the
+run's id, which the command prints, and the command takes the child's exit status. If the job
+fails, or its spec is refused, `Uploader.cancel` stops the child, which had written nothing.
 
 A thread cannot do this: the imports hold the GIL for seconds, which the job's own Python then
 waits for. The child takes a core from the job while it imports instead (docs/design.md §6).
@@ -32,16 +32,14 @@ class Uploader:
     ----------
     command : str
         The ``repalign`` subcommand, for the child's error messages.
-    out : path-like
-        The job's output folder; MLflow's own log lines go to its libraries.log.
 
     Used as a context manager around the job: an exception cancels the child.
     """
 
-    def __init__(self, command, out):
+    def __init__(self, command):
         self.started = datetime.datetime.now(datetime.UTC)  # the job's time, in its run's name
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.uploader", command, str(out)],
+            [sys.executable, "-m", "jobs.uploader", command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -59,6 +57,7 @@ class Uploader:
         self,
         job,
         *,
+        out,
         tracking_uri,
         experiment,
         store,
@@ -67,7 +66,8 @@ class Uploader:
         moment=None,
         heatmaps=None,
     ):
-        """Have the child log the job whose results are in OUT (see `log_results`), and write
+        """Have the child log the job whose results are in ``out`` (see `log_results`; MLflow's
+        own log lines go to its libraries.log), and write
         what it printed to this process's `sys.stdout` and `sys.stderr`; returns its exit
         status (0: logged, or kept pending for `repalign sync`).
 
@@ -77,6 +77,7 @@ class Uploader:
         ``plan`` are a nightly run's, ``heatmaps`` the folder in OUT where the command drew
         the heatmaps (`jobs.sync.record_pending`)."""
         request = {
+            "out": str(out),
             "job": job,
             "tracking_uri": tracking_uri,
             "experiment": experiment,
@@ -158,22 +159,25 @@ def log_results(
     print(f"MLflow run {run_id} in experiment {experiment!r} at {public_uri(tracking_uri)}")
 
 
-def main(command, out):
+def main(command):
     """The child: import, wait for the request on stdin, log; no request (the command's end of
-    the pipe closed) logs nothing."""
-    from jobs.outputs import log_libraries_to, redirect_library_logs
+    the pipe closed) logs nothing. The libraries' loggers go to OUT/libraries.log once the
+    request names OUT, before the store is opened and its migrations log anything; importing
+    logs nothing."""
+    from jobs.outputs import log_libraries_to
     from repalign.errors import RepalignError
     from repalign.tracking import import_store_modules
 
     os.nice(NICENESS)
-    log_libraries_to(out)
     import_store_modules()
-    redirect_library_logs()  # before the store's migrations log anything
     line = sys.stdin.readline()
     if not line:
         return 0
+    request = json.loads(line)
+    out = request.pop("out")
+    log_libraries_to(out)
     try:
-        log_results(out, **json.loads(line))
+        log_results(out, **request)
     except RepalignError as exc:
         print(f"repalign {command}: error: {exc}", file=sys.stderr)
         return 2

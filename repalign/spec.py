@@ -230,9 +230,18 @@ def parse_spec(content, *, kind=None):
         return SPECS[given].model_validate(content)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}{_given(e)}"
+            for e in exc.errors()
         )
         raise SpecError(f"invalid job spec: {problems}") from None
+
+
+def _given(error):
+    """ ", got 'cubic'": the value a pydantic error refused, when it is one value (not a
+    missing key, nor the mapping or list that holds the problem)."""
+    if error["type"] == "missing" or isinstance(error.get("input"), dict | list):
+        return ""
+    return f", got {error['input']!r}"
 
 
 def load_spec(path, *, kind=None):

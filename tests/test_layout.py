@@ -96,7 +96,7 @@ def test_the_logging_child_imports_no_plotting(tmp_path):
     clustering. The child is run to the point where it waits for its request."""
     code = (
         "import sys, jobs.uploader\n"
-        f"jobs.uploader.main('run', {str(tmp_path)!r})\n"
+        "jobs.uploader.main('run')\n"
         "print(sorted({'matplotlib', 'scipy.cluster', 'mlflow'} & set(sys.modules)))"
     )
     done = subprocess.run(

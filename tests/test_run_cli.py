@@ -207,14 +207,21 @@ def test_the_job_process_leaves_mlflow_to_its_logging_child(tmp_path):
     )
 
 
-def test_a_job_that_fails_logs_nothing_and_leaves_no_logging_child(finished_run):
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        (["--measure", "cka", "--incremental-from", "no-such-run"], "no-such-run"),
+        (["--measure", "cka:cubic"], "cubic"),  # refused with the spec, the child already started
+    ],
+)
+def test_a_job_that_fails_logs_nothing_and_leaves_no_logging_child(finished_run, flags, reason):
     path, _, _ = finished_run
-    folder = path / "failing"
+    folder = path / f"failing-{reason}"
     folder.mkdir()
-    args = ["--store", str(path / "store"), "--out", "never", "--measure", "cka"]
-    result = repalign_cli("run", *args, "--incremental-from", "no-such-run", cwd=folder)
+    args = ["--store", str(path / "store"), "--out", "never", *flags]
+    result = repalign_cli("run", *args, cwd=folder)
     assert result.returncode == 2
-    assert "no-such-run" in result.stderr and "Traceback" not in result.stderr
+    assert reason in result.stderr and "Traceback" not in result.stderr
     assert list(folder.iterdir()) == []  # no MLflow store, no output
     children = [
         process
