@@ -123,7 +123,7 @@ def _run(args):
 
     _check_tracking_uri(args.tracking_uri)
     # the logging child first: it imports MLflow while this process reads, checks and runs
-    with Uploader("run") as uploader:
+    with Uploader("run", args.tracking_uri) as uploader:
         return _run_logged_by(uploader, args)
 
 
@@ -175,7 +175,6 @@ def _run_logged_by(uploader, args):
     status = uploader.log(
         "alignment",
         out=spec.out,
-        tracking_uri=args.tracking_uri,
         experiment=spec.experiment,
         store=spec.store,
         heatmaps=HEATMAP_FOLDER,
@@ -235,7 +234,7 @@ def _stitch(args):
     from jobs.uploader import Uploader
 
     _check_tracking_uri(args.tracking_uri)
-    with Uploader("stitch") as uploader:  # as in `_run`
+    with Uploader("stitch", args.tracking_uri) as uploader:  # as in `_run`
         return _stitch_logged_by(uploader, args)
 
 
@@ -275,7 +274,6 @@ def _stitch_logged_by(uploader, args):
     status = uploader.log(
         "stitching",
         out=spec.out,
-        tracking_uri=args.tracking_uri,
         experiment=spec.experiment,
         store=spec.store,
     )
@@ -333,7 +331,7 @@ def _nightly(args):
     from jobs.uploader import Uploader
 
     _check_tracking_uri(args.tracking_uri)
-    with Uploader("nightly") as uploader:  # as in `_run`
+    with Uploader("nightly", args.tracking_uri) as uploader:  # as in `_run`
         return _nightly_logged_by(uploader, args)
 
 
@@ -358,7 +356,6 @@ def _nightly_logged_by(uploader, args):
     return uploader.log(
         "nightly",
         out=spec.out,
-        tracking_uri=args.tracking_uri,
         experiment=spec.experiment,
         store=spec.store,
         plan=nightly.plan.mode,

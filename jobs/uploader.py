@@ -5,7 +5,8 @@ command used to add after its results were written, and which is most of a small
 So a job command starts the child first (`Uploader`), before it reads its spec (pydantic),
 checks the job or imports the job's own modules, and draws the run's heatmaps itself
 (`repalign.heatmap_files`) while the child imports. The child, ``python -m jobs.uploader
-COMMAND``, imports those modules and then waits on its input, touching nothing. When the
+COMMAND [TRACKING_URI]``, imports those modules, opens the SQLite store it will log to if
+that exists (`repalign.tracking.open_store_ahead`), and then waits on its input. When the
 results are in OUT, `Uploader.log` sends what to log, OUT with it, and waits: the child logs
 as a command always has (`log_results`: the pending record first, then the run) and prints the
 run's id, which the command prints, and the command takes the child's exit status. If the job
@@ -32,14 +33,17 @@ class Uploader:
     ----------
     command : str
         The ``repalign`` subcommand, for the child's error messages.
+    tracking_uri : str or None
+        Where to log; None: where MLflow itself would (`log_results`).
 
     Used as a context manager around the job: an exception cancels the child.
     """
 
-    def __init__(self, command):
+    def __init__(self, command, tracking_uri):
         self.started = datetime.datetime.now(datetime.UTC)  # the job's time, in its run's name
+        where = [] if tracking_uri is None else [tracking_uri]
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.uploader", command],
+            [sys.executable, "-m", "jobs.uploader", command, *where],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -58,7 +62,6 @@ class Uploader:
         job,
         *,
         out,
-        tracking_uri,
         experiment,
         store,
         plan=None,
@@ -79,7 +82,6 @@ class Uploader:
         request = {
             "out": str(out),
             "job": job,
-            "tracking_uri": tracking_uri,
             "experiment": experiment,
             "plan": plan,
             "moment": (moment or self.started).isoformat(),
@@ -159,17 +161,18 @@ def log_results(
     print(f"MLflow run {run_id} in experiment {experiment!r} at {public_uri(tracking_uri)}")
 
 
-def main(command):
-    """The child: import, wait for the request on stdin, log; no request (the command's end of
-    the pipe closed) logs nothing. The libraries' loggers go to OUT/libraries.log once the
-    request names OUT, before the store is opened and its migrations log anything; importing
-    logs nothing."""
+def main(command, tracking_uri=None):
+    """The child: import, open the store ahead, wait for the request on stdin, log; no request
+    (the command's end of the pipe closed) logs nothing. The libraries' loggers go to
+    OUT/libraries.log once the request names OUT, before a new store is made and its migrations
+    log anything; importing and opening a store that exists log nothing."""
     from jobs.outputs import log_libraries_to
     from repalign.errors import RepalignError
-    from repalign.tracking import import_store_modules
+    from repalign.tracking import import_store_modules, open_store_ahead
 
     os.nice(NICENESS)
     import_store_modules()
+    open_store_ahead(tracking_uri)
     line = sys.stdin.readline()
     if not line:
         return 0
@@ -177,7 +180,7 @@ def main(command):
     out = request.pop("out")
     log_libraries_to(out)
     try:
-        log_results(out, **request)
+        log_results(out, tracking_uri=tracking_uri, **request)
     except RepalignError as exc:
         print(f"repalign {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -812,6 +812,26 @@ def import_store_modules():
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
+def open_store_ahead(tracking_uri):
+    """Open the SQLite store a job will log to (``tracking_uri``; None: `default_store`'s)
+    before it logs, for its logging child to do while the job computes. MLflow keeps the store
+    it opened for each URI, and opening a database store first reads every one of MLflow's
+    schema migration scripts to check the database is current: 0.2 s of a small job's end.
+
+    Only a database file that exists is opened: a store not made yet is made when the job logs
+    (a job that fails leaves none), and a server or another database is not reached before
+    then. If opening fails, logging opens the store again and reports why.
+    """
+    uri = _default_uri() if tracking_uri is None else tracking_uri
+    prefix = "sqlite:///"  # then the file's path, absolute or relative to the working folder
+    if not (uri.startswith(prefix) and Path(uri.removeprefix(prefix)).is_file()):
+        return
+    try:
+        MlflowClient(uri)
+    except Exception:  # whatever it is, logging meets it again and reports it; nothing is lost
+        return
+
+
 def default_store():
     """Where MLflow itself logs when no tracking URI is set (MLflow 3): ``sqlite:///mlflow.db``
     in the working folder, with artifacts in ``./mlruns`` beside it; returned as absolute
@@ -823,7 +843,7 @@ def default_store():
     """
     folder = Path.cwd()
     database = folder / "mlflow.db"
-    uri = f"sqlite:///{database}"
+    uri = _default_uri()
     if not database.exists():
         lock = os.open(folder, os.O_RDONLY)
         try:
@@ -833,6 +853,10 @@ def default_store():
         finally:
             os.close(lock)  # releases the lock
     return uri, str(folder / "mlruns")
+
+
+def _default_uri():
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def prepare_store(tracking_uri):

@@ -32,11 +32,13 @@ from repalign.provenance import (
 from repalign.tracking import (
     KIND_TAG,
     check_tracking_uri,
+    default_store,
     latest_run,
     load_alignment_table,
     log_alignment_run,
     metric_key,
     open_run,
+    open_store_ahead,
     schedule_trend,
     trend_step,
 )
@@ -517,6 +519,35 @@ def test_jobs_starting_together_in_a_new_folder_share_one_default_store(tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(client.search_runs(["0"])) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock file left
+
+
+def test_a_store_opened_ahead_is_not_opened_again_to_log(tmp_path, monkeypatch):
+    """`open_store_ahead` opens an existing SQLite store (checking its schema against every
+    migration script) so that logging does not; a store not made yet, or a server, is left
+    alone. The schema check is made to fail afterwards: logging must not run it again."""
+    import subprocess
+    import sys
+
+    import mlflow.store.db.utils
+
+    monkeypatch.chdir(tmp_path)
+    open_store_ahead(None)
+    open_store_ahead("http://127.0.0.1:9")  # nothing listens there; it is not reached
+    assert list(tmp_path.iterdir()) == []
+    default, other = (f"sqlite:///{tmp_path / name}" for name in ("mlflow.db", "other.db"))
+    for uri in (default, other):
+        code = f"from repalign.tracking import prepare_store; prepare_store({uri!r})"
+        subprocess.run([sys.executable, "-c", code], check=True)  # opened elsewhere
+        open_store_ahead(None if uri == default else uri)
+
+    def opened_again(engine):
+        raise AssertionError("the store was opened again")
+
+    monkeypatch.setattr(mlflow.store.db.utils, "_verify_schema", opened_again)
+    for uri in (default_store()[0], other):  # where a job logs
+        MlflowClient(uri).create_experiment(f"after {uri}")
+    with pytest.raises(AssertionError, match="opened again"):
+        MlflowClient(f"sqlite:///{tmp_path / 'third.db'}")
 
 
 # --- names and tags a person can find runs by -------------------------------------------------
