@@ -1,5 +1,3 @@
-import sys
+from repalign.cli import run
 
-from repalign.cli import main
-
-sys.exit(main())
+run()

@@ -5,6 +5,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import urllib.request
 
@@ -27,6 +28,28 @@ def test_help_lists_the_commands():
 
 def test_version():
     assert repalign("--version").stdout.strip() == f"repalign {__version__}"
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_command_ends_after_every_exit_handler_with_its_status(status):
+    """`repalign.cli.run` ends the process without tearing down its modules, but only after the
+    exit handlers that the command's libraries registered, and the logging module's flush."""
+    code = (
+        "import atexit, logging, sys\n"
+        "import repalign.cli as cli\n"
+        "def command():\n"
+        "    atexit.register(print, 'a library handler ran', flush=True)\n"
+        "    logging.basicConfig(filename='/dev/stderr', format='%(message)s')\n"
+        "    logging.getLogger('x').warning('logged')\n"
+        "    sys.stdout.write('no newline, not flushed')\n"
+        f"    return {status}\n"
+        "cli.main = command\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == status
+    assert done.stdout == "no newline, not flusheda library handler ran\n"
+    assert done.stderr == "logged\n"
 
 
 def test_unknown_command_fails_with_usage():
