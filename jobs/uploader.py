@@ -5,12 +5,14 @@ command used to add after its results were written, and which is most of a small
 So a job command starts the child first (`Uploader`), before it reads its spec (pydantic),
 checks the job or imports the job's own modules, and draws the run's heatmaps itself
 (`repalign.heatmap_files`) while the child imports. The child, ``python -m jobs.uploader
-COMMAND [TRACKING_URI]``, imports those modules, opens the SQLite store it will log to if
-that exists (`repalign.tracking.open_store_ahead`), and then waits on its input. When the
-results are in OUT, `Uploader.log` sends what to log, OUT with it, and waits: the child logs
-as a command always has (`log_results`: the pending record first, then the run) and prints the
-run's id, which the command prints, and the command takes the child's exit status. If the job
-fails, or its spec is refused, `Uploader.cancel` stops the child, which had written nothing.
+COMMAND``, with the tracking URI in its environment (``MLFLOW_TRACKING_URI``, not on its
+command line, which any user of the machine can read), imports those modules, opens the
+default store if it will log there and it exists (`repalign.tracking.open_default_store_ahead`),
+and waits on its input. When the results are in OUT, `Uploader.log` sends what to log, OUT
+with it, and waits: the child logs as a command always has (`log_results`: the pending record
+first, then the run) and prints the run's id, which the command prints, and the command takes
+the child's exit status. If the job fails, or its spec is refused, `Uploader.cancel` stops the
+child, which had written nothing.
 
 A thread cannot do this: the imports hold the GIL for seconds, which the job's own Python then
 waits for. The child takes a core from the job while it imports instead (docs/design.md §6).
@@ -24,6 +26,8 @@ import sys
 
 NICENESS = 10
 """The child's niceness: its imports take a core when the job leaves one idle."""
+TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+"""Where the child finds the tracking URI; unset: the default store (`log_results`)."""
 
 
 class Uploader:
@@ -41,9 +45,13 @@ class Uploader:
 
     def __init__(self, command, tracking_uri):
         self.started = datetime.datetime.now(datetime.UTC)  # the job's time, in its run's name
-        where = [] if tracking_uri is None else [tracking_uri]
+        environment = dict(os.environ)
+        environment.pop(TRACKING_URI_VARIABLE, None)
+        if tracking_uri is not None:
+            environment[TRACKING_URI_VARIABLE] = tracking_uri
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "jobs.uploader", command, *where],
+            [sys.executable, "-m", "jobs.uploader", command],
+            env=environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -70,9 +78,9 @@ class Uploader:
         heatmaps=None,
     ):
         """Have the child log the job whose results are in ``out`` (see `log_results`; MLflow's
-        own log lines go to its libraries.log), and write
-        what it printed to this process's `sys.stdout` and `sys.stderr`; returns its exit
-        status (0: logged, or kept pending for `repalign sync`).
+        own log lines go to its libraries.log), and write what it printed to this process's
+        `sys.stdout` and `sys.stderr`; returns its exit status (0: logged, or kept pending for
+        `repalign sync`).
 
         The run's tags (`job_tags`) are taken here, from the ``store`` the job read and the
         code that ran it. ``moment`` is when the job ran (default: when this uploader was
@@ -161,18 +169,20 @@ def log_results(
     print(f"MLflow run {run_id} in experiment {experiment!r} at {public_uri(tracking_uri)}")
 
 
-def main(command, tracking_uri=None):
-    """The child: import, open the store ahead, wait for the request on stdin, log; no request
-    (the command's end of the pipe closed) logs nothing. The libraries' loggers go to
+def main(command):
+    """The child: import, open the default store ahead, wait for the request on stdin, log; no
+    request (the command's end of the pipe closed) logs nothing. The libraries' loggers go to
     OUT/libraries.log once the request names OUT, before a new store is made and its migrations
     log anything; importing and opening a store that exists log nothing."""
     from jobs.outputs import log_libraries_to
     from repalign.errors import RepalignError
-    from repalign.tracking import import_store_modules, open_store_ahead
+    from repalign.tracking import import_store_modules, open_default_store_ahead
 
     os.nice(NICENESS)
     import_store_modules()
-    open_store_ahead(tracking_uri)
+    tracking_uri = os.environ.get(TRACKING_URI_VARIABLE)
+    if tracking_uri is None:
+        open_default_store_ahead()
     line = sys.stdin.readline()
     if not line:
         return 0

@@ -313,11 +313,10 @@ def _record_moments(values, configs, source, means, null, jackknife):
         state = total_of(groups)
     pairs = list(combinations_with_replacement(source.names, 2))
     index = {name: k for k, name in enumerate(source.names)}
+    axes = cache(lambda k: principal_axes(state, k))
     std_errs = None
     if jackknife is not None:
-        axes = cache(lambda k: principal_axes(state, k))
         std_errs = jackknife_std_errs(state, groups, configs, pairs, index, axes)
-    axes = cache(lambda k: principal_axes(state, k))
     record_pairs(values, configs, state, pairs, index, axes, null=null, std_errs=std_errs)
 
 

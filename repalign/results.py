@@ -162,14 +162,17 @@ def benjamini_hochberg(p_values):
     1995; docs/theory.md §2.10, "Columns of the table").
 
     With p₍₁₎ ≤ … ≤ p₍ₘ₎ sorted, q₍ᵢ₎ = min over j ≥ i of min(1, m·p₍ⱼ₎ / j), returned in the
-    order given. Rejecting every q < α is the step-up procedure at false discovery rate α.
-    Written here, not taken from `scipy.stats.false_discovery_control`, which computes the
-    same numbers but costs every job and `repalign.pairwise` half a second of imports.
+    order given. Rejecting every q < α is the step-up procedure at false discovery rate α. A
+    p-value that is not a number (NaN) has a NaN q-value and is not counted in m.
+
+    The definition of `scipy.stats.false_discovery_control`, written here because importing
+    scipy.stats cost every job and `repalign.pairwise` half a second.
     """
     p = np.asarray(p_values, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    ranks = np.arange(1, p.size + 1)
-    stepped = np.minimum.accumulate((p[order] * p.size / ranks)[::-1])[::-1]
-    q = np.empty_like(p)
+    q = np.full_like(p, np.nan)
+    known = np.flatnonzero(~np.isnan(p))
+    order = known[np.argsort(p[known], kind="stable")]
+    ranks = np.arange(1, order.size + 1)
+    stepped = np.minimum.accumulate((p[order] * order.size / ranks)[::-1])[::-1]
     q[order] = np.minimum(stepped, 1.0)
     return q

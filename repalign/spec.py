@@ -237,8 +237,8 @@ def parse_spec(content, *, kind=None):
 
 
 def _given(error):
-    """ ", got 'cubic'": the value a pydantic error refused, when it is one value (not a
-    missing key, nor the mapping or list that holds the problem)."""
+    """The suffix that names the value a pydantic error refused, such as ``, got 'cubic'``,
+    when it is one value: not for a missing key, nor the mapping or list holding the problem."""
     if error["type"] == "missing" or isinstance(error.get("input"), dict | list):
         return ""
     return f", got {error['input']!r}"

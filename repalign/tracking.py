@@ -812,22 +812,28 @@ def import_store_modules():
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
-def open_store_ahead(tracking_uri):
-    """Open the SQLite store a job will log to (``tracking_uri``; None: `default_store`'s)
-    before it logs, for its logging child to do while the job computes. MLflow keeps the store
-    it opened for each URI, and opening a database store first reads every one of MLflow's
-    schema migration scripts to check the database is current: 0.2 s of a small job's end.
+def open_default_store_ahead():
+    """Open `default_store`'s database, if it has been made, before a job logs to it: for its
+    logging child to do while the job computes. MLflow keeps the store it opened for each URI,
+    and opening a database store first reads every one of MLflow's schema migration scripts to
+    check the database is current: 0.2 s of a small job's end.
 
-    Only a database file that exists is opened: a store not made yet is made when the job logs
-    (a job that fails leaves none), and a server or another database is not reached before
-    then. If opening fails, logging opens the store again and reports why.
+    The folder's lock is held while it opens, shared: a job making the store holds it alone
+    until the tables are complete, and opening a database whose tables are not all there would
+    make them, racing it. A store not made yet is made when the job logs (a job that fails
+    leaves none); a server or another database is not reached before the job has results. If
+    opening fails, logging opens the store again and reports why.
     """
-    uri = _default_uri() if tracking_uri is None else tracking_uri
-    prefix = "sqlite:///"  # then the file's path, absolute or relative to the working folder
-    if not (uri.startswith(prefix) and Path(uri.removeprefix(prefix)).is_file()):
-        return
     try:
-        MlflowClient(uri)
+        folder = Path.cwd()
+        if not (folder / "mlflow.db").is_file():
+            return
+        lock = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            MlflowClient(_default_uri())
+        finally:
+            os.close(lock)  # releases the lock
     except Exception:  # whatever it is, logging meets it again and reports it; nothing is lost
         return
 

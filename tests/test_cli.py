@@ -1,6 +1,7 @@
 """The command line, run as a user runs it."""
 
 import json
+import os
 import queue
 import re
 import signal
@@ -33,22 +34,33 @@ def test_version():
 @pytest.mark.parametrize("status", [0, 3])
 def test_the_command_ends_after_every_exit_handler_with_its_status(status):
     """`repalign.cli.run` ends the process without tearing down its modules, but only after the
-    exit handlers that the command's libraries registered, and the logging module's flush."""
+    exit handlers that the command's libraries registered, and with their output and the
+    logging module's buffered records written. An object alive at the end is not finalised."""
     code = (
-        "import atexit, logging, sys\n"
+        "import atexit, logging, logging.handlers, sys\n"
         "import repalign.cli as cli\n"
+        "class Kept:\n"
+        "    def __del__(self):\n"
+        "        sys.stdout.write(' torn down')\n"
         "def command():\n"
-        "    atexit.register(print, 'a library handler ran', flush=True)\n"
-        "    logging.basicConfig(filename='/dev/stderr', format='%(message)s')\n"
+        "    global kept\n"
+        "    kept = Kept()\n"
+        "    atexit.register(sys.stdout.write, ' a library handler ran')\n"
+        "    buffered = logging.handlers.MemoryHandler(1000, logging.CRITICAL + 1,\n"
+        "                                              logging.StreamHandler(sys.stderr))\n"
+        "    logging.getLogger('x').addHandler(buffered)\n"
         "    logging.getLogger('x').warning('logged')\n"
         "    sys.stdout.write('no newline, not flushed')\n"
         f"    return {status}\n"
         "cli.main = command\n"
         "cli.run()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=buffered
+    )
     assert done.returncode == status
-    assert done.stdout == "no newline, not flusheda library handler ran\n"
+    assert done.stdout == "no newline, not flushed a library handler ran"
     assert done.stderr == "logged\n"
 
 

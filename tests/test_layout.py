@@ -41,7 +41,7 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
 
 
 def test_pairwise_and_the_job_import_no_scipy_stats():
-    """scipy.stats costs half a second to import (docs/design.md §2, rule 5): the q-values are
+    """scipy.stats costs half a second to import (docs/design.md §2, rule 6): the q-values are
     computed by `repalign.results.benjamini_hochberg`, not by scipy's."""
     code = (
         "import sys, repalign, jobs.alignment\n"
@@ -100,7 +100,11 @@ def test_the_logging_child_imports_no_plotting(tmp_path):
         "print(sorted({'matplotlib', 'scipy.cluster', 'mlflow'} & set(sys.modules)))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     assert done.stdout.strip().splitlines()[-1] == "['mlflow']", done.stderr
 

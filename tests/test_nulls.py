@@ -35,13 +35,20 @@ P_VALUES = st.lists(
 )
 
 
-@given(P_VALUES)
-def test_q_values_are_those_of_scipys_benjamini_hochberg(p_values):
-    """Ties, zeros and ones included; in the order given. Both sides sum the same few
-    products m·p/j, so they agree to a few ulps of the q-values (at most 1)."""
+@given(P_VALUES, st.lists(st.integers(0, 59), max_size=3))
+def test_q_values_are_those_of_scipys_benjamini_hochberg(p_values, unknown):
+    """Ties, zeros and ones included; in the order given. Each q-value is one product m·p/j,
+    rounded once, on both sides: they agree to a few ulps. A NaN p-value (which scipy refuses)
+    has a NaN q-value and leaves the others as if it were not there."""
     q = benjamini_hochberg(p_values)
     expected = stats.false_discovery_control(p_values, method="bh")
     np.testing.assert_allclose(q, expected, rtol=8 * np.finfo(float).eps, atol=1e-300)
+    with_nan = list(p_values)
+    for position in unknown:
+        with_nan.insert(min(position, len(with_nan)), float("nan"))
+    q = benjamini_hochberg(with_nan)
+    assert np.isnan(q).sum() == len(unknown)
+    np.testing.assert_allclose(q[~np.isnan(q)], expected, rtol=8 * np.finfo(float).eps, atol=1e-300)
 
 
 def test_q_values_by_their_definition():

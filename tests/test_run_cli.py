@@ -231,6 +231,22 @@ def test_a_job_that_fails_logs_nothing_and_leaves_no_logging_child(finished_run,
     assert children == []
 
 
+@pytest.mark.parametrize("tracking_uri", [None, "postgresql://user:secret@127.0.0.1:9/mlflow"])
+def test_the_logging_child_gets_the_tracking_uri_in_its_environment(tracking_uri, monkeypatch):
+    """Not on its command line, which every user of the machine can read (ps): a URI may hold
+    a password. With none, the child logs to the default store, whatever the environment."""
+    from jobs.uploader import Uploader
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    with Uploader("run", tracking_uri) as uploader:
+        child = uploader._child
+        environment = (Path("/proc") / str(child.pid) / "environ").read_bytes().split(b"\0")
+        uploader.cancel()
+    assert "secret" not in " ".join(child.args) and "elsewhere" not in " ".join(child.args)
+    given = [v.decode() for v in environment if v.startswith(b"MLFLOW_TRACKING_URI=")]
+    assert given == ([] if tracking_uri is None else [f"MLFLOW_TRACKING_URI={tracking_uri}"])
+
+
 def _cmdline(process):
     """A process's command line, or b"" for one that ended meanwhile."""
     try:

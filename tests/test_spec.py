@@ -38,7 +38,7 @@ def test_defaults_follow_the_library():
         ({"store": "s", "out": "o", "measures": "cka"}, "a valid list, got 'cka'"),
         ({"store": "s", "out": "o", "measures": []}, "measures: List should have at least 1"),
         (spec(name="rsa"), "measures.0.name"),
-        (spec(name="cka", kernel="cubic"), "kernel: Input should be 'linear' or 'rbf', got 'cubic"),
+        (spec(name="cka", kernel="cubic"), "'linear' or 'rbf', got 'cubic'"),
         (
             {"store": "s", "out": "o", "measures": [{"name": "cka"}], "actors": 0},
             "actors: Input should be greater than or equal to 1, got 0",

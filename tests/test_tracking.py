@@ -37,8 +37,8 @@ from repalign.tracking import (
     load_alignment_table,
     log_alignment_run,
     metric_key,
+    open_default_store_ahead,
     open_run,
-    open_store_ahead,
     schedule_trend,
     trend_step,
 )
@@ -521,33 +521,51 @@ def test_jobs_starting_together_in_a_new_folder_share_one_default_store(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock file left
 
 
-def test_a_store_opened_ahead_is_not_opened_again_to_log(tmp_path, monkeypatch):
-    """`open_store_ahead` opens an existing SQLite store (checking its schema against every
-    migration script) so that logging does not; a store not made yet, or a server, is left
-    alone. The schema check is made to fail afterwards: logging must not run it again."""
+def test_the_default_store_opened_ahead_is_not_opened_again_to_log(tmp_path, monkeypatch):
+    """`open_default_store_ahead` opens the default store once it exists (checking its schema
+    against every migration script), so that logging to it does not; a store not made yet is
+    left alone. The schema check is made to fail afterwards: logging must not run it again."""
     import subprocess
     import sys
 
     import mlflow.store.db.utils
 
     monkeypatch.chdir(tmp_path)
-    open_store_ahead(None)
-    open_store_ahead("http://127.0.0.1:9")  # nothing listens there; it is not reached
-    assert list(tmp_path.iterdir()) == []
-    default, other = (f"sqlite:///{tmp_path / name}" for name in ("mlflow.db", "other.db"))
-    for uri in (default, other):
-        code = f"from repalign.tracking import prepare_store; prepare_store({uri!r})"
-        subprocess.run([sys.executable, "-c", code], check=True)  # opened elsewhere
-        open_store_ahead(None if uri == default else uri)
+    open_default_store_ahead()
+    assert list(tmp_path.iterdir()) == []  # no store made for a job that may yet fail
+    code = "from repalign.tracking import default_store; default_store()"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)  # made elsewhere
+    open_default_store_ahead()
 
     def opened_again(engine):
         raise AssertionError("the store was opened again")
 
     monkeypatch.setattr(mlflow.store.db.utils, "_verify_schema", opened_again)
-    for uri in (default_store()[0], other):  # where a job logs
-        MlflowClient(uri).create_experiment(f"after {uri}")
+    MlflowClient(default_store()[0]).create_experiment("logged")  # where a job logs
     with pytest.raises(AssertionError, match="opened again"):
-        MlflowClient(f"sqlite:///{tmp_path / 'third.db'}")
+        MlflowClient(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_the_default_store_is_not_opened_ahead_while_a_job_makes_it(tmp_path, monkeypatch):
+    """The job that makes the store holds the folder's lock until its tables are complete;
+    opening the database before that would make them too, racing it. Opening ahead waits."""
+    import fcntl
+    import os
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").touch()  # made, its tables not yet
+    opened = []
+    monkeypatch.setattr("repalign.tracking.MlflowClient", opened.append)
+    lock = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as `default_store` holds it
+    opening = threading.Thread(target=open_default_store_ahead)
+    opening.start()
+    opening.join(timeout=1.0)
+    assert opening.is_alive() and opened == []
+    os.close(lock)
+    opening.join(timeout=60)
+    assert opened == [f"sqlite:///{tmp_path / 'mlflow.db'}"]
 
 
 # --- names and tags a person can find runs by -------------------------------------------------

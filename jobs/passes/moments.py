@@ -177,17 +177,15 @@ class TileMeasure:
         if self.jackknife:
             groups = state.in_order(self.jackknife)
             state = total_of(groups)
+        if self.save is None:
+            return self._measure(state, groups)
         with ThreadPoolExecutor(1, thread_name_prefix="save moments") as saver:
             # written while the pairs are measured, which only read the state: at 8 × 512 the
             # file is 134 MB, 0.2 s of writing and checksumming, which release the GIL
-            saving = None if self.save is None else saver.submit(self._save, state)
+            saving = saver.submit(save_moments, self.save, self.members, state)
             values = self._measure(state, groups)
-            if saving is not None:
-                saving.result()
+            saving.result()
         return values
-
-    def _save(self, state):
-        save_moments(self.save, self.members, state)
 
     def _measure(self, state, groups):
         values = Values(self.members, dict.fromkeys(self.members, ""))
