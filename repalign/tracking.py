@@ -222,9 +222,6 @@ def log_alignment_run(
         run_name = _default_name(experiment, "alignment", params)
     experiment_id = _experiment_id(client, experiment, artifact_location)
     with open_run(client, experiment_id, run_name=run_name, tags=run_tags) as run_id:
-        # MlflowClient.log_batch splits into requests within MLflow's limits
-        # (1,000 metrics, 100 params).
-        client.log_batch(run_id, metrics=metrics, params=run_params)
         _log_parquet(client, run_id, table)
         client.log_table(run_id, _missing_pairs(table), MISSING_ARTIFACT)
         configs = [dict(zip(CONFIGURATION, c, strict=True)) for c in configurations(table)]
@@ -244,6 +241,11 @@ def log_alignment_run(
         elif heatmaps:
             client.log_artifacts(run_id, str(heatmaps), HEATMAP_FOLDER)
         client.log_dict(run_id, summary, SUMMARY_ARTIFACT)
+        # The metrics last: MLflow reads the whole run, every metric included, to find where
+        # each artifact goes (0.55 s per artifact with the demo's 11,000 pair metrics).
+        # MlflowClient.log_batch splits into requests within MLflow's limits (1,000 metrics,
+        # 100 params).
+        client.log_batch(run_id, metrics=metrics, params=run_params)
     return run_id
 
 
