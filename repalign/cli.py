@@ -113,9 +113,10 @@ def run():
     and the logging module's flushes; the threads are joined before them), then clears every
     module and collects every object. That last part takes a job command, which has imported
     matplotlib, SciPy, pyarrow and pydantic, about 0.26 s: a tenth of a small job. `_end_now`
-    is registered before any library is imported, so it runs after all of their handlers
-    (the last registered runs first), and ends the process there. A command that raises is
-    left to Python's ordinary exit, which prints its traceback.
+    is registered before the command imports the libraries it uses, so it runs after all of
+    their handlers (the last registered runs first), and ends the process there; the logging
+    module, imported before it, it shuts down itself. A command that raises is left to
+    Python's ordinary exit, which prints its traceback.
     """
     status = []
     atexit.register(_end_now, status)
