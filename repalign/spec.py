@@ -130,6 +130,15 @@ class Measure(BaseModel):
         if self.against is not None and "against" not in definition.parameters:
             takers = [name for name, d in MEASURES.items() if "against" in d.parameters]
             raise ValueError(f"'against' (another store) applies to {', '.join(takers)} only")
+        for option, default in PARAMETERS.items():
+            # an option the measure does not take, set to anything but its default, would be
+            # ignored without a word (a spec read back has every option at its default)
+            if option not in definition.parameters and getattr(self, option) != default:
+                takers = [name for name, d in MEASURES.items() if option in d.parameters]
+                raise ValueError(
+                    f"{option}={getattr(self, option)!r} applies to {', '.join(takers)}; "
+                    f"{self.name} takes no {option}"
+                )
         return self
 
     @property
