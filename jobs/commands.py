@@ -118,13 +118,18 @@ RUN_OPTIONS = (
 """The flags of `repalign run` that set the spec key of the same name."""
 
 
-def _run(args):
+def _logged(command, job, args):
+    """``job(uploader, args)``, its logging child (`jobs.uploader.Uploader`) started first: the
+    child imports MLflow while this process reads the spec, checks it and runs the job."""
     from jobs.uploader import Uploader
 
     _check_tracking_uri(args.tracking_uri)
-    # the logging child first: it imports MLflow while this process reads, checks and runs
-    with Uploader("run", args.tracking_uri) as uploader:
-        return _run_logged_by(uploader, args)
+    with Uploader(command, args.tracking_uri) as uploader:
+        return job(uploader, args)
+
+
+def _run(args):
+    return _logged("run", _run_logged_by, args)
 
 
 def _run_logged_by(uploader, args):
@@ -231,11 +236,7 @@ def add_stitch(commands):
 
 
 def _stitch(args):
-    from jobs.uploader import Uploader
-
-    _check_tracking_uri(args.tracking_uri)
-    with Uploader("stitch", args.tracking_uri) as uploader:  # as in `_run`
-        return _stitch_logged_by(uploader, args)
+    return _logged("stitch", _stitch_logged_by, args)
 
 
 def _stitch_logged_by(uploader, args):
@@ -328,11 +329,7 @@ def add_nightly(commands):
 
 
 def _nightly(args):
-    from jobs.uploader import Uploader
-
-    _check_tracking_uri(args.tracking_uri)
-    with Uploader("nightly", args.tracking_uri) as uploader:  # as in `_run`
-        return _nightly_logged_by(uploader, args)
+    return _logged("nightly", _nightly_logged_by, args)
 
 
 def _nightly_logged_by(uploader, args):

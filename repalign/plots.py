@@ -181,8 +181,7 @@ class _Frame:
     with the ticks' length and pad) to its left and below it, where the column labels stand
     upright; below them the ``legend`` if there is one; to its right the colour bar, its tick
     labels (as its formatter writes them) and its label; a border of `EDGE_POINTS` all round.
-    `place`
-    makes the figure as large as that needs.
+    `place` makes the figure as large as that needs.
     """
 
     def __init__(self, figure, renderer, labels, legend, side):

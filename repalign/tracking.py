@@ -830,12 +830,8 @@ def open_default_store_ahead():
         folder = Path.cwd()
         if not (folder / "mlflow.db").is_file():
             return
-        lock = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH)
+        with _folder_locked(folder, fcntl.LOCK_SH):
             MlflowClient(_default_uri())
-        finally:
-            os.close(lock)  # releases the lock
     except Exception:  # whatever it is, logging meets it again and reports it; nothing is lost
         return
 
@@ -853,18 +849,26 @@ def default_store():
     database = folder / "mlflow.db"
     uri = _default_uri()
     if not database.exists():
-        lock = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _folder_locked(folder, fcntl.LOCK_EX):
             if not database.exists():
                 prepare_store(uri)
-        finally:
-            os.close(lock)  # releases the lock
     return uri, str(folder / "mlruns")
 
 
 def _default_uri():
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@contextmanager
+def _folder_locked(folder, kind):
+    """The block, holding ``folder``'s lock: ``fcntl.LOCK_EX`` to make the default store in it,
+    ``fcntl.LOCK_SH`` to open it once made (`default_store`, `open_default_store_ahead`)."""
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, kind)
+        yield
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def prepare_store(tracking_uri):
