@@ -28,7 +28,6 @@ import numpy as np
 from pydantic import ValidationError
 
 from repalign import measures as library
-from repalign.blocks import row_slices
 from repalign.errors import InvalidParameterError, NonFiniteError, RowMismatchError
 from repalign.measures.jackknife import (
     add_rows_by_group,
@@ -42,7 +41,7 @@ from repalign.measures.spectra import principal_axes
 from repalign.registry import MEASURES, pass_of
 from repalign.results import Values
 from repalign.spec import Measure, SpecError, parse_measure
-from repalign.stats import GramState
+from repalign.stats import GramState, MomentRows
 from repalign.store import Store, open_store
 from repalign.validation import check_option, check_representation
 
@@ -262,9 +261,9 @@ class PermutedSource:
 
 
 def _block_rows(source):
-    """Rows of the blocks both passes read: those `GramState.from_arrays` would take."""
-    width = GramState(source.dims).width
-    return next(row_slices(source.n, width)).stop
+    """Rows of the blocks both passes read: those `GramState.from_arrays` would take (its
+    layout alone, without allocating the state's D × D matrix)."""
+    return next(MomentRows(source.dims).row_blocks(source.n)).stop
 
 
 def _column_summary(source):

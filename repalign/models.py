@@ -24,6 +24,7 @@ import pyarrow as pa
 from scipy.special import gammaincc
 
 from repalign.alignment_tables import as_alignment_table, configuration_rows, model_then_layer
+from repalign.arrow_rows import table_from_rows
 
 MODEL_SCHEMA = pa.schema(
     [
@@ -60,7 +61,7 @@ def model_table(table, *, measure, kernel, estimator):
             ]
             if pairs:
                 found.append(_model_pair(model_a, model_b, pairs, layers, by_pair))
-    return pa.Table.from_pylist(found, schema=MODEL_SCHEMA)
+    return table_from_rows(found, MODEL_SCHEMA)
 
 
 def _model_pair(model_a, model_b, pairs, layers, by_pair):

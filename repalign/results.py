@@ -7,6 +7,7 @@ from itertools import combinations_with_replacement
 import numpy as np
 import pyarrow as pa
 
+from repalign.arrow_rows import table_from_rows
 from repalign.errors import RepalignError
 from repalign.measures.nulls import calibrated
 from repalign.registry import MEASURES, RESULT_SCHEMA
@@ -145,7 +146,7 @@ class Values:
                     "reason": reason,
                 }
             )
-        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+        return table_from_rows(rows, RESULT_SCHEMA)
 
     def _q_values(self, config):
         """Benjamini–Hochberg q-values of ``config``'s p-values, over its pairs that have one

@@ -40,16 +40,18 @@ def test_importing_repalign_does_not_import_heavy_frameworks():
     assert out.stdout.strip() == "[]"
 
 
-def test_pairwise_and_the_job_import_no_scipy_stats():
-    """scipy.stats costs half a second to import (docs/design.md §2, rule 6): the q-values are
-    computed by `repalign.results.benjamini_hochberg`, not by scipy's."""
+def test_pairwise_and_the_job_import_no_scipy_stats_or_pandas():
+    """scipy.stats costs half a second to import and pandas a quarter (docs/design.md §2,
+    rule 6): the q-values are computed by `repalign.results.benjamini_hochberg`, not by scipy's,
+    and the table is assembled from Arrow buffers (`repalign.arrow_rows`), not by pyarrow's
+    converters, which import pandas."""
     code = (
         "import sys, repalign, jobs.alignment\n"
         "repalign.pairwise({'a': [[0.0], [1.0], [3.0]], 'b': [[1.0], [0.0], [2.0]]})\n"
-        "print('scipy.linalg' in sys.modules, 'scipy.stats' in sys.modules)"
+        "print(*(m in sys.modules for m in ('scipy.linalg', 'scipy.stats', 'pandas')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "False"]
+    assert out.stdout.split() == ["True", "False", "False"]
 
 
 def test_import_repalign_loads_functions_and_submodules_when_first_used():
