@@ -18,6 +18,7 @@ from jobs import stitching
 from jobs.alignment import run_alignment, write_result
 from jobs.outputs import log_libraries_to
 from jobs.uploader import job_tags
+from repalign.cache import cache_folder
 from repalign.contract import ALIGNMENT_TABLE_FILE, STITCHING_TABLE_FILE
 from repalign.spec import parse_spec
 from repalign.store import open_store
@@ -55,10 +56,6 @@ STITCHES = {
     "untrained control": ("mlp-w64-init.fc3", "mlp-w64-s0.fc3"),
 }
 EXPERIMENT = "digits-zoo"
-
-
-def cache_folder():
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "repalign"
 
 
 def ensure_zoo(path):

@@ -544,6 +544,85 @@ def test_jobs_starting_together_in_a_new_folder_share_one_default_store(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no lock file left
 
 
+def database_contents(path):
+    """The schema of a SQLite database and {table: sorted rows} of each of its tables. Each
+    statement of the schema is given as its sorted lines: MLflow's migrations list a table's
+    constraints in an order that differs from one run to the next."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as database:
+        schema = sorted(
+            (kind, name, sorted(line.strip(" ,\t") for line in (sql or "").splitlines()))
+            for kind, name, sql in database.execute("SELECT type, name, sql FROM sqlite_master")
+        )
+        tables = [name for kind, name, _ in schema if kind == "table"]
+        rows = {t: sorted(map(repr, database.execute(f'SELECT * FROM "{t}"'))) for t in tables}
+    return schema, rows
+
+
+def test_a_default_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypatch):
+    """A new folder's store is a copy of the cached empty tables (`store_template`), which
+    MLflow then opens and gives its default experiment: schema and rows are those of a store
+    MLflow makes itself, but for the experiment's times and the folder in its artifact path."""
+    from repalign.tracking import prepare_store, store_template
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for folder in ("by-mlflow", "first", "second"):
+        (tmp_path / folder).mkdir()
+    prepare_store(f"sqlite:///{tmp_path / 'by-mlflow' / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path / "first")
+    default_store()  # makes the template, then copies it
+    assert store_template().parent == tmp_path / "cache" / "repalign"
+    monkeypatch.chdir(tmp_path / "second")
+    default_store()
+
+    expected_schema, expected = database_contents(tmp_path / "by-mlflow" / "mlflow.db")
+    for folder in ("first", "second"):
+        schema, found = database_contents(tmp_path / folder / "mlflow.db")
+        assert schema == expected_schema
+        assert {t: r for t, r in found.items() if t != "experiments"} == {
+            t: r for t, r in expected.items() if t != "experiments"
+        }
+        client = MlflowClient(f"sqlite:///{tmp_path / folder / 'mlflow.db'}")
+        [experiment] = client.search_experiments()
+        assert (experiment.experiment_id, experiment.name) == ("0", "Default")
+        assert experiment.artifact_location == str(tmp_path / folder / "mlruns" / "0")
+    assert sorted(p.name for p in (tmp_path / "second").iterdir()) == ["mlflow.db"]
+
+
+def test_a_new_folder_copies_the_tables_and_runs_no_migration(tmp_path, monkeypatch):
+    """Once the template is made, a new folder's store is made without MLflow's migrations
+    (0.9 s), and a run logs into it."""
+    import mlflow.store.db.utils
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "made").mkdir()
+    monkeypatch.chdir(tmp_path / "made")
+    default_store()
+
+    def migrated(engine):
+        raise AssertionError("MLflow made the tables")
+
+    monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", migrated)
+    (tmp_path / "new").mkdir()
+    monkeypatch.chdir(tmp_path / "new")
+    client = MlflowClient(default_store()[0])
+    client.create_run("0")
+    assert len(client.search_runs(["0"])) == 1
+    with pytest.raises(AssertionError, match="MLflow made the tables"):
+        MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").search_experiments()
+
+
+def test_a_cache_folder_that_cannot_be_written_still_gives_a_store(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    client = MlflowClient(default_store()[0])
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+
+
 def test_the_default_store_opened_ahead_is_not_opened_again_to_log(tmp_path, monkeypatch):
     """`open_default_store_ahead` opens the default store once it exists (checking its schema
     against every migration script), so that logging to it does not; a store not made yet is
