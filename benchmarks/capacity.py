@@ -27,10 +27,10 @@ and a few rates of the machine. The engine, as modelled:
   only the values to the driver. It shares its lane's cores with the lane's next pass
   (`lane_seconds`); the lane starts a pass only when the owner two passes back is done
   (`OWNERS_AHEAD`);
-- the driver: before the first pass it plans every tile's pass (the pilot means, one row group
-  of each representation read once per job; its units; the rows they read; the plan's bytes
-  count each tile's own shifts, 8·Σd, which the engine now shares between tiles, so the
-  driver's memory is an upper bound), and holds the plans until the
+- the driver: before the first pass it plans every tile's pass (the pilot means, each
+  representation's saved 8·d bytes read once per job; its units; the rows they read; the
+  plan's bytes count each tile's own shifts, 8·Σd, which the engine now shares between tiles,
+  so the driver's memory is an upper bound), and holds the plans until the
   pass ends and each lane's values until the lane ends; then it builds the result table one
   configuration at a time (`repalign.results.Values.table`).
 
@@ -74,7 +74,6 @@ BLOCK_BYTES = 32 * 2**20
 ROW_GROUP_BYTES = 8 * 2**20
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_SHARE = 0.05
-PILOT_ROWS = 1024
 STATES_PER_WORKER = 4
 OWNERS_AHEAD = 1
 
@@ -306,12 +305,6 @@ def pass_slots(member_dims, n, per_tile):
     return min(per_tile, -(-n // tile_unit_rows(member_dims)))
 
 
-def pilot_rows(dim, n):
-    """Rows a pilot mean reads: the whole row groups that hold the first PILOT_ROWS rows."""
-    group = row_group_rows(dim)
-    return min(n, -(-PILOT_ROWS // group) * group)
-
-
 def job_flops(dims, n, tile_bytes):
     """Σ over tiles of n·Wₜ(Wₜ+1), the SYRK flops (multiply and add counted) of the pass."""
     total = 0
@@ -432,7 +425,7 @@ LANE_TERMS = (*PASS_TERMS, "contention", *OWNER_TERMS)
 TERMS = ("plan", "pilot", *LANE_TERMS, "barrier", "lanes", "table")
 TERM_NAMES = {
     "plan": "driver: every pass planned before the first (units, rows read counted)",
-    "pilot": "driver: pilot means, a row group of each representation, read serially",
+    "pilot": "driver: pilot means, each representation's saved 8·d bytes, read serially",
     "compute": "SYRK: Σₜ n·Wₜ(Wₜ+1) / (Sₜ · c · rate) over a lane's tiles",
     "imbalance": "whole units dealt to a pass's slots: its busiest slot's extra rows",
     "io": "reads: n·wₜ·4 B / (Sₜ · a slot's read rate), every tile all n rows of its members",
@@ -650,8 +643,9 @@ def predict(job, rates):
         reduced += owned.slots * owned.state_bytes
         if W > state_width(widest):
             widest = member_dims
-    # each representation's pilot mean is read once per job (`Job.pilot_shifts`)
-    pilot = sum(pilot_rows(d, job.n) * d * 4 for d in job.dims)
+    # each representation's pilot mean is read once per job (`Job.pilot_shifts`), as its
+    # writer saved it (`repalign.store.format.PILOT_FILE`)
+    pilot = sum(8 * d for d in job.dims)
     terms["pilot"] = pilot / rates.file_read_bytes
     clock = terms["plan"] + terms["pilot"]
     for phase, tail in ((passes[: len(cut)], "barrier"), (passes[len(cut) :], "lanes")):

@@ -27,7 +27,7 @@ import pyarrow as pa
 from jobs.engine import forced_executor, machine_cpus, owned_units, run_units, slot_units
 from jobs.outputs import write_table_and_summary
 from jobs.passes import features, mmd, moments, neighbors, rbf
-from jobs.passes.rows import median_sample, pilot_mean, unit_rows, whole_row_groups
+from jobs.passes.rows import median_sample, unit_rows, whole_row_groups
 from jobs.permutations import permutation_null
 from repalign.contract import RESULT_FILES
 from repalign.errors import MisalignedError, RepalignError
@@ -423,11 +423,11 @@ class Job:
         return [(start, min(start + rows, self.n)) for start in range(0, self.n, rows)]
 
     def pilot_shifts(self, names):
-        """Each representation's pilot mean (`jobs.passes.rows.pilot_mean`), read once per job
-        and shared by every tile that holds it."""
+        """Each representation's pilot mean (`repalign.store.format.pilot_mean`), read once per
+        job and shared by every tile that holds it."""
         for name in names:
             if name not in self._pilot_means:
-                self._pilot_means[name] = pilot_mean(self.store[name])
+                self._pilot_means[name] = self.store[name].pilot_mean()
         return [self._pilot_means[name] for name in names]
 
     def sigmas(self, names, choice, configs):

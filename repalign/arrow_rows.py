@@ -8,6 +8,9 @@ columnar format lays them out: a validity bitmap (one bit per row, least signifi
 first), then the values, or for strings int32 offsets into their UTF-8 bytes.
 """
 
+import operator
+from itertools import repeat
+
 import numpy as np
 import pyarrow as pa
 
@@ -21,15 +24,20 @@ LARGEST_STRING_BYTES = np.iinfo(np.int32).max
 def table_from_rows(rows, schema):
     """The table of ``rows`` (dicts with every field of ``schema``), as
     ``pa.Table.from_pylist(rows, schema=schema)`` builds it; None is a null."""
-    columns = [column_of([row[field.name] for row in rows], field) for field in schema]
+    get = operator.itemgetter
+    columns = [column_of(list(map(get(field.name), rows)), field) for field in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def column_of(values, field):
     """The Arrow array of one field's ``values`` (a string, float64 or int64 field)."""
-    valid = np.fromiter((value is not None for value in values), dtype=bool, count=len(values))
-    null_count = len(values) - int(valid.sum())
+    count = len(values)
+    valid = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=count)
+    null_count = count - int(np.count_nonzero(valid))
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if null_count else None
+    if null_count and field.type != pa.float64():  # float64 takes None as NaN, under the bitmap
+        filler = "" if field.type == pa.string() else 0
+        values = [filler if value is None else value for value in values]
     if field.type == pa.string():
         return _strings(values, bitmap, null_count, field.name)
     if field.type not in NUMBER_TYPES:
@@ -37,25 +45,25 @@ def column_of(values, field):
             f"column {field.name!r}: Arrow type {field.type} is not built here "
             f"(string, {', '.join(str(kind) for kind in NUMBER_TYPES)})"
         )
-    data = np.array([0 if value is None else value for value in values], NUMBER_TYPES[field.type])
+    data = np.array(values, dtype=NUMBER_TYPES[field.type])
     return pa.Array.from_buffers(
-        field.type, len(values), [bitmap, pa.py_buffer(data)], null_count=null_count
+        field.type, count, [bitmap, pa.py_buffer(data)], null_count=null_count
     )
 
 
 def _strings(values, bitmap, null_count, name):
     """A string array: offsets[i] is where row i's UTF-8 bytes start, offsets[-1] the end."""
-    encoded = [b"" if value is None else value.encode() for value in values]
-    ends = np.cumsum([len(text) for text in encoded], dtype=np.int64)
-    if ends.size and ends[-1] > LARGEST_STRING_BYTES:
+    encoded = list(map(str.encode, values))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    if offsets[-1] > LARGEST_STRING_BYTES:
         raise ValueError(
-            f"column {name!r}: {ends[-1]:,} bytes of text, more than a string column's "
+            f"column {name!r}: {offsets[-1]:,} bytes of text, more than a string column's "
             f"{LARGEST_STRING_BYTES:,}"
         )
-    offsets = np.concatenate([[0], ends]).astype(np.int32)
     return pa.Array.from_buffers(
         pa.string(),
-        len(values),
-        [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        len(encoded),
+        [bitmap, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))],
         null_count=null_count,
     )

@@ -52,7 +52,6 @@ def test_constants_are_the_engines():
     assert capacity.UNIT_BYTES == rows.UNIT_BYTES
     assert capacity.CHECKPOINT_SECONDS == jobs.alignment.CHECKPOINT_SECONDS
     assert capacity.CHECKPOINT_SHARE == jobs.engine.CHECKPOINT_SHARE
-    assert capacity.PILOT_ROWS == rows.PILOT_ROWS
     assert capacity.BLOCK_BYTES == blocks.BLOCK_BYTES
     assert capacity.ROW_GROUP_BYTES == store_format.ROW_GROUP_BYTES
     assert capacity.STATES_PER_WORKER == STATES_PER_WORKER

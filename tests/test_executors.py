@@ -100,6 +100,22 @@ def test_slot_counts_agree_to_rounding(local_tables):
             assert b["value"] == pytest.approx(a["value"], rel=1e-12, abs=1e-12), a
 
 
+def test_a_store_without_saved_pilot_means_gives_the_same_table(store, tmp_path):
+    """A job shifts each representation by its pilot mean: read from the file a writer saves,
+    or, for a store written before writers saved it, computed from the first rows. The same
+    bits either way, for the moments pass and the MMD pass, the two that shift."""
+    import shutil
+
+    path, _ = store
+    older = tmp_path / "older-store"
+    shutil.copytree(path, older, ignore=shutil.ignore_patterns("out-*"))
+    for saved in older.glob("*/_pilot_mean.npy"):
+        saved.unlink()
+    measures = [m for m in EVERY_MEASURE if m["name"] in ("cka", "procrustes", "mmd2")]
+    tables = [job(folder, "local", 1, measures=measures).table for folder in (path, older)]
+    assert tables[0].equals(tables[1])
+
+
 def test_a_local_job_starts_no_ray(store):
     """Run in a fresh process: the job's table is written without ray ever imported."""
     path, _ = store

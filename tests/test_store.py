@@ -156,6 +156,7 @@ def test_overwrite_replaces_the_whole_representation(tmp_path):
     assert len(ids) == 4 and not values.any()
     assert sorted(p.name for p in (tmp_path / "a.x").iterdir()) == [
         "_manifest.json",
+        "_pilot_mean.npy",
         "part-00000.parquet",
     ]
 
@@ -247,3 +248,22 @@ def test_a_store_larger_than_the_reader_block_streams_in_bounded_memory(tmp_path
     large = _streaming_peak(tmp_path / "large", 1_000_000, d, rng)
     assert large < 1.2 * small, (small, large)
     assert large < (2 * 1_000_000 * d * 4) / 4, f"peak {large / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch"), [(1, 1), (700, 7), (1024, 1000), (3000, 1), (3000, 600), (5000, 5000)]
+)
+def test_the_saved_pilot_mean_is_that_of_the_first_stored_rows(tmp_path, rows, batch):
+    """A writer saves the float64 mean of the first 1,024 rows as stored (float32), whatever
+    the batches and shards; a job reads it instead of a row group, and computes the same mean
+    from the rows in a store written before writers saved it: the same bits either way."""
+    X = np.random.default_rng(rows).standard_normal((rows, 5)) * 1e3 + 7.0
+    with RepresentationWriter(tmp_path, "m.l", shard_rows=300) as writer:
+        for start in range(0, rows, batch):
+            writer.write(np.arange(start, min(start + batch, rows)), X[start : start + batch])
+    representation = open_store(tmp_path)["m.l"]
+    expected = X[:1024].astype(np.float32).astype(np.float64).mean(axis=0)
+    saved = representation.pilot_mean()
+    assert saved.dtype == np.float64 and np.array_equal(saved, expected)
+    (tmp_path / "m.l" / "_pilot_mean.npy").unlink()
+    assert np.array_equal(open_store(tmp_path)["m.l"].pilot_mean(), expected)

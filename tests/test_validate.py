@@ -155,3 +155,29 @@ def test_cli_exit_codes_and_report(store):
     damaged = validate()
     assert damaged.returncode == 1
     assert f"ERROR   {store / 'm0.fc1' / 'part-00000.parquet'}: missing shard" in damaged.stdout
+
+
+def test_a_changed_pilot_mean_is_an_error(store):
+    path = store / "m0.fc1" / "_pilot_mean.npy"
+    mean = np.load(path)
+    mean[3] += 1e-12  # any change: a job would shift its sums by it
+    np.save(path, mean)
+    assert only_error(store) == [
+        (
+            "error",
+            "m0.fc1/_pilot_mean.npy",
+            "differs from the mean of the first rows: the file was changed",
+        )
+    ]
+
+
+def test_a_pilot_mean_of_the_wrong_shape_is_an_error(store):
+    np.save(store / "m1.fc1" / "_pilot_mean.npy", np.zeros(7))
+    [(_, path, message)] = only_error(store)
+    assert path == "m1.fc1/_pilot_mean.npy"
+    assert "holds float64 values of shape (7,); expected float64 of shape (8,)" in message
+
+
+def test_a_representation_written_before_pilot_means_were_saved_is_valid(store):
+    (store / "m0.fc1" / "_pilot_mean.npy").unlink()
+    assert messages(store) == []

@@ -11,7 +11,7 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-from jobs.passes.rows import TILE_ROWS, UNIT_BYTES, gather, pilot_mean, tile_ranges
+from jobs.passes.rows import TILE_ROWS, UNIT_BYTES, gather, tile_ranges
 from jobs.tasks import EmbeddingTask, MmdTileTask
 from repalign.approx import RandomFourierFeatures, approximate_mmd2
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
@@ -29,7 +29,7 @@ def run(job, configs):
         if config.approx == "rff":
             _embeddings(job, config, pairs, labels, sigmas, rows)
             continue
-        shifts = [pilot_mean(_open(x)) for x, _ in pairs]
+        shifts = [_open(x).pilot_mean() for x, _ in pairs]
         task = MmdTileTask(pairs, [config.kernel] * len(pairs), sigmas, shifts, rows)
         units = [unit for p, counts in enumerate(rows) for unit in _units(config, p, *counts)]
         state = job.run_units(task, units, "mmd tiles")

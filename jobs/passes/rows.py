@@ -1,5 +1,5 @@
 """The rows a pass reads: the size of a unit of work, and the few rows the driver itself reads
-(a pilot mean, the median heuristic's sample, gathered rows)."""
+(the median heuristic's sample, gathered rows)."""
 
 import numpy as np
 
@@ -10,8 +10,6 @@ UNIT_BYTES = 64 * 2**20
 """Float32 bytes of all representations that one unit of a row pass reads."""
 TILE_ROWS = 1024
 """Rows on each side of an exact-kernel tile."""
-PILOT_ROWS = 1024
-"""Rows whose mean is the shift of the second moments (it only conditions the sums)."""
 
 
 def unit_rows(width, representations):
@@ -40,12 +38,6 @@ def whole_row_groups(rows, groups):
 def tile_ranges(n):
     """The row ranges (start, stop) of the tiles of n rows, `TILE_ROWS` each."""
     return [(start, min(start + TILE_ROWS, n)) for start in range(0, n, TILE_ROWS)]
-
-
-def pilot_mean(representation):
-    """Mean of the first rows: a shift that keeps sums of products well conditioned."""
-    rows = representation.read_values(0, min(PILOT_ROWS, representation.rows))
-    return rows.astype(np.float64).mean(axis=0)
 
 
 def median_sample(representation, n):

@@ -2,6 +2,7 @@
 
     <store>/<representation>/part-00000.parquet   sample_id: int64 or string,
                                                   embedding: fixed_size_list<float32>[d]
+    <store>/<representation>/_pilot_mean.npy      float64 (d,): `pilot_mean` of its first rows
     <store>/<representation>/_manifest.json       name, dim, rows, dtype, id_type, source,
                                                   shards (file, rows, sha256), ids_sha256, ...
 
@@ -22,6 +23,9 @@ from repalign.errors import StoreError
 
 FORMAT = "repalign-store/1"
 MANIFEST = "_manifest.json"
+PILOT_FILE = "_pilot_mean.npy"
+PILOT_ROWS = 1024
+"""Rows of a representation's pilot mean (`pilot_mean`)."""
 SHARD_PATTERN = "part-{:05d}.parquet"
 DTYPE = "float32"
 SHARD_BYTES = 64 * 2**20
@@ -87,6 +91,14 @@ def file_sha256(path):
         for chunk in iter(lambda: f.read(2**22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pilot_mean(first_rows):
+    """The float64 column means of a representation's first `PILOT_ROWS` stored rows (all of
+    them if fewer): the shift a job subtracts from each row before it sums their products,
+    which only conditions those sums (docs/design.md §4). A writer saves it in `PILOT_FILE`,
+    so that a job reads d numbers instead of a row group per representation."""
+    return np.asarray(first_rows[:PILOT_ROWS], dtype=np.float64).mean(axis=0)
 
 
 def read_manifest(folder):

@@ -8,7 +8,15 @@ import pyarrow.parquet as pq
 
 from repalign.blocks import RowQueue
 from repalign.errors import MisalignedError, StoreError
-from repalign.store.format import MANIFEST, embedding_matrix, ids_array, read_manifest
+from repalign.store.format import (
+    MANIFEST,
+    PILOT_FILE,
+    PILOT_ROWS,
+    embedding_matrix,
+    ids_array,
+    pilot_mean,
+    read_manifest,
+)
 
 BLOCK_ROWS = 65536
 """Rows per block when streaming; a block of M representations holds 4·Σdₘ·BLOCK_ROWS bytes."""
@@ -34,6 +42,23 @@ class Representation:
 
     def __repr__(self):
         return f"Representation({self.name!r}, rows={self.rows}, dim={self.dim})"
+
+    def pilot_mean(self):
+        """`repalign.store.format.pilot_mean` of the first rows: as the writer saved it beside
+        the manifest, or, in a store written before writers saved it, from the rows."""
+        path = self.path / PILOT_FILE
+        if not path.exists():
+            return pilot_mean(self.read_values(0, min(PILOT_ROWS, self.rows)))
+        try:
+            mean = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path} is not a .npy file: {exc}") from exc
+        if mean.shape != (self.dim,) or mean.dtype != np.float64:
+            raise StoreError(
+                f"{path} holds {mean.dtype} values of shape {mean.shape}; expected float64 of "
+                f"shape ({self.dim},), the pilot mean of {self.name!r}."
+            )
+        return mean
 
     def shard_paths(self):
         return [self.path / shard["file"] for shard in self.shards]

@@ -15,11 +15,15 @@ import pyarrow.parquet as pq
 from repalign.errors import StoreError
 from repalign.store.format import (
     MANIFEST,
+    PILOT_FILE,
+    PILOT_ROWS,
     embedding_matrix,
     file_sha256,
     ids_array,
+    pilot_mean,
     read_manifest,
 )
+from repalign.store.reader import Representation
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def _check_representation(folder, problems):
         all_ids.append(ids)
     if not complete:
         return None
+    _check_pilot_mean(Representation(folder, manifest), problems)
     ids = np.concatenate(all_ids)
     duplicates = [(value, count) for value, count in Counter(ids.tolist()).items() if count > 1]
     if duplicates:
@@ -88,6 +93,23 @@ def _check_representation(folder, problems):
             )
         )
     return set(ids.tolist())
+
+
+def _check_pilot_mean(representation, problems):
+    """The saved pilot mean, where there is one, is that of the stored first rows."""
+    path = representation.path / PILOT_FILE
+    if not path.exists():
+        return  # written before writers saved it: a job computes it from the rows
+    try:
+        saved = representation.pilot_mean()
+    except StoreError as exc:
+        problems.append(Problem("error", path, str(exc)))
+        return
+    first = representation.read_values(0, min(PILOT_ROWS, representation.rows))
+    if not np.array_equal(saved, pilot_mean(first), equal_nan=True):
+        problems.append(
+            Problem("error", path, "differs from the mean of the first rows: the file was changed")
+        )
 
 
 def _check_shard(path, shard, dim, id_type, problems):

@@ -24,11 +24,14 @@ from repalign.store.format import (
     DTYPE,
     FORMAT,
     MANIFEST,
+    PILOT_FILE,
+    PILOT_ROWS,
     SHARD_PATTERN,
     check_name,
     default_shard_rows,
     id_type_of,
     ids_digest_update,
+    pilot_mean,
     row_group_rows,
     schema,
     write_json_atomically,
@@ -94,6 +97,7 @@ class RepresentationWriter:
         self._dim = self._id_type = None
         self._pending = RowQueue()
         self._shards, self._rows, self._non_finite = [], 0, 0
+        self._first_rows = []  # until they hold PILOT_ROWS rows, copies of the first rows
         self._ids_digest = hashlib.sha256()
         self.store.mkdir(parents=True, exist_ok=True)
         self.partial = self.store / f".{name}.partial-{uuid.uuid4().hex[:12]}"
@@ -130,6 +134,9 @@ class RepresentationWriter:
         elif id_type_of(sample_ids) != self._id_type:
             raise StoreError(f"every batch of {self.name!r} must use {self._id_type} ids.")
         rows = embeddings.astype(np.float32, copy=False)
+        wanted = PILOT_ROWS - sum(len(first) for first in self._first_rows)
+        if wanted > 0 and len(rows):
+            self._first_rows.append(rows[:wanted].copy())
         self._non_finite += int(np.count_nonzero(~np.isfinite(rows).all(axis=1)))
         ids_digest_update(self._ids_digest, sample_ids, self._id_type)
         self._pending.put(sample_ids, rows)
@@ -137,12 +144,15 @@ class RepresentationWriter:
             self._flush(self.shard_rows)
 
     def close(self):
-        """Write the last shard and the manifest, then publish the representation."""
+        """Write the last shard, the pilot mean and the manifest, then publish the
+        representation."""
         if self._dim is None or self._rows + self._pending.rows == 0:
             self.abort()
             raise StoreError(f"representation {self.name!r} received no rows; nothing written.")
         if self._pending.rows:
             self._flush(self._pending.rows)
+        with atomic_write(self.partial / PILOT_FILE) as temporary:
+            np.save(temporary, pilot_mean(np.concatenate(self._first_rows)))
         self.manifest = {
             "format": FORMAT,
             "name": self.name,
