@@ -4,6 +4,7 @@ store in the working folder."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -240,11 +241,24 @@ def test_the_logging_child_gets_the_tracking_uri_in_its_environment(tracking_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     with Uploader("run", tracking_uri) as uploader:
         child = uploader._child
-        environment = (Path("/proc") / str(child.pid) / "environ").read_bytes().split(b"\0")
+        environment = _environment(child.pid)
         uploader.cancel()
     assert "secret" not in " ".join(child.args) and "elsewhere" not in " ".join(child.args)
     given = [v.decode() for v in environment if v.startswith(b"MLFLOW_TRACKING_URI=")]
     assert given == ([] if tracking_uri is None else [f"MLFLOW_TRACKING_URI={tracking_uri}"])
+
+
+def _environment(pid, timeout=30.0):
+    """The environment a process was started with (/proc/PID/environ), as a list of b"NAME=value".
+
+    Popen returns once the child has begun to execute its program, which can be a moment before
+    the kernel has laid out the new program's environment: /proc then reads as empty, so it is
+    read again until it is not."""
+    deadline = time.monotonic() + timeout
+    while not (content := (Path("/proc") / str(pid) / "environ").read_bytes()):
+        assert time.monotonic() < deadline, f"process {pid} shows no environment"
+        time.sleep(0.01)
+    return content.split(b"\0")
 
 
 def _cmdline(process):
