@@ -880,13 +880,33 @@ def store_template():
     (`repalign.cache.cache_folder`): by MLflow itself, in a new database, from which its default
     experiment is then deleted (its artifact location names the folder it was made in)."""
     path = cache_folder() / f"mlflow-{mlflow_version}-tables.db"
+    if path.exists() and not _holds_empty_tables(path):
+        path.unlink(missing_ok=True)  # damaged: made again
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as part:
+        # a new folder each time: MLflow keeps the engine of every database it opened, which
+        # would still point at an earlier template made under the same name
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".making-") as folder:
+            part = Path(folder) / path.name
             prepare_store(f"sqlite:///{part}")
             with closing(sqlite3.connect(part)) as database, database:
                 database.execute("DELETE FROM experiments WHERE experiment_id = 0")
+            os.replace(part, path)
     return path
+
+
+def _holds_empty_tables(path):
+    """Whether the SQLite database ``path`` passes SQLite's own check and holds a schema version
+    and no experiment, as `store_template` leaves it."""
+    try:
+        with closing(sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True)) as database:
+            return (
+                database.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+                and database.execute("SELECT COUNT(*) FROM alembic_version").fetchone() == (1,)
+                and database.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+            )
+    except sqlite3.Error:
+        return False
 
 
 def _default_uri():

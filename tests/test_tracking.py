@@ -614,6 +614,37 @@ def test_a_new_folder_copies_the_tables_and_runs_no_migration(tmp_path, monkeypa
         MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").search_experiments()
 
 
+@pytest.mark.parametrize("damage", ["junk", "truncated", "an experiment"])
+def test_a_damaged_template_is_made_again(tmp_path, monkeypatch, damage):
+    """A template that is not a database, is cut short or holds an experiment (one not made by
+    `store_template`) is made again, not copied into a new folder."""
+    import sqlite3
+    from contextlib import closing
+
+    from repalign.tracking import store_template
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = store_template()
+    content = template.read_bytes()
+    if damage == "junk":
+        template.write_bytes(b"not a database" * 100)
+    elif damage == "truncated":
+        template.write_bytes(content[: len(content) // 3])
+    else:
+        with closing(sqlite3.connect(template)) as database, database:
+            database.execute(
+                "INSERT INTO experiments (experiment_id, name, lifecycle_stage, workspace) "
+                "VALUES (7, 'stray', 'active', 'default')"
+            )
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    client = MlflowClient(default_store()[0])
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert database_contents(store_template()) == database_contents(template)
+    with closing(sqlite3.connect(template)) as database:
+        assert database.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+
+
 def test_a_cache_folder_that_cannot_be_written_still_gives_a_store(tmp_path, monkeypatch):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
