@@ -898,8 +898,9 @@ def store_template():
 def _holds_empty_tables(path):
     """Whether the SQLite database ``path`` passes SQLite's own check and holds a schema version
     and no experiment, as `store_template` leaves it."""
+    read_only = f"{Path(path).resolve().as_uri()}?mode=ro"
     try:
-        with closing(sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True)) as database:
+        with closing(sqlite3.connect(read_only, uri=True)) as database:
             return (
                 database.execute("PRAGMA quick_check").fetchall() == [("ok",)]
                 and database.execute("SELECT COUNT(*) FROM alembic_version").fetchone() == (1,)
