@@ -120,16 +120,22 @@ class MomentRows:
 
 class GramState(MomentRows):
     """Σ zzᵀ over the rows seen so far, for a fixed list of representation widths and shifts
-    (`MomentRows`), accumulated in float64."""
+    (`MomentRows`), accumulated in float64.
 
-    def __init__(self, dims, shifts=None, precision="float64"):
+    ``upper``, if given, is the state's matrix itself (Fortran order, its upper triangle and
+    diagonal read), taken without a copy; else the state starts at zero rows.
+    """
+
+    def __init__(self, dims, shifts=None, precision="float64", *, upper=None):
         super().__init__(dims, shifts, precision)
-        # Upper triangle only, Fortran order, so that dsyrk accumulates into it in place.
-        # Zeroed by hand: numpy asks Linux for huge pages on what `empty` allocates, not on what
-        # `zeros` does, whose first touch then faults 4 KB pages (16 states of width 4,105:
-        # 1.78 s against 0.50 s here).
-        self._upper = np.empty((self.width, self.width), order="F")
-        self._upper.fill(0.0)
+        if upper is None:
+            # Upper triangle only, Fortran order, so that dsyrk accumulates into it in place.
+            # Zeroed by hand: numpy asks Linux for huge pages on what `empty` allocates, not on
+            # what `zeros` does, whose first touch then faults 4 KB pages (16 states of width
+            # 4,105: 1.78 s against 0.50 s here).
+            upper = np.empty((self.width, self.width), order="F")
+            upper.fill(0.0)
+        self._upper = upper
         self._moved = {}  # centre (bool) -> full moment matrix moved to it; see `pair`
 
     @classmethod
@@ -148,11 +154,10 @@ class GramState(MomentRows):
     @classmethod
     def from_moments(cls, dims, shifts, moments):
         """A state from a saved moment matrix (`moments`) and the shifts it was built with."""
-        state = cls(dims, shifts)
-        if moments.shape != (state.width, state.width):
+        width = MomentRows(dims).width
+        if moments.shape != (width, width):
             raise ValueError(f"moments of shape {moments.shape} do not fit widths {dims}.")
-        state._upper = np.asfortranarray(np.triu(moments))
-        return state
+        return cls(dims, shifts, upper=np.asfortranarray(np.triu(moments)))
 
     @property
     def n(self):
@@ -174,8 +179,7 @@ class GramState(MomentRows):
         self._moved.clear()
 
     def __add__(self, other):
-        total = GramState(self.dims, self.shifts, self.precision)
-        total._upper = self._upper.copy(order="F")
+        total = GramState(self.dims, self.shifts, self.precision, upper=self._upper.copy(order="F"))
         total += other
         return total
 
@@ -194,9 +198,8 @@ class GramState(MomentRows):
         jackknife's statistic without one group, `repalign.measures.jackknife`)."""
         if not self._same_layout(other):
             raise ValueError("GramState: only states with the same widths and shifts subtract.")
-        rest = GramState(self.dims, self.shifts, self.precision)
-        rest._upper = np.asfortranarray(self._upper - other._upper)
-        return rest
+        upper = np.asfortranarray(self._upper - other._upper)
+        return GramState(self.dims, self.shifts, self.precision, upper=upper)
 
     @property
     def moments(self):

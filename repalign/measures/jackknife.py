@@ -129,6 +129,7 @@ def linearised_changes(total, groups, configs, pairs, index, axes):
     then costs inner products with its blocks. NaN where there is no finite gradient. A
     representation with itself scores 1 on any rows: no change. The pairs are taken side by
     side (`repalign.measures.moments.over_pairs`)."""
+    without = GroupSums(total, groups, {index[name] for pair in pairs for name in pair})
 
     def changes_of(pair):
         a, b = pair
@@ -146,9 +147,7 @@ def linearised_changes(total, groups, configs, pairs, index, axes):
             if terms is None:
                 changes[config.label, a, b] = [np.nan] * len(groups)
             else:
-                changes[config.label, a, b] = [
-                    _first_order_change(total, group, terms) for group in groups
-                ]
+                changes[config.label, a, b] = _first_order_changes(groups, terms, without).tolist()
         return changes
 
     return {
@@ -175,7 +174,8 @@ def _stored_terms(gradient, i, j):
     inner product with the symmetric moments of the pair i ≠ j: the diagonal blocks hold their
     upper triangle only, so W folds G's lower triangle onto the upper. Wᵀ is kept C-ordered,
     to be read against the transposed view of the Fortran-ordered block (the same memory
-    order: ten times faster than W against the block). None if the gradient is not finite."""
+    order: ten times faster than W against the block). A diagonal block's gradient c·I stays
+    the number c. None if the gradient is not finite."""
     first, second = min(i, j), max(i, j)
     xy = gradient.xy if i < j else gradient.xy.T
     blocks = [(i, i, gradient.xx), (first, second, xy), (j, j, gradient.yy)]
@@ -183,25 +183,42 @@ def _stored_terms(gradient, i, j):
         return None
     terms = []
     for r, s, G in blocks:
-        if r == s:
+        if r == s and np.ndim(G) == 2:
             G = np.triu(G + G.T, 1) + np.diag(np.diag(G))
-        terms.append((r, s, np.ascontiguousarray(G.T)))
+        terms.append((r, s, G if np.ndim(G) == 0 else np.ascontiguousarray(G.T)))
     return terms
 
 
-def _first_order_change(total, group, terms):
-    """Σ ⟨G, C₍₋g₎⟩ over the pair's blocks, less Σ ⟨G, S⟩ of the total, which is the same for
-    every group: with S, s and n the shifted blocks, shifted sums and rows of ``total`` less
-    ``group``'s, C₍₋g₎ = S − s sᵀ/n, so the change is −⟨G, S_g⟩ − sᵣᵀ G sₛ / n per block."""
-    n = total.n - group.n
-    change = 0.0
+def _first_order_changes(groups, terms, without):
+    """[Σ ⟨G, C₍₋g₎⟩ over the pair's blocks] for each group g, less Σ ⟨G, S⟩ of the total, the
+    same for every group: with S, s and n the shifted blocks, shifted sums and rows of the
+    total less ``groups[g]``'s (`GroupSums` ``without``), C₍₋g₎ = S − s sᵀ/n, so the change
+    is −⟨G, S_g⟩ − sᵣᵀ G sₛ / n per block. The second term, for all groups at once, is one
+    product of G with the groups' sums; a diagonal block's c·I reads only its trace."""
+    changes = np.zeros(len(groups))
     for r, s, Wt in terms:
-        sum_r = total.shifted_sums(r) - group.shifted_sums(r)
-        sum_s = sum_r if r == s else total.shifted_sums(s) - group.shifted_sums(s)
+        sums_r, sums_s = without.sums[r], without.sums[s]
+        if np.ndim(Wt) == 0:
+            changes -= Wt * np.array([np.trace(group.upper_block(r, r)) for group in groups])
+            changes -= Wt * np.einsum("kg,kg->g", sums_r, sums_r) / without.rows
+            continue
         # W holds G folded onto the upper triangle when r = s: sᵀ W s is then sᵀ G s
-        change -= float(np.einsum("ij,ij->", Wt, group.upper_block(r, s).T))
-        change -= float(sum_s @ Wt @ sum_r) / n
-    return change
+        changes -= [float(np.einsum("ij,ij->", Wt, group.upper_block(r, s).T)) for group in groups]
+        changes -= np.einsum("kg,kg->g", sums_s, Wt @ sums_r) / without.rows
+    return changes
+
+
+class GroupSums:
+    """For representations ``members`` of ``total``: ``sums[k]``, the (dₖ × G) shifted column
+    sums of the total less each group's, and ``rows``, the total's rows less each group's."""
+
+    def __init__(self, total, groups, members):
+        self.rows = np.array([total.n - group.n for group in groups], dtype=np.float64)
+        self.sums = {
+            k: total.shifted_sums(k)[:, None]
+            - np.column_stack([group.shifted_sums(k) for group in groups])
+            for k in members
+        }
 
 
 class DeleteOneProducts:

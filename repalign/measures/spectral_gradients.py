@@ -19,11 +19,12 @@ import numpy as np
 
 
 class MomentGradient(NamedTuple):
-    """∂θ/∂C_xx (d_x × d_x), ∂θ/∂C_xy (d_x × d_y) and ∂θ/∂C_yy (d_y × d_y)."""
+    """∂θ/∂C_xx (d_x × d_x), ∂θ/∂C_xy (d_x × d_y) and ∂θ/∂C_yy (d_y × d_y); a number c for
+    ∂θ/∂C_xx or ∂θ/∂C_yy stands for c·I."""
 
-    xx: np.ndarray
+    xx: np.ndarray | float
     xy: np.ndarray
-    yy: np.ndarray
+    yy: np.ndarray | float
 
 
 def procrustes_gradient(spectra):
@@ -31,7 +32,9 @@ def procrustes_gradient(spectra):
     C_xy = U S Vᵀ: d‖C_xy‖_* = ⟨UVᵀ, dC_xy⟩ where the singular values are positive (Watson
     1992), so
 
-        G_xy = θ · UVᵀ / ‖C_xy‖_*,   G_xx = −θ / (2 tr C_xx) · I,   G_yy = −θ / (2 tr C_yy) · I.
+        G_xy = θ · UVᵀ / ‖C_xy‖_*,   G_xx = −θ / (2 tr C_xx) · I,   G_yy = −θ / (2 tr C_yy) · I
+
+    (G_xx and G_yy as the numbers that multiply I).
 
     None where θ is not differentiable: a side without variance, or C_xy = 0.
     """
@@ -41,11 +44,8 @@ def procrustes_gradient(spectra):
     if not (total_x > 0 and total_y > 0 and nuclear > 0):
         return None
     value = nuclear / np.sqrt(total_x * total_y)
-    dx, dy = spectra.cross.shape
     return MomentGradient(
-        xx=np.eye(dx) * (-value / (2 * total_x)),
-        xy=(value / nuclear) * (U @ Vt),
-        yy=np.eye(dy) * (-value / (2 * total_y)),
+        xx=-value / (2 * total_x), xy=(value / nuclear) * (U @ Vt), yy=-value / (2 * total_y)
     )
 
 
