@@ -3,18 +3,19 @@
 An exact RBF CKA needs n×n Gram matrices. Here each representation is mapped to a few thousand
 columns whose linear kernel approximates its RBF kernel k(x, y) = exp(−‖x − y‖²/(2σ²)):
 
-    RandomFourierFeatures   φ(x) = sqrt(2/m) cos(Wᵀx + b)       unbiased: E φ(x)ᵀφ(y) = k(x, y)
-    Nystrom                 φ(x) = K(Z, Z)^{-1/2} k(Z, x)       biased low: K̂ ≼ K
+    RandomFourierFeatures   φ(x) = sqrt(2/m) cos(Wᵀx + b)    unbiased: E φ(x)ᵀφ(y) = k(x, y)
+    Nystrom                 [k(Z, x); k(P, x)]                K̂ = K(·, Z) K(Z, Z)⁻¹ K(Z, ·) ≼ K,
+                                                              its error estimated at probes P
 
 The columns of every representation go through one `repalign.stats.GramState` (one pass over the
 rows, O(D²) memory, merged across workers with ``+``), and `approximate_products` reads KA, CKA,
 HSIC and their kernel products for any pair from the state's cross moments, never from the data.
 Each estimate carries a standard error: the jackknife over the independent parts of the
-approximation (blocks of random features, groups of landmarks). MMD² between two samples is a
+approximation (blocks of random features, Nyström's probes). MMD² between two samples is a
 difference of mean embeddings, `MeanEmbedding`, also a mergeable sum.
 
 The recipe of a job: one map per representation (`RandomFourierFeatures` with the job's seed, or
-`Nystrom` on the rows `sample_landmarks` picks), ``state.add_block([map.transform(rows), ...])``
+`Nystrom` on the rows `nystrom_rows` picks), ``state.add_block([map.transform(rows), ...])``
 on every row block, states merged, then `approximate_products(state, i, j, maps[i], maps[j])`.
 `cka_rff`, `cka_nystrom` and `mmd2_rff` do exactly this for in-memory arrays.
 
@@ -28,6 +29,7 @@ Efron & Stein (1981). The Jackknife Estimate of Variance. Annals of Statistics 9
 import numbers
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -51,8 +53,11 @@ EIGENVALUE_FLOOR = 1e-10
 RFF_BLOCKS = 16
 """Independent blocks of random features, the default of `RandomFourierFeatures`."""
 
-NYSTROM_GROUPS = 4
-"""Disjoint groups of landmarks, the default of `Nystrom`."""
+PROBE_SHARE = 0.2
+"""The share of a Nyström map's kernel columns that are probes, not landmarks (`nystrom_rows`)."""
+
+MIN_PROBES = 3
+"""Probes a `Nystrom` map needs: pairs of them estimate one term, and one is left out."""
 
 MMD_RFF_ESTIMATORS = ("unbiased", "biased")
 """The estimators of `repalign.mmd2` that random features approximate."""
@@ -75,7 +80,8 @@ class Approximation:
     value, std_err : float
         The estimate and its standard error (see `approximate_products`, `approximate_mmd2`).
     n_features : int
-        Random features per representation, or landmarks for Nyström.
+        Random features per representation, or Nyström's kernel columns (landmarks and
+        probes).
     seed : int
         Seed of the random features or of the landmark sample.
     """
@@ -118,8 +124,6 @@ class RandomFourierFeatures:
     ----------
     Rahimi & Recht (2007). Random Features for Large-Scale Kernel Machines. NIPS.
     """
-
-    biased = False
 
     def __init__(self, dim, n_features, sigma, *, seed, blocks=RFF_BLOCKS):
         self.dim = _check_at_least(dim, name="dim", low=1)
@@ -164,19 +168,30 @@ class RandomFourierFeatures:
     def _units(self):
         return self.blocks
 
-    def _kernel_product(self, cross, other):
-        """⟨K̂, L̂⟩ from cross = ΦᵀΨ, as a function of the blocks kept.
+    def _products(self, centered, raw, means, n, other):
+        """{"centered": (value, replicates), "raw": …} of ⟨K̂, L̂⟩ from the centred and raw
+        cross moments ΦᵀΨ, the replicates without each block.
 
-        The mean of ‖Φₖᵀ Ψₗ‖² = ⟨ΦₖΦₖᵀ, ΨₗΨₗᵀ⟩ over kept pairs k ≠ l: a product of two
-        independent unbiased kernel estimates, so unbiased for ⟨K, L⟩ (centred if cross is).
+        The mean of ‖Φₖᵀ Ψₗ‖² = ⟨ΦₖΦₖᵀ, ΨₗΨₗᵀ⟩ over blocks k ≠ l: a product of two
+        independent unbiased kernel estimates, so unbiased for ⟨K, L⟩ (centred if the cross
+        moments are). Without block k, the pairs that hold k are taken out.
         """
-        energies = _block_energies(cross, self.blocks, other.blocks)
+        return {
+            name: _distinct_block_mean(_block_energies(cross, self.blocks, other.blocks))
+            for name, cross in (("centered", centered), ("raw", raw))
+        }
 
-        def estimate(kept):
-            sub = energies[np.ix_(kept, kept)]
-            return (sub.sum() - np.trace(sub)) / (len(kept) * (len(kept) - 1))
+    def _variance_factor(self, n):
+        return 1.0
 
-        return estimate
+
+def _distinct_block_mean(energies):
+    """The mean of ``energies[k, l]`` over k ≠ l, and the same mean without block k, for each k."""
+    blocks = len(energies)
+    total = energies.sum() - np.trace(energies)
+    holding = energies.sum(axis=0) + energies.sum(axis=1) - 2.0 * np.diag(energies)
+    full = total / (blocks * (blocks - 1))
+    return full, (total - holding) / ((blocks - 1) * (blocks - 2))
 
 
 def _block_energies(cross, rows, cols):
@@ -185,113 +200,208 @@ def _block_energies(cross, rows, cols):
     return np.einsum("aibj,aibj->ab", blocked, blocked)
 
 
-def sample_landmarks(n_rows, n_landmarks, seed):
-    """Sorted indices of ``n_landmarks`` of ``n_rows`` rows, drawn without replacement.
+class NystromRows(NamedTuple):
+    """Sorted row indices of a Nyström map's landmarks and probes (`nystrom_rows`)."""
 
-    Drawn with ``numpy.random.default_rng(seed)``: the same arguments give the same rows, so a
-    job that reads its store in shards can pick its Nyström landmarks before reading.
+    landmarks: np.ndarray
+    probes: np.ndarray
+
+
+def nystrom_rows(n_rows, n_features, seed):
+    """The rows a `Nystrom` map takes its ``n_features`` kernel columns from.
+
+    ``n_features`` of the ``n_rows`` rows are drawn without replacement, in random order, with
+    ``numpy.random.default_rng(seed)``; the first `PROBE_SHARE` of them (at least `MIN_PROBES`)
+    are the probes, the others the landmarks. Given the landmarks, the probes are then a simple
+    random sample of the other rows, which is what makes the map's error estimate unbiased. The
+    same arguments give the same rows, so a job that reads its store in shards can pick them
+    before reading.
     """
-    n_rows = _check_at_least(n_rows, name="n_rows", low=1)
-    n_landmarks = check_int_in_range(
-        n_landmarks, name="n_landmarks", low=1, high=n_rows, why=" (the number of rows)"
+    n_rows = _check_at_least(n_rows, name="n_rows", low=MIN_PROBES + 1)
+    n_features = check_int_in_range(
+        n_features,
+        name="n_features",
+        low=MIN_PROBES + 1,
+        high=n_rows,
+        why=f" ({MIN_PROBES} probes and a landmark, at most the number of rows)",
     )
     seed = _check_at_least(seed, name="seed", low=0)
-    return np.sort(np.random.default_rng(seed).choice(n_rows, n_landmarks, replace=False))
+    drawn = np.random.default_rng(seed).choice(n_rows, n_features, replace=False)
+    probes = min(max(MIN_PROBES, round(PROBE_SHARE * n_features)), n_features - 1)
+    return NystromRows(np.sort(drawn[probes:]), np.sort(drawn[:probes]))
 
 
 class Nystrom:
-    """Nyström features of the RBF kernel from landmark rows Z, split into disjoint groups.
+    """Nyström features of the RBF kernel, with probe columns that estimate what they miss.
 
-        φ(x) = K(Z, Z)^{-1/2} k(Z, x),   φ(x)ᵀφ(y) = k(x, Z) K(Z, Z)⁺ k(Z, y) = K̂(x, y)
+        K̂ = K(·, Z) A K(Z, ·),   A = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹     (Williams & Seeger 2001)
 
-    K̂ is the kernel projected onto the span of the landmarks, so K̂ ≼ K: **Nyström is biased**.
-    The kernel is underestimated, and CKA, a ratio, inherits a bias of either sign; more
-    landmarks shrink it. The standard error that `approximate_products` reports is the jackknife
-    over the ``groups`` groups (landmark i in group i mod groups): their spread and, in
-    quadrature, the jackknife's estimate of the bias, (G − 1)(θ̄₍.₎ − θ̂), which assumes a bias
-    falling as 1/landmarks. Measured against exact RBF CKA (tests/test_approx.py, 200 samples of
-    n = 800, 128 landmarks): value ± t₀.₉₇₅,₃ · std_err covered the exact value in all of them,
-    where the spread alone covered none of the weakly related pairs. It is conservative when the
-    bias falls faster than 1/landmarks, and about 2 standard errors when it falls more slowly
-    (a weakly related pair at n = 6,000 and 1,024 landmarks: error 1.8e-3, std_err 9.6e-4).
+    from landmark rows Z. K̂ is the kernel projected onto the span of the landmarks, so K̂ ≼ K:
+    alone, Nyström is biased, and CKA, a ratio, inherits a bias of either sign, as large as a
+    third of a weak pair's value at n = 800 and 128 landmarks. The map therefore also takes the
+    kernel columns of probe rows P, drawn at random from the rows that are not landmarks
+    (`nystrom_rows`), and `approximate_products` adds an estimate of the residual
+    E = K − K̂ from them (Nyström with a sampled correction, as in Persson, Cortinovis & Kressner
+    2022). E is zero in the landmarks' columns, so for each product the error of Nyström's
+    value is a sum over the N = n − m other columns j of a term aⱼ that needs only the exact
+    column K·ⱼ and the residual column eⱼ = K·ⱼ − K̂·ⱼ:
 
-    `transform` returns the kernel columns k(Z, x), not φ(x): the whitening K(Z, Z)^{-1/2} is
-    linear, so it is applied to the accumulated moments, Φ̃ᵀΨ̃ = Tᵀ (C̃ᵀD̃) T'. The same state
-    then gives the approximation from all landmarks and, for the error, from all groups but one.
+        ⟨K, L⟩ − ⟨K̂, L̂⟩ = Σⱼ aⱼ,   aⱼ = K·ⱼᵀfⱼ + eⱼᵀL·ⱼ − eⱼᵀfⱼ
 
-    Eigenvalue floor: T Tᵀ = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹ with ε = `EIGENVALUE_FLOOR` (1e-10,
-    and tr K(Z, Z) = n_landmarks), through a Cholesky factor. The floor makes the whitening exist
-    when landmarks repeat, and it damps the directions of K(Z, Z) below it, whose rounding errors
-    an exact inverse would amplify; it changes K̂ by a relative O(ε·n_landmarks/λ) in a direction
-    of eigenvalue λ.
+    (fⱼ, L·ⱼ the same for the other kernel). At a probe both columns are linear in the map's
+    features, k(Z, x) and k(P, x), so aⱼ is read from the accumulated moments. The probes are a
+    simple random sample of the N columns, so N · mean over the probes of aⱼ is unbiased for
+    the sum, given the landmarks: the difference estimator of survey sampling (Särndal, Swensson
+    & Wretman 1992, §6.3). Centred products have one more term, a double sum over pairs of
+    columns, estimated by its mean over pairs of distinct probes (a U-statistic); see
+    `approximate_products`. The standard error is the delete-one-probe jackknife times the
+    finite-population correction sqrt(1 − p/N); the interval value ± t₀.₉₇₅,ₚ₋₁ · std_err
+    covered the exact value in 96.5% of 200 samples, strongly and weakly related pairs in turn
+    (99% and 94% of each kind; tests/test_approx.py), where Nyström's value alone was off by
+    25 to 40 times the spread of its landmark groups.
+
+    `transform` returns the kernel columns [k(Z, x); k(P, x)], not a whitened φ(x): the
+    whitening K(Z, Z)^{-1/2} is linear, so it is applied to the accumulated moments, and the
+    same state gives Nyström's products and the probes' terms.
+
+    Eigenvalue floor: A = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹ with ε = `EIGENVALUE_FLOOR` (1e-10,
+    and tr K(Z, Z) = the number of landmarks), through a Cholesky factor. The floor makes the
+    whitening exist when landmarks repeat, and it damps the directions of K(Z, Z) below it,
+    whose rounding errors an exact inverse would amplify; it changes K̂ by a relative
+    O(ε·m/λ) in a direction of eigenvalue λ, and leaves residuals of that order in the
+    landmarks' columns, which the estimate takes as zero.
 
     Parameters
     ----------
     landmarks : array-like of shape (n_landmarks, dim)
-        Rows of the representation, e.g. ``X[sample_landmarks(len(X), 1024, seed)]``; at least
-        one per group.
+        Rows of the representation, e.g. ``X[nystrom_rows(len(X), 1024, seed).landmarks]``.
+    probes : array-like of shape (n_probes, dim)
+        Other rows of the same sample, at least `MIN_PROBES`, drawn at random from the rows that
+        are not landmarks (``X[rows.probes]``). The maps of two representations must take the
+        same samples' rows.
     sigma : float
         Bandwidth σ > 0 (resolve ``"median"`` first with `repalign.median_sigma`).
-    groups : int, default=4
-        Disjoint groups of landmarks, at least 2.
 
     References
     ----------
     Williams & Seeger (2001). Using the Nyström Method to Speed Up Kernel Machines. NIPS.
+    Särndal, Swensson & Wretman (1992). Model Assisted Survey Sampling. Springer.
+    Persson, Cortinovis & Kressner (2022). Improved Variants of the Hutch++ Algorithm for Trace
+    Estimation. SIAM J. Matrix Anal. Appl. 43(3) ("Nyström++").
     """
 
-    biased = True
-
-    def __init__(self, landmarks, sigma, *, groups=NYSTROM_GROUPS):
-        self.groups = _check_at_least(groups, name="groups", low=2)
-        landmarks = check_representation(landmarks, name="landmarks", min_rows=self.groups)
-        self.landmarks = np.asarray(landmarks, dtype=np.float64)
+    def __init__(self, landmarks, probes, sigma):
+        landmarks = check_representation(landmarks, name="landmarks", min_rows=1)
+        probes = check_representation(probes, name="probes", min_rows=MIN_PROBES)
+        if landmarks.shape[1] != probes.shape[1]:
+            raise ShapeError(
+                "landmarks and probes must be rows of one representation; got widths "
+                f"{landmarks.shape[1]} and {probes.shape[1]}."
+            )
+        self.n_landmarks, self.n_probes = len(landmarks), len(probes)
+        self.columns = np.vstack([landmarks, probes]).astype(np.float64)
         self.sigma = _check_bandwidth(sigma)
-        self.n_features = self.landmarks.shape[0]
-        self._whitenings = {}
+        self.n_features = self.n_landmarks + self.n_probes
 
     def transform(self, X):
-        """Kernel columns k(Z, x) of the rows of X: shape (n_rows, n_landmarks), float64.
+        """Kernel columns [k(Z, x); k(P, x)] of the rows of X: shape (n_rows, n_features),
+        float64, the landmarks' first.
 
         Parameters
         ----------
         X : array-like of shape (n_rows, dim)
         """
-        return _rbf_cross(_check_rows(X, self.landmarks.shape[1]), self.landmarks, self.sigma)
+        return _rbf_cross(_check_rows(X, self.columns.shape[1]), self.columns, self.sigma)
 
     @property
     def _units(self):
-        return self.groups
+        return self.n_probes
 
-    def _kernel_product(self, cross, other):
-        """⟨K̂, L̂⟩ from cross = CᵀD (kernel columns), as a function of the groups kept."""
+    def _products(self, centered, raw, means, n, other):
+        """{"centered": (value, replicates), "raw": …}: the estimates of ⟨HKH, HLH⟩ and ⟨K, L⟩
+        from the centred and raw cross moments of the two maps' columns (``means`` their column
+        means, n rows), and the same without each probe.
 
-        def estimate(kept):
-            rows, cols = self._columns(kept), other._columns(kept)
-            whitened = self._whitening(kept).T @ cross[np.ix_(rows, cols)] @ other._whitening(kept)
-            return _squared_frobenius(whitened)
+        With m landmarks, p probes, N = n − m, column-selection vectors sⱼ of the probes in the
+        features, and bⱼ = [−A k(Z, pⱼ); sⱼ] (eⱼ = F bⱼ for the feature rows F): for the raw
+        moments R = FᵀG,
 
-        return estimate
+            ⟨K, L⟩ ≈ ‖TᵀR_ZZ T′‖² + N · meanⱼ (sⱼᵀR b′ⱼ + bⱼᵀR s′ⱼ − bⱼᵀR b′ⱼ)
 
-    def _columns(self, kept):
-        return np.flatnonzero(np.isin(np.arange(self.n_features) % self.groups, kept))
+        (T Tᵀ = A). Centred, ⟨HKH, HLH⟩ = Σⱼ K·ⱼᵀHL·ⱼ − (K1)ᵀH(L1)/n over all n columns, and
+        splitting K1 = K̂1 + Σⱼ eⱼ gives, with the centred moments M = FᵀHG and the landmark
+        means c, c′,
 
-    def _whitening(self, kept):
-        """T with T Tᵀ = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹ over the landmarks of the kept groups.
-
-        T = R⁻ᵀ from the Cholesky factor R Rᵀ of the floored Gram matrix.
+            ⟨HKH, HLH⟩ ≈ ‖TᵀM_ZZ T′‖² + N · meanⱼ aⱼ − N(N − 1)/n · mean_{j≠k} Q_jk,
+            aⱼ = sⱼᵀM b′ⱼ + bⱼᵀM s′ⱼ − Q_jj − cᵀA M_Z· b′ⱼ − bⱼᵀM_·Z A′c′ − Q_jj/n,
+            Q = BᵀM B′.
         """
-        if kept not in self._whitenings:
-            columns = self._columns(kept)
-            gram = self._landmark_gram[np.ix_(columns, columns)]
-            floored = gram + EIGENVALUE_FLOOR * np.trace(gram) * np.eye(len(columns))
-            factor = np.linalg.cholesky(floored)
-            self._whitenings[kept] = solve_triangular(factor, np.eye(len(columns)), lower=True).T
-        return self._whitenings[kept]
+        bases = self._residual_basis, other._residual_basis
+        base = {"centered": centered, "raw": raw}
+        rows = n - self.n_landmarks
+        landmarks = slice(0, self.n_landmarks)
+        probes = slice(self.n_landmarks, None)
+        products = {}
+        for name, moments in base.items():
+            whitened = self._whitening.T @ moments[landmarks, landmarks] @ other._whitening
+            times_b = moments @ bases[1]  # M B′
+            pairs = bases[0].T @ times_b  # Q
+            terms = (
+                np.diag(times_b[probes])
+                + np.einsum("kj,kj->j", bases[0], moments[:, probes])
+                - np.diag(pairs)
+            )
+            if name == "raw":
+                products[name] = _probe_mean(_squared_frobenius(whitened), terms, rows)
+                continue
+            inverse = self._whitening @ self._whitening.T
+            other_inverse = other._whitening @ other._whitening.T
+            terms -= (means[0][landmarks] @ inverse) @ times_b[landmarks]
+            terms -= bases[0].T @ (moments[:, landmarks] @ (other_inverse @ means[1][landmarks]))
+            terms -= np.diag(pairs) / n
+            products[name] = _probe_mean(_squared_frobenius(whitened), terms, rows, pairs, n)
+        return products
+
+    def _variance_factor(self, n):
+        """1 − p/N: the probes are drawn without replacement from the N = n − m columns that
+        are not landmarks (all of them when p = N, and then the estimate is exact)."""
+        return 1.0 - self.n_probes / (n - self.n_landmarks)
 
     @cached_property
-    def _landmark_gram(self):
-        return _rbf_cross(self.landmarks, self.landmarks, self.sigma)
+    def _residual_basis(self):
+        """B = [−A K(Z, P); I]: the feature rows F times B are the residual columns at the
+        probes, K(·, P) − K̂(·, P)."""
+        landmarks = self.columns[: self.n_landmarks]
+        probes = self.columns[self.n_landmarks :]
+        across = _rbf_cross(landmarks, probes, self.sigma)  # K(Z, P)
+        whitening = self._whitening
+        return np.vstack([-(whitening @ (whitening.T @ across)), np.eye(self.n_probes)])
+
+    @cached_property
+    def _whitening(self):
+        """T with T Tᵀ = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹: T = R⁻ᵀ from the Cholesky factor R Rᵀ of
+        the floored Gram matrix."""
+        landmarks = self.columns[: self.n_landmarks]
+        gram = _rbf_cross(landmarks, landmarks, self.sigma)
+        floored = gram + EIGENVALUE_FLOOR * np.trace(gram) * np.eye(self.n_landmarks)
+        factor = np.linalg.cholesky(floored)
+        return solve_triangular(factor, np.eye(self.n_landmarks), lower=True).T
+
+
+def _probe_mean(nystrom, terms, rows, pairs=None, n=None):
+    """The difference estimate ``nystrom`` + N · mean(``terms``) [− N(N − 1)/n · the mean of
+    ``pairs`` off its diagonal], N = ``rows``, and the same without each probe."""
+    probes = len(terms)
+    total = terms.sum()
+    full = nystrom + rows * total / probes
+    without = nystrom + rows * (total - terms) / (probes - 1)
+    if pairs is not None:
+        off = pairs.sum() - np.trace(pairs)
+        holding = pairs.sum(axis=0) + pairs.sum(axis=1) - 2.0 * np.diag(pairs)
+        scale = rows * (rows - 1) / n
+        full -= scale * off / (probes * (probes - 1))
+        without -= scale * (off - holding) / ((probes - 1) * (probes - 2))
+    return full, without
 
 
 def _rbf_cross(A, Z, sigma):
@@ -361,25 +471,26 @@ def approximate_products(state, x, y, map_x, map_y):
     into halves. Leaving k = l out of the cross term too makes it unbiased even when both maps share
     their seed, and makes the CKA of a representation with itself exactly 1.
 
-    Nyström: the products of the approximation K̂ from all landmarks, ⟨K̂, L̂⟩ = ‖Φ̃ᵀΨ̃‖²_F.
-    Biased low (see `Nystrom`).
+    Nyström: the products of the approximation K̂ from the landmarks, ⟨K̂, L̂⟩ = ‖TᵀCᵀDT′‖²_F
+    for kernel columns C, D and whitenings T, T′, plus the probes' unbiased estimate of what K̂
+    misses (see `Nystrom`).
 
-    Standard errors: the delete-one jackknife over the B blocks (or landmark groups),
+    Standard errors: the delete-one jackknife over the B blocks (or p probes),
 
-        se² = (B − 1)/B · Σₖ (θ₍₋ₖ₎ − θ̄₍.₎)²
+        se² = f · (B − 1)/B · Σₖ (θ₍₋ₖ₎ − θ̄₍.₎)²
 
-    where θ₍₋ₖ₎ is the same estimate without unit k. The ratios are smooth functions of
-    U-statistics of the independent blocks, for which the jackknife is consistent; in
+    where θ₍₋ₖ₎ is the same estimate without unit k, and f = 1 for random features, the
+    finite-population correction 1 − p/N for Nyström's probes, drawn without replacement from
+    the N = n − m columns that are not landmarks. The ratios are smooth functions of
+    U-statistics of the independent units, for which the jackknife is consistent; in
     expectation it overestimates the variance of the estimate from B − 1 units (Efron & Stein
-    1981). It was chosen over the spread of
-    per-group estimates, std/sqrt(groups), because it needs no estimate from a fraction of the
-    features (whose ratio bias is larger) and has B − 1 degrees of freedom rather than
-    groups − 1. Measured on a synthetic pair (random features, 20 to 40 seeds, n = 2,000 to
-    20,000): the mean standard error was within 20% of the actual spread, and varied by ±13%
-    between seeds with B = 16 (±28% with B = 8, the reason for the default). So |error| within
-    2 se is about a 90% statement, 3 se about 98%. For Nyström, which is biased, the standard
-    error also holds the jackknife's estimate of the bias, (B − 1)(θ̄₍.₎ − θ̂), in quadrature
-    (see `Nystrom`).
+    1981). It was chosen over the spread of per-group estimates, std/sqrt(groups), because it
+    needs no estimate from a fraction of the features (whose ratio bias is larger) and has
+    B − 1 degrees of freedom rather than groups − 1. Measured on a synthetic pair (random
+    features, 20 to 40 seeds, n = 2,000 to 20,000): the mean standard error was within 20% of
+    the actual spread, and varied by ±13% between seeds with B = 16 (±28% with B = 8, the
+    reason for the default). A 95% interval is value ± t₀.₉₇₅,B−1 · se (tests/test_approx.py
+    measures its coverage for both kinds of map).
 
     Parameters
     ----------
@@ -405,53 +516,46 @@ def approximate_products(state, x, y, map_x, map_y):
     _check_state_and_maps(state, (x, y), maps)
     moments = state.pair(x, y, center=True)
     means = (state.mean(x), state.mean(y))
-    estimators = {}
+    products = {}
     for r, s, suffix in ((0, 1, "kl"), (0, 0, "kk"), (1, 1, "ll")):
-        cross = moments.cross(r, s)
-        raw = cross + state.n * np.outer(means[r], means[s])  # Σ xyᵀ = Σ x̃ỹᵀ + n x̄ȳᵀ
-        estimators[f"centered_{suffix}"] = maps[r]._kernel_product(cross, maps[s])
-        estimators[f"raw_{suffix}"] = maps[r]._kernel_product(raw, maps[s])
-
-    def measures(kept):
-        values = {name: estimator(kept) for name, estimator in estimators.items()}
-        values["ka"] = values["raw_kl"] / np.sqrt(values["raw_kk"] * values["raw_ll"])
-        values["cka"] = values["centered_kl"] / np.sqrt(
-            values["centered_kk"] * values["centered_ll"]
-        )
-        values["hsic"] = values["centered_kl"] / (state.n - 1) ** 2
-        return values
-
-    units = map_x._units
-    full = measures(tuple(range(units)))
+        centered = moments.cross(r, s)
+        raw = centered + state.n * np.outer(means[r], means[s])  # Σ xyᵀ = Σ x̃ỹᵀ + n x̄ȳᵀ
+        estimates = maps[r]._products(centered, raw, (means[r], means[s]), state.n, maps[s])
+        for kind, estimate in estimates.items():
+            products[f"{kind}_{suffix}"] = estimate
     for suffix, index in (("kk", x), ("ll", y)):
-        centered, raw = full[f"centered_{suffix}"], full[f"raw_{suffix}"]
+        centered, raw = products[f"centered_{suffix}"][0], products[f"raw_{suffix}"][0]
         # Centred features 1e-10 of the raw ones are rounding (constant rows leave ~1e-15).
         if not centered > 1e-20 * raw:
             raise ZeroVarianceError(
                 f"CKA is undefined: the approximate centred kernel of representation {index} "
                 f"has no variation (its self product is {centered:.3g}, the raw one {raw:.3g})."
             )
-    replicates = [measures(tuple(u for u in range(units) if u != left)) for left in range(units)]
+    # each a pair (value, its replicates without each unit); the ratios apply to both
+    value = {name: np.asarray(estimate[0]) for name, estimate in products.items()}
+    without = {name: np.asarray(estimate[1]) for name, estimate in products.items()}
+    for values in (value, without):
+        values["ka"] = values["raw_kl"] / np.sqrt(values["raw_kk"] * values["raw_ll"])
+        values["cka"] = values["centered_kl"] / np.sqrt(
+            values["centered_kk"] * values["centered_ll"]
+        )
+        values["hsic"] = values["centered_kl"] / (state.n - 1) ** 2
+    factor = map_x._variance_factor(state.n)
     return ApproximateProducts(
         n=state.n,
         **{
-            name: Estimate(
-                float(value),
-                _jackknife_error([r[name] for r in replicates], value if map_x.biased else None),
-            )
-            for name, value in full.items()
+            name: Estimate(float(value[name]), _jackknife_error(without[name], factor))
+            for name in value
         },
     )
 
 
-def _jackknife_error(replicates, full=None):
-    """The delete-one jackknife standard error of the ``replicates``; with the estimate from every
-    unit, ``full``, also the jackknife's estimate of its bias, (U − 1)(θ̄₍.₎ − θ̂), in quadrature."""
-    replicates = np.asarray(replicates)
+def _jackknife_error(replicates, factor):
+    """sqrt(factor · (U − 1)/U · Σₖ (θ₍₋ₖ₎ − θ̄₍.₎)²): the delete-one jackknife standard error of
+    the U ``replicates``, times a finite-population correction ``factor``."""
     units = len(replicates)
     spread = (units - 1) / units * np.sum((replicates - replicates.mean()) ** 2)
-    bias = 0.0 if full is None else (units - 1) * (replicates.mean() - full)
-    return float(np.sqrt(spread + bias**2))
+    return float(np.sqrt(factor * spread))
 
 
 def cka_rff(X, Y, *, n_features=2048, sigma="median", seed=0):
@@ -488,35 +592,36 @@ def cka_rff(X, Y, *, n_features=2048, sigma="median", seed=0):
     return Approximation(cka.value, cka.std_err, maps[0].n_features, maps[0].seed)
 
 
-def cka_nystrom(X, Y, *, n_landmarks=1024, sigma="median", seed=0):
-    """RBF CKA of two paired representations from Nyström features.
+def cka_nystrom(X, Y, *, n_features=1024, sigma="median", seed=0):
+    """RBF CKA of two paired representations from Nyström features with probes.
 
-    The landmarks are the rows ``sample_landmarks(n_samples, n_landmarks, seed)`` of each
-    representation (the same samples on both sides); the rest is as in `cka_rff`, with a
-    `Nystrom` map per representation. Biased; the standard error holds the spread over the
-    landmark groups and the jackknife's estimate of the bias (see `Nystrom`).
+    The kernel columns are those of the rows ``nystrom_rows(n_samples, n_features, seed)``
+    (the same samples on both sides): a fifth of them probes, the rest landmarks. The rest is
+    as in `cka_rff`, with a `Nystrom` map per representation: Nyström's value plus the probes'
+    estimate of what it misses, and the standard error over the probes (see `Nystrom`).
 
     Parameters
     ----------
     X, Y : array-like of shapes (n_samples, n_features_x), (n_samples, n_features_y)
-    n_landmarks : int, default=1024
-        At most n_samples, at least 4 (one per group).
+    n_features : int, default=1024
+        Kernel columns per representation, landmarks and probes: at least 4, at most
+        n_samples.
     sigma : float or "median", default="median"
     seed : int, default=0
 
     Returns
     -------
     Approximation
-        With ``n_features`` the number of landmarks.
     """
     X, Y = check_pair(X, Y)
     sigma = check_sigma(sigma)
-    rows = sample_landmarks(X.shape[0], n_landmarks, seed)
+    rows = nystrom_rows(X.shape[0], n_features, seed)
     maps = [
-        Nystrom(A[rows], resolve_sigma(A, sigma, name=name)) for A, name in ((X, "X"), (Y, "Y"))
+        Nystrom(A[rows.landmarks], A[rows.probes], resolve_sigma(A, sigma, name=name))
+        for A, name in ((X, "X"), (Y, "Y"))
     ]
     cka = approximate_products(_accumulate(maps, (X, Y)), 0, 1, *maps).cka
-    return Approximation(cka.value, cka.std_err, len(rows), seed)
+    return Approximation(cka.value, cka.std_err, maps[0].n_features, seed)
 
 
 def _accumulate(maps, arrays):
@@ -688,8 +793,13 @@ def _check_state_and_maps(state, indices, maps):
         )
     if maps[0]._units != maps[1]._units:
         raise InvalidParameterError(
-            "map_x and map_y must have as many independent parts (blocks or groups); got "
+            "map_x and map_y must have as many independent parts (blocks or probes); got "
             f"{maps[0]._units} and {maps[1]._units}."
+        )
+    if isinstance(maps[0], Nystrom) and maps[0].n_landmarks != maps[1].n_landmarks:
+        raise InvalidParameterError(
+            "map_x and map_y must take their landmarks from the same rows; got "
+            f"{maps[0].n_landmarks} and {maps[1].n_landmarks} landmarks."
         )
     for index, feature_map, name in zip(indices, maps, ("x", "y"), strict=True):
         check_int_in_range(index, name=name, low=0, high=len(state.dims) - 1)

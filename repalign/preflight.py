@@ -28,7 +28,8 @@ somewhat more. With M representations of widths dₘ, n rows, F features:
     neighbours   16 · M · n · k                 every row's k neighbours and similarities
     MMD² (rff)   8 · F · Σ d over the pairs     one feature map per pair
 
-Nyström uses F = min(features, n) landmarks, and its maps hold F·d landmark values.
+Nyström uses F = min(features, n) kernel columns (landmarks and probes), and its maps hold the
+F·d values of their rows.
 """
 
 import fnmatch

@@ -42,9 +42,9 @@ def value(result):
     [
         # The ratio of debiased RFF products keeps a small positive bias: on this pair, about
         # +0.005 to +0.013 (6 seeds each at 1,024 and 2,048 features), against errors of
-        # 0.01 to 0.04. Nyström's error is mostly bias, shrinking with landmarks.
+        # 0.01 to 0.04. Nyström's probes estimate what its landmarks miss, without bias.
         ("rff", (128, 512, 1024), 0.01),
-        ("nystrom", (64, 256, 1024), 0.004),
+        ("nystrom", (64, 256, 1024), 0.0),
     ],
 )
 def test_random_features_are_within_their_reported_error(exact, approx, sizes, bias):

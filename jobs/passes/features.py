@@ -4,9 +4,11 @@ one pass of their second moments."""
 
 from itertools import combinations_with_replacement
 
+import numpy as np
+
 from jobs.passes.rows import gather
 from jobs.tasks import FeatureTask
-from repalign.approx import Nystrom, RandomFourierFeatures, approximate_products, sample_landmarks
+from repalign.approx import Nystrom, RandomFourierFeatures, approximate_products, nystrom_rows
 
 
 def run(job, configs):
@@ -38,10 +40,17 @@ def _feature_maps(job, config, sigmas):
             )
             for name, sigma in sigmas.items()
         }
-    landmarks = sample_landmarks(job.n, min(config.features, job.n), config.seed)
-    return {
-        name: Nystrom(gather(job.store[name], landmarks), sigma) for name, sigma in sigmas.items()
-    }
+    rows = nystrom_rows(job.n, min(config.features, job.n), config.seed)
+    drawn = np.concatenate([rows.landmarks, rows.probes])
+    order = np.argsort(drawn)
+    maps = {}
+    for name, sigma in sigmas.items():
+        read = gather(job.store[name], drawn[order])  # one read of both kinds of row
+        columns = np.empty_like(read)
+        columns[order] = read
+        landmarks = len(rows.landmarks)
+        maps[name] = Nystrom(columns[:landmarks], columns[landmarks:], sigma)
+    return maps
 
 
 def _estimate(config, state, index, maps, a, b):
