@@ -309,8 +309,8 @@ class Job:
         """A job of this one's pairable measures (`repalign.measures.permutation.UNPAIRED` left
         out) on the ``draw``-th permutation of the rows, for the permutation null
         (`jobs.permutations`): values only, no null, no jackknife, nothing saved. It shares
-        this job's slots, owners, pilot means, bandwidths, feature maps and constant
-        representations."""
+        this job's slots, owners, pilot means, bandwidths, random Fourier feature maps and
+        constant representations."""
         measures = [m for m in self.spec.measures if m.name not in UNPAIRED]
         spec = self.spec.model_copy(
             update={"measures": measures, "null": "none", "jackknife": None}
@@ -321,7 +321,13 @@ class Job:
         job.values.constant = dict(self.values.constant)
         job.owners, job.cpus = self.owners, self.cpus
         job._pilot_means, job._sigmas = self._pilot_means, self._sigmas
-        job.feature_maps = self.feature_maps
+        # random Fourier maps are functions of one representation; Nyström's hold the rows of
+        # the sample's landmarks and probes, which the draw re-pairs (`jobs.passes.features`)
+        job.feature_maps = {
+            m.label: self.feature_maps[m.label]
+            for m in measures
+            if m.approx == "rff" and m.label in self.feature_maps
+        }
         return job
 
     def absorb(self, other):

@@ -291,8 +291,10 @@ class Nystrom:
     """
 
     def __init__(self, landmarks, probes, sigma):
-        landmarks = check_representation(landmarks, name="landmarks", min_rows=1)
-        probes = check_representation(probes, name="probes", min_rows=MIN_PROBES)
+        # rows of a sample, equal or not: a constant representation is refused where its
+        # products are (`approximate_products`)
+        landmarks = check_representation(landmarks, name="landmarks", min_rows=1, constant_ok=True)
+        probes = check_representation(probes, name="probes", min_rows=MIN_PROBES, constant_ok=True)
         if landmarks.shape[1] != probes.shape[1]:
             raise ShapeError(
                 "landmarks and probes must be rows of one representation; got widths "
@@ -354,10 +356,8 @@ class Nystrom:
             if name == "raw":
                 products[name] = _probe_mean(_squared_frobenius(whitened), terms, rows)
                 continue
-            inverse = self._whitening @ self._whitening.T
-            other_inverse = other._whitening @ other._whitening.T
-            terms -= (means[0][landmarks] @ inverse) @ times_b[landmarks]
-            terms -= bases[0].T @ (moments[:, landmarks] @ (other_inverse @ means[1][landmarks]))
+            terms -= (means[0][landmarks] @ self._inverse) @ times_b[landmarks]
+            terms -= bases[0].T @ (moments[:, landmarks] @ (other._inverse @ means[1][landmarks]))
             terms -= np.diag(pairs) / n
             products[name] = _probe_mean(_squared_frobenius(whitened), terms, rows, pairs, n)
         return products
@@ -374,8 +374,12 @@ class Nystrom:
         landmarks = self.columns[: self.n_landmarks]
         probes = self.columns[self.n_landmarks :]
         across = _rbf_cross(landmarks, probes, self.sigma)  # K(Z, P)
-        whitening = self._whitening
-        return np.vstack([-(whitening @ (whitening.T @ across)), np.eye(self.n_probes)])
+        return np.vstack([-(self._inverse @ across), np.eye(self.n_probes)])
+
+    @cached_property
+    def _inverse(self):
+        """A = T Tᵀ = (K(Z, Z) + ε·tr K(Z, Z)·I)⁻¹."""
+        return self._whitening @ self._whitening.T
 
     @cached_property
     def _whitening(self):
@@ -796,11 +800,17 @@ def _check_state_and_maps(state, indices, maps):
             "map_x and map_y must have as many independent parts (blocks or probes); got "
             f"{maps[0]._units} and {maps[1]._units}."
         )
-    if isinstance(maps[0], Nystrom) and maps[0].n_landmarks != maps[1].n_landmarks:
-        raise InvalidParameterError(
-            "map_x and map_y must take their landmarks from the same rows; got "
-            f"{maps[0].n_landmarks} and {maps[1].n_landmarks} landmarks."
-        )
+    if isinstance(maps[0], Nystrom):
+        if maps[0].n_landmarks != maps[1].n_landmarks:
+            raise InvalidParameterError(
+                "map_x and map_y must take their landmarks from the same rows; got "
+                f"{maps[0].n_landmarks} and {maps[1].n_landmarks} landmarks."
+            )
+        if state.n < maps[0].n_features:
+            raise InvalidParameterError(
+                f"the state holds {state.n} rows, fewer than the {maps[0].n_features} landmarks "
+                "and probes of its Nyström maps, which must be rows of the same sample."
+            )
     for index, feature_map, name in zip(indices, maps, ("x", "y"), strict=True):
         check_int_in_range(index, name=name, low=0, high=len(state.dims) - 1)
         if state.dims[index] != feature_map.n_features:

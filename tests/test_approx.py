@@ -166,10 +166,42 @@ def test_rff_error_shrinks_as_features_grow():
 
 
 def test_nystrom_error_shrinks_as_columns_grow():
+    """4× the columns: the std_err falls by 16 and 20 here (the residual the probes sample
+    shrinks with the landmarks as well as with the probes), and each error stays within it."""
     X, Y = related_pair(2, 2000)
     exact = repalign.cka(X, Y, kernel="rbf")
-    errors = [abs(cka_nystrom(X, Y, n_features=m, seed=1).value - exact) for m in (64, 256, 1024)]
-    assert errors[0] > 2 * errors[1] > 4 * errors[2]
+    results = [cka_nystrom(X, Y, n_features=m, seed=1) for m in (64, 256, 1024)]
+    for result in results:
+        probes = len(nystrom_rows(2000, result.n_features, 1).probes)
+        assert abs(result.value - exact) <= stats.t.ppf(0.975, probes - 1) * result.std_err
+    errors = [result.std_err for result in results]
+    assert errors[0] > 4 * errors[1] > 16 * errors[2]
+
+
+def test_nystrom_std_err_is_the_jackknife_over_its_probes():
+    """(1 − p/N) · (p − 1)/p · Σⱼ (θ₍₋ⱼ₎ − θ̄)², with θ₍₋ⱼ₎ from maps built without probe j."""
+    X, Y = related_pair(21, 90, d=3)
+    rows = nystrom_rows(90, 30, seed=2)  # 24 landmarks, 6 probes
+    sigmas = [repalign.median_sigma(A) for A in (X, Y)]
+
+    def estimate(probes):
+        maps = [
+            Nystrom(A[rows.landmarks], A[probes], s) for A, s in zip((X, Y), sigmas, strict=True)
+        ]
+        return approximate_products(feature_state(maps, (X, Y)), 0, 1, *maps)
+
+    whole = estimate(rows.probes)
+    p, N = len(rows.probes), 90 - len(rows.landmarks)
+    for name in ("ka", "cka", "hsic", "raw_kl", "centered_ll"):
+        without = np.array(
+            [getattr(estimate(np.delete(rows.probes, j)), name).value for j in range(p)]
+        )
+        spread = (p - 1) / p * np.sum((without - without.mean()) ** 2)
+        expected = np.sqrt((1 - p / N) * spread)
+        # maps without probe j sum other products: the replicates agree to about 1e-13 of
+        # their values (the solves with K(Z, Z)), and their spread is down to 6e-5 of the
+        # value (KA), so the std_err agrees to about 2e-9
+        assert getattr(whole, name).std_err == pytest.approx(expected, rel=1e-8), name
 
 
 def test_debiased_self_products_remove_the_finite_feature_bias():
@@ -492,6 +524,11 @@ def test_nystrom_refuses_bad_arguments():
         Nystrom(Z[:5], Z[5:], 1.0).transform(np.ones((5, 2)))
     with pytest.raises(InvalidParameterError, match="n_features must be between 4 and 10"):
         nystrom_rows(10, 11, seed=0)
+    X, Y = related_pair(22, 40, d=3)
+    assert np.isfinite(cka_nystrom(X, Y, n_features=4).value)  # 1 landmark, 3 probes
+    maps = [Nystrom(A[:5], A[5:8], 1.0) for A in (X, Y)]
+    with pytest.raises(InvalidParameterError, match="holds 6 rows, fewer than the 8 landmarks"):
+        approximate_products(feature_state(maps, (X[:6], Y[:6])), 0, 1, *maps)
 
 
 def test_convenience_functions_validate_their_input():

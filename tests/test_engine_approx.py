@@ -42,7 +42,9 @@ def value(result):
     [
         # The ratio of debiased RFF products keeps a small positive bias: on this pair, about
         # +0.005 to +0.013 (6 seeds each at 1,024 and 2,048 features), against errors of
-        # 0.01 to 0.04. Nyström's probes estimate what its landmarks miss, without bias.
+        # 0.01 to 0.04. Nyström's probes estimate what its landmarks miss without bias; its
+        # CKA, a ratio of unbiased products, keeps a bias of about std_err² / value, a few
+        # hundredths of the std_err here.
         ("rff", (128, 512, 1024), 0.01),
         ("nystrom", (64, 256, 1024), 0.0),
     ],

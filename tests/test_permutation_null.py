@@ -10,10 +10,12 @@ from scipy import stats
 import repalign
 from jobs import alignment
 from jobs.alignment import run_alignment
+from repalign.approx import Nystrom, approximate_products, nystrom_rows
 from repalign.errors import InvalidParameterError
-from repalign.measures.permutation import BLOCK_ROWS, source_rows
+from repalign.measures.permutation import BLOCK_ROWS, source_rows, sources_of
 from repalign.spec import SpecError, parse_measure, parse_spec
-from repalign.store import write_representation
+from repalign.stats import GramState
+from repalign.store import open_store, write_representation
 
 NULL_COLUMNS = ("null_mean", "null_std", "p_value", "q_value", "calibrated")
 BY_HAND = {
@@ -58,6 +60,8 @@ def test_rows_are_permuted_within_aligned_blocks_and_any_range_reads_the_same_ro
     for start, stop in ((0, 10), (4000, 4200), (BLOCK_ROWS, n), (n - 1, n), (5, 5)):
         assert np.array_equal(source_rows("m.x", 3, start, stop, n), whole[start:stop])
     assert not np.array_equal(whole, source_rows("m.x", 4, 0, n, n))  # another draw
+    picked = np.array([n - 1, 5, BLOCK_ROWS + 7, 0, 2 * BLOCK_ROWS, 5])  # any order, repeats
+    assert np.array_equal(sources_of("m.x", 3, picked, n), whole[picked])
     assert not np.array_equal(whole, source_rows("m.y", 3, 0, n, n))  # another representation
 
 
@@ -231,3 +235,33 @@ def test_a_job_stopped_among_its_draws_takes_up_the_finished_ones(store, tmp_pat
     again = job_table(store, out, 1, draws=6).table
     assert started == [3, 4, 5]  # draws 0 to 2 were read back
     assert again.equals(whole)
+
+
+@pytest.mark.slow  # a job in process
+def test_a_nystrom_draw_takes_its_landmarks_and_probes_at_the_same_places_of_its_rows(
+    store, tmp_path
+):
+    """Nyström's probes correct its products only if the landmarks and probes are the same
+    samples on both sides, so a draw takes them at the same places of its permuted rows, not
+    the unpermuted job's rows (which the draw re-pairs): each draw's value is then the library's
+    estimate on the permuted arrays, and the job's null_mean their mean."""
+    measure = parse_measure("cka:rbf,approx=nystrom,features=200,sigma=3.0")
+    content = {"store": str(store), "out": str(tmp_path / "out"), "executor": "local"}
+    content.update(measures=[measure], null="permutation", permutations=3)
+    (row,) = [
+        r
+        for r in run_alignment(parse_spec(content), quiet=True).table.to_pylist()
+        if (r["rep_a"], r["rep_b"]) == ("m0.x", "m2.x")
+    ]
+    arrays = {name: open_store(store)[name].read_values(0, 4500) for name in ("m0.x", "m2.x")}
+    rows = nystrom_rows(4500, 200, seed=0)
+    draws = []
+    for draw in range(3):
+        pair = [permuted(name, draw, A).astype(np.float64) for name, A in arrays.items()]
+        maps = [Nystrom(A[rows.landmarks], A[rows.probes], 3.0) for A in pair]
+        state = GramState([200, 200])
+        state.add_block([m.transform(A) for m, A in zip(maps, pair, strict=True)])
+        draws.append(approximate_products(state, 0, 1, *maps).cka.value)
+    # the job adds the rows in other blocks: n·ε of each product, which the solves with
+    # K(Z, Z) (condition up to ~1e10) amplify; maps on other rows move a draw by ~1e-3
+    assert row["null_mean"] == pytest.approx(np.mean(draws), rel=1e-6)

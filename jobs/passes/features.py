@@ -9,6 +9,7 @@ import numpy as np
 from jobs.passes.rows import gather
 from jobs.tasks import FeatureTask
 from repalign.approx import Nystrom, RandomFourierFeatures, approximate_products, nystrom_rows
+from repalign.measures.permutation import sources_of
 
 
 def run(job, configs):
@@ -17,7 +18,7 @@ def run(job, configs):
     names = job.values.usable()
     for config in configs:
         sigmas = job.sigmas(names, config.sigma, [config])
-        if config.label not in job.feature_maps:  # a permuted job takes its parent's maps
+        if config.label not in job.feature_maps:  # a permuted job takes its parent's RFF maps
             job.feature_maps[config.label] = _feature_maps(job, config, sigmas)
         maps = job.feature_maps[config.label]
         ok = list(maps)
@@ -42,10 +43,16 @@ def _feature_maps(job, config, sigmas):
         }
     rows = nystrom_rows(job.n, min(config.features, job.n), config.seed)
     drawn = np.concatenate([rows.landmarks, rows.probes])
-    order = np.argsort(drawn)
     maps = {}
     for name, sigma in sigmas.items():
-        read = gather(job.store[name], drawn[order])  # one read of both kinds of row
+        # a draw of the permutation null takes the rows at the same places of its permuted
+        # rows: the probes' correction needs the landmarks and probes of both sides to be
+        # the same samples, which the draw re-pairs
+        sources = drawn
+        if job.permutation is not None:
+            sources = sources_of(name, job.permutation, drawn, job.n)
+        order = np.argsort(sources)
+        read = gather(job.store[name], sources[order])  # one read of both kinds of row
         columns = np.empty_like(read)
         columns[order] = read
         landmarks = len(rows.landmarks)
