@@ -327,10 +327,14 @@ def test_nystrom_products_are_the_explicit_difference_estimate():
         assert getattr(products, f"centered_{suffix}").value == pytest.approx(centred, rel=1e-8)
 
 
+PAIRS, KINDS = ("kl", "kk", "ll"), ("raw", "centered")
+
+
 def test_nystrom_products_average_to_the_exact_ones_over_every_probe_sample():
     """Unbiased given the landmarks: over all C(5, 3) = 10 samples of 3 probes from the 5 rows
-    that are not landmarks, the estimates average to the exact ⟨K, L⟩ and ⟨HKH, HLH⟩ (up to
-    the eigenvalue floor), where Nyström's own products fall short."""
+    that are not landmarks, the estimates average to the exact raw and centred products of
+    K with L, K with K and L with L (up to the eigenvalue floor), where Nyström's own products
+    fall short."""
     X, Y = related_pair(20, 12, d=3)
     landmarks, others = np.arange(7), np.arange(7, 12)
     sigmas = [repalign.median_sigma(A) for A in (X, Y)]
@@ -340,10 +344,19 @@ def test_nystrom_products_average_to_the_exact_ones_over_every_probe_sample():
             Nystrom(A[landmarks], A[list(probes)], s) for A, s in zip((X, Y), sigmas, strict=True)
         ]
         products = approximate_products(feature_state(maps, (X, Y)), 0, 1, *maps)
-        estimates.append((products.raw_kl.value, products.centered_kl.value))
+        estimates.append(
+            [getattr(products, f"{kind}_{pair}").value for pair in PAIRS for kind in KINDS]
+        )
     K, L = (reference.gram(A, "rbf", sigma=s) for A, s in zip((X, Y), sigmas, strict=True))
     H = reference.centering(12)
-    exact = np.array([np.sum(K * L), np.sum((H @ K @ H) * (H @ L @ H))])
+    kernels = {"kl": (K, L), "kk": (K, K), "ll": (L, L)}
+    exact = np.array(
+        [
+            np.sum(A * B) if kind == "raw" else np.sum((H @ A @ H) * (H @ B @ H))
+            for A, B in (kernels[pair] for pair in PAIRS)
+            for kind in KINDS
+        ]
+    )
     # the floor (1e-10 of tr K(Z, Z) = 7) moves K̂ by about 1e-10 / λ_min(K(Z, Z)) of K
     np.testing.assert_allclose(np.mean(estimates, axis=0), exact, rtol=1e-7)
     own = [
