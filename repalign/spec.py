@@ -273,6 +273,9 @@ def read_spec_file(path):
         ) from None
     if not isinstance(content, dict):
         raise SpecError(f"{path} must hold a mapping of keys to values.")
+    if None in content:
+        # YAML reads the key `null` as its null value, not as the string: the spec key is meant
+        content["null"] = content.pop(None)
     return content
 
 

@@ -112,6 +112,12 @@ def test_load_json_and_yaml(tmp_path):
     (tmp_path / "job.json").write_text(json.dumps(content))
     (tmp_path / "job.yaml").write_text("store: s\nout: o\nmeasures:\n  - name: ka\n")
     assert load_spec(tmp_path / "job.json") == load_spec(tmp_path / "job.yaml")
+    # the README's spec key `null`, which YAML reads as its null value
+    for null in ("analytic", "permutation", "none"):
+        (tmp_path / "null.yaml").write_text(
+            f"store: s\nout: o\nmeasures: [{{name: cka}}]\nnull: {null}\n"
+        )
+        assert load_spec(tmp_path / "null.yaml").null == null
     (tmp_path / "broken.yaml").write_text("store: [")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(tmp_path / "broken.yaml")
