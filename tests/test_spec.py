@@ -1,6 +1,7 @@
 """The job spec: one schema, refusing unknown keys and bad values by name."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,13 @@ def test_load_json_and_yaml(tmp_path):
         load_spec(tmp_path / "list.yaml")
     with pytest.raises(SpecError, match="cannot read job spec"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_the_readme_spec_example_is_a_valid_spec(tmp_path):
+    """The job spec in the README, as a user would copy it into a file."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "job.yaml").write_text(example)
+    spec = load_spec(tmp_path / "job.yaml")
+    assert (spec.null, spec.permutations, spec.jackknife) == ("analytic", 100, 16)
+    assert "cka:rbf:biased:nystrom" in [m.label for m in spec.measures]
