@@ -252,7 +252,7 @@ class Nystrom:
     features, k(Z, x) and k(P, x), so aⱼ is read from the accumulated moments. The probes are a
     simple random sample of the N columns, so N · mean over the probes of aⱼ is unbiased for
     the sum, given the landmarks: the difference estimator of survey sampling (Särndal, Swensson
-    & Wretman 1992, §6.3). Centred products have one more term, a double sum over pairs of
+    & Wretman 1992). Centred products have one more term, a double sum over pairs of
     columns, estimated by its mean over pairs of distinct probes (a U-statistic); see
     `approximate_products`. The standard error is the delete-one-probe jackknife times the
     finite-population correction sqrt(1 − p/N); the interval value ± t₀.₉₇₅,ₚ₋₁ · std_err
