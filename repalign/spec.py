@@ -47,7 +47,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from repalign.errors import RepalignError
 from repalign.registry import APPROXIMATIONS, KERNELS, MEASURES, PARAMETERS
@@ -168,6 +175,15 @@ class AlignmentSpec(BaseModel):
     permutations: int = Field(default=100, ge=1)
     jackknife: int | None = Field(default=None, ge=2)
     tile_bytes: int | None = Field(default=None, ge=1)
+
+    @field_validator("measures", mode="before")
+    @classmethod
+    def _measure_strings(cls, measures):
+        """A measure may be written as ``--measure`` and `repalign.pairwise` take it,
+        ``name[:kernel[:estimator]][,key=value...]`` (`parse_measure`)."""
+        if not isinstance(measures, list):
+            return measures
+        return [parse_measure(m) if isinstance(m, str) else m for m in measures]
 
     @model_validator(mode="after")
     def _distinct(self):

@@ -137,3 +137,25 @@ def test_the_readme_spec_example_is_a_valid_spec(tmp_path):
     spec = load_spec(tmp_path / "job.yaml")
     assert (spec.null, spec.permutations, spec.jackknife) == ("analytic", 100, 16)
     assert "cka:rbf:biased:nystrom" in [m.label for m in spec.measures]
+
+
+def test_measures_may_be_written_as_the_command_line_writes_them(tmp_path):
+    """As README says: ``name[:kernel[:estimator]][,key=value...]`` strings, in a spec file too."""
+    (tmp_path / "job.yaml").write_text(
+        "store: s\nout: o\n"
+        "measures: ['cka:linear:song', procrustes, 'ka:rbf,approx=rff,features=64']\n"
+    )
+    as_dicts = parse_spec(
+        {
+            "store": "s",
+            "out": "o",
+            "measures": [
+                {"name": "cka", "kernel": "linear", "estimator": "song"},
+                {"name": "procrustes"},
+                {"name": "ka", "kernel": "rbf", "approx": "rff", "features": 64},
+            ],
+        }
+    )
+    assert load_spec(tmp_path / "job.yaml") == as_dicts
+    with pytest.raises(SpecError, match="option 'k' must be key=value"):
+        parse_spec({"store": "s", "out": "o", "measures": ["mutual_knn,k"]})
