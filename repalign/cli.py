@@ -135,10 +135,18 @@ def _end_now(status):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # a reader that went away shows here, not in an exit handler
+        return status
     except RepalignError as exc:
         print(f"repalign {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # whoever read the output stopped early (`repalign ls | head -1`): what the command
+        # writes to disk is done by then (a pipe's output is buffered until the end); leave
+        # without a traceback, the rest of the output going nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _zoo_build(args):

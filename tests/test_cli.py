@@ -4,15 +4,18 @@ import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import urllib.request
 
+import numpy as np
 import pytest
 
 from repalign import __version__
+from repalign.store import write_representation
 from tests.commands import job_environment, repalign_command
 from tests.commands import run_repalign as repalign
 from tests.servers import free_port
@@ -279,3 +282,12 @@ def test_ui_refuses_a_port_in_use_by_name(tmp_path):
     assert result.returncode == 2
     assert f"port {port} of 127.0.0.1 cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """``repalign ls STORE | true``: the reader is gone before the listing is written."""
+    write_representation(tmp_path / "store", "m.x", np.arange(50), np.ones((50, 3)))
+    command = shlex.join(repalign_command("ls", str(tmp_path / "store"))) + " | true"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stderr == ""
+    assert repalign("ls", str(tmp_path / "store")).stdout.count("m.x") == 1  # otherwise as usual
