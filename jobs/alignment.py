@@ -129,6 +129,8 @@ def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None)
         "configurations": [m.label for m in spec.measures],
         "n": n,
         "missing_representations": missing,
+        # no value for the measures a constant is undefined for (MMD² has one)
+        "constant_representations": dict(job.values.constant),
         "missing_values": int(sum(s != "ok" for s in table.column("status").to_pylist())),
         "executor": executor,
         "executor_reason": executor_reason,

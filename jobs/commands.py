@@ -186,6 +186,9 @@ def _run_logged_by(uploader, args):
     )
     if summary["missing_values"]:
         print(f"missing representations: {summary['missing_representations']}", file=sys.stderr)
+        if summary["constant_representations"]:
+            constants = summary["constant_representations"]
+            print(f"constant representations: {constants}", file=sys.stderr)
     return status
 
 

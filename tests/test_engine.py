@@ -205,6 +205,9 @@ def test_degenerate_representations_are_missing_with_reasons(tmp_path):
     assert result.summary["missing_representations"] == {
         "bad.nan": "bad.nan holds NaN or Inf in 2 rows"
     }
+    assert result.summary["constant_representations"] == {
+        "bad.constant": "bad.constant is constant (zero variance)"
+    }
     assert assert_matches_library(result.table, arrays) > 0
     ok = {(r["measure"], r["rep_a"], r["rep_b"]) for r in rows if r["status"] == "ok"}
     assert ("cka", "good.a", "good.b") in ok and ("mutual_knn", "good.a", "good.b") in ok
