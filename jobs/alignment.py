@@ -82,10 +82,10 @@ def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None)
     started = time.perf_counter()
     store = open_store(spec.store)
     names = store.select(spec.representations)
-    if not store.aligned(names):
+    if misaligned := store.misaligned(names):
         raise MisalignedError(
-            f"the representations of {spec.store} are not aligned on sample_id; run "
-            "`repalign align` first to write an aligned copy."
+            f"the representations of {spec.store} are not aligned on sample_id "
+            f"({'; '.join(misaligned)}); run `repalign align` first to write an aligned copy."
         )
     n = store[names[0]].rows
     dims = [store[name].dim for name in names]

@@ -218,10 +218,10 @@ def _selected(spec, store):
                 f"{pattern!r} matches no representation of store {spec.store!r}",
             )
     names = store.select(spec.representations)
-    if not store.aligned(names):
+    if misaligned := store.misaligned(names):
         raise JobCheckError(
             "representations",
-            f"the representations of store {spec.store!r} are not aligned on sample_id; run "
-            "`repalign align` first to write an aligned copy",
+            f"the representations of store {spec.store!r} are not aligned on sample_id "
+            f"({'; '.join(misaligned)}); run `repalign align` first to write an aligned copy",
         )
     return names

@@ -261,8 +261,11 @@ def test_an_incremental_run_refuses_a_changed_representation(tmp_path):
 def test_a_misaligned_store_is_refused(tmp_path):
     write_representation(tmp_path, "a.x", np.arange(10), np.eye(10))
     write_representation(tmp_path, "b.x", np.arange(10)[::-1], np.eye(10))
-    with pytest.raises(MisalignedError, match="repalign align"):
+    write_representation(tmp_path, "c.x", np.arange(8), np.eye(8))
+    with pytest.raises(MisalignedError, match="repalign align") as refused:
         run_alignment(spec(tmp_path, [{"name": "cka"}]), quiet=True)
+    assert "b.x lists other sample ids, or another order, than a.x" in str(refused.value)
+    assert "c.x has 8 rows where a.x has 10" in str(refused.value)
 
 
 def actor_processes():

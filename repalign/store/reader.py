@@ -181,12 +181,21 @@ class Store:
 
     def aligned(self, names):
         """True when the manifests say the representations list the same ids in the same order."""
-        manifests = [self[name].manifest for name in names]
-        first = manifests[0]
-        return all(
-            m["rows"] == first["rows"] and m.get("ids_sha256") == first.get("ids_sha256")
-            for m in manifests
-        )
+        return not self.misaligned(names)
+
+    def misaligned(self, names):
+        """How each of ``names`` whose manifest lists other sample ids than the first's differs
+        from it, in words ("b.x has 1,500 rows where a.x has 2,000"); empty when aligned."""
+        first = self[names[0]].manifest
+        found = []
+        for name in names[1:]:
+            manifest = self[name].manifest
+            if manifest["rows"] != first["rows"]:
+                found.append(f"{name} has {manifest['rows']:,} rows where {names[0]} has "
+                             f"{first['rows']:,}")  # fmt: skip
+            elif manifest.get("ids_sha256") != first.get("ids_sha256"):
+                found.append(f"{name} lists other sample ids, or another order, than {names[0]}")
+        return found
 
     def blocks(self, names, block_rows=None):
         """Yield (ids, [float32 arrays]) row blocks of ``names``, read together.
