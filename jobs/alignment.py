@@ -265,7 +265,8 @@ class Job:
         # absolute: Ray workers write under it, from their own working folders
         out = Path(spec.out).resolve()
         self.saved_moments = out / ".state" / "moments.npz"
-        self.values = Values(names, {name: _manifest_problem(store[name]) for name in names})
+        problems = {name: _manifest_problem(store[name]) for name in names}
+        self.values = Values(names, problems, listed=sorted(names))  # the store's order
         self.blocks_computed = 0
         self.replays = 0
         self.resumed = 0

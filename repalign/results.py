@@ -19,10 +19,16 @@ class Values:
     ``unusable[name]`` says why no measure can use a representation (NaN or Inf rows), ""
     when it can; ``constant[name]`` why a constant one has no value but for measures defined
     on point masses (the moments find them, else a pass of column ranges).
+
+    A pair is computed and kept in the order of ``names``; the table lists the pairs in the
+    order of ``listed`` (default ``names``), so that a run that computed them in another order
+    (an incremental one, the old representations first) gives the table of a full run.
     """
 
-    def __init__(self, names, unusable):
+    def __init__(self, names, unusable, listed=None):
         self.names = names
+        self.listed = names if listed is None else listed
+        self._position = {name: i for i, name in enumerate(names)}
         self.unusable = unusable
         self.constant = {}
         self.found = {}  # (label, a, b) -> (value, std_err, reason)
@@ -45,7 +51,7 @@ class Values:
     def part(self):
         """An empty `Values` of the same representations, for some of the pairs, to `merge`
         back."""
-        part = Values(self.names, self.unusable)
+        part = Values(self.names, self.unusable, self.listed)
         part.constant = self.constant
         return part
 
@@ -101,7 +107,7 @@ class Values:
         their own reason)."""
         for config in configs:
             for other in self.usable():
-                a, b = sorted((name, other), key=self.names.index)
+                a, b = sorted((name, other), key=self._position.__getitem__)
                 self.missing(config, a, b, reason)
 
     def table(self, configs, n):
@@ -113,17 +119,17 @@ class Values:
     def _table_of(self, config, n):
         """The rows of one configuration (see `table`)."""
         rows = []
-        pairs = list(combinations_with_replacement(self.names, 2))
+        pairs = list(combinations_with_replacement(self.listed, 2))
         if config.against is not None:
-            pairs = [(name, name) for name in self.names]
+            pairs = [(name, name) for name in self.listed]
         q_values = self._q_values(config)
         for a, b in pairs:
+            kept = (config.label, *sorted((a, b), key=self._position.__getitem__))
             value, std_err, reason = self.found.get(
-                (config.label, a, b),
-                (None, None, self.reason(config, a, b) or "not computed"),
+                kept, (None, None, self.reason(config, a, b) or "not computed")
             )
-            interval = self.intervals.get((config.label, a, b))
-            null = self.nulls.get((config.label, a, b))
+            interval = self.intervals.get(kept)
+            null = self.nulls.get(kept)
             score = None if null is None else calibrated(config.name, value, null)
             rows.append(
                 {
@@ -140,7 +146,7 @@ class Values:
                     "null_mean": None if null is None else null.mean,
                     "null_std": None if null is None else null.std,
                     "p_value": None if null is None else null.p_value,
-                    "q_value": q_values.get((a, b)),
+                    "q_value": q_values.get(kept[1:]),
                     "calibrated": score,
                     "status": "ok" if reason == "" else "missing",
                     "reason": reason,

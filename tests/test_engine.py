@@ -240,6 +240,12 @@ def test_an_incremental_run_computes_only_the_new_blocks(tmp_path):
     expected = by_pair(full)
     got = by_pair(incremental)
     assert got.keys() == expected.keys()
+
+    # the same rows in the same order, though it computed (old.a, new.x), not (new.x, old.a)
+    def layout(result):
+        return [(r["measure"], r["rep_a"], r["rep_b"]) for r in result.table.to_pylist()]
+
+    assert layout(incremental) == layout(full)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-10), key
     assert assert_matches_library(incremental.table, arrays) == 3 * 21
