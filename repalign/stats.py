@@ -20,7 +20,7 @@ still added in float64, docs/design.md §4, "Precision").
 """
 
 import numpy as np
-from scipy.linalg.blas import dgemm, dsyrk, ssyrk
+from scipy.linalg.blas import dsyrk, ssyrk
 
 from repalign.blocks import BLOCK_BYTES, row_slices
 
@@ -242,7 +242,7 @@ class GramState(MomentRows):
         if center not in self._moved:
             targets = [self.mean(k) if center else np.zeros(d) for k, d in enumerate(self.dims)]
             deltas = [t - c for t, c in zip(targets, self.shifts, strict=True)]
-            self._moved[center] = moved_moments(self.moments, self.dims, deltas)
+            self._moved[center] = _reshift(self.moments, self.dims, deltas)
         M = self._moved[center]
         return PairMoments(M, *(slice(self.offsets[k], self.offsets[k + 1] - 1) for k in (i, j)))
 
@@ -339,44 +339,29 @@ def _column_means(A):
     return total / A.shape[0]
 
 
-def moved_moments(M, dims, deltas):
-    """The full moment matrix ``M`` (the `GramState` layout for representations of widths
-    ``dims``, C-ordered) after moving each representation's shift by δᵏ, written over ``M``.
+def _reshift(M, dims, deltas):
+    """Moments after moving each representation's shift by δ, i.e. z' = T z, written over ``M``.
 
-    Moving the shift is z' = T z: the feature rows get −δᵏ times the constant 1, and each
-    squared-norm row −2δᵏᵀx + ‖δᵏ‖², so T = I + A Bᵀ with K + 1 columns for K representations
-    (A's first column −δ on the features and B's first column eₗₐₛₜ; A's column k + 1 the
-    norm row eₐₖ and B's column [−2δᵏ on xᵏ, ‖δᵏ‖² on the constant]). Then
-
-        T M Tᵀ = M + A G'ᵀ + G' Aᵀ,   G = M B,  G' = G + ½ A (BᵀG),
-
-    a rank-2(K + 1) update, added to M in place by one product [A G'][G' A]ᵀ (dgemm, on Mᵀ:
-    the Fortran-ordered view of the same symmetric matrix). At D = 4,105 (K = 8) the product
-    alone took 26 ms, against 0.35 s for forming the update and adding ``update.T`` (a
-    transposed read has a stride of a row per element); `GramState.pair`'s first call, the
-    symmetric copy included, 0.07–0.12 s against 0.18 s for the same map as row and column
-    operations.
-    Squared-norm columns that hold NaN (`repalign.measures.pair_moments` without norms) stay
-    NaN and touch nothing else: B is zero on them and BᵀG is formed without them.
+    For one representation, u' = u − δ and ‖u'‖² = ‖u‖² − 2δᵀu + ‖δ‖², an affine map of
+    [u, ‖u‖², 1]; the new moments are T M Tᵀ. T is identity plus a few rank-one pieces, so it is
+    applied as row operations (T M), then the same as column operations ((T M) Tᵀ), in place:
+    O(D²) instead of a dense O(D³) product. Each norm row (column) is moved before its
+    representation's rows (columns), whose old values it needs; the last row and column, of
+    the constant 1, are moved by neither.
     """
-    width, count = M.shape[0], len(dims)
-    offsets = np.concatenate([[0], np.cumsum([d + 1 for d in dims])])
-    A, B = np.zeros((width, count + 1)), np.zeros((width, count + 1))
-    B[-1, 0] = 1.0
-    G = np.zeros((width, count + 1))
-    G[:, 0] = M[:, -1]
-    for k, delta in enumerate(deltas):
-        features, norm = slice(offsets[k], offsets[k + 1] - 1), offsets[k + 1] - 1
-        A[features, 0] = -delta
-        A[norm, k + 1] = 1.0
-        B[features, k + 1] = -2.0 * delta
-        B[-1, k + 1] = delta @ delta
-        G[:, k + 1] = M[:, features] @ B[features, k + 1] + M[:, -1] * B[-1, k + 1]
-    rows = np.ones(width, dtype=bool)
-    rows[offsets[1:] - 1] = False  # B is zero there, and G may be NaN
-    G += 0.5 * A @ (B[rows].T @ G[rows])
-    return dgemm(1.0, np.hstack([A, G]), np.hstack([G, A]), beta=1.0, c=M.T, trans_b=True,
-                 overwrite_c=True).T  # fmt: skip
+    start = 0
+    for d, delta in zip(dims, deltas, strict=True):
+        u, norm = slice(start, start + d), start + d
+        M[norm] += (delta @ delta) * M[-1] - 2.0 * (delta @ M[u])
+        M[u] -= np.outer(delta, M[-1])
+        start += d + 1
+    start = 0
+    for d, delta in zip(dims, deltas, strict=True):
+        u, norm = slice(start, start + d), start + d
+        M[:, norm] += (delta @ delta) * M[:, -1] - 2.0 * (M[:, u] @ delta)
+        M[:, u] -= np.outer(M[:, -1], delta)
+        start += d + 1
+    return M
 
 
 class PairMoments:
