@@ -30,7 +30,7 @@ from jobs.passes import features, mmd, moments, neighbors, rbf
 from jobs.passes.rows import median_sample, unit_rows, whole_row_groups
 from jobs.permutations import permutation_null
 from repalign.contract import RESULT_FILES
-from repalign.errors import MisalignedError, RepalignError
+from repalign.errors import RepalignError
 from repalign.measures.kernels import MEDIAN_MAX_ROWS, MEDIAN_SEED, resolve_sigma
 from repalign.measures.permutation import UNPAIRED
 from repalign.preflight import machine_memory
@@ -82,11 +82,7 @@ def run_alignment(spec, *, ray_address=None, quiet=False, incremental_from=None)
     started = time.perf_counter()
     store = open_store(spec.store)
     names = store.select(spec.representations)
-    if misaligned := store.misaligned(names):
-        raise MisalignedError(
-            f"the representations of {spec.store} are not aligned on sample_id "
-            f"({'; '.join(misaligned)}); run `repalign align` first to write an aligned copy."
-        )
+    store.check_aligned(names)
     n = store[names[0]].rows
     dims = [store[name].dim for name in names]
     executor, executor_reason = choose_executor(spec, n, dims, ray_address)

@@ -39,7 +39,7 @@ from itertools import combinations_with_replacement
 from pathlib import Path
 
 from repalign.approx import RFF_BLOCKS
-from repalign.errors import RepalignError, StoreError
+from repalign.errors import MisalignedError, RepalignError, StoreError
 from repalign.stats import default_tile_bytes, moment_matrix_bytes
 from repalign.store import open_store
 
@@ -218,10 +218,8 @@ def _selected(spec, store):
                 f"{pattern!r} matches no representation of store {spec.store!r}",
             )
     names = store.select(spec.representations)
-    if misaligned := store.misaligned(names):
-        raise JobCheckError(
-            "representations",
-            f"the representations of store {spec.store!r} are not aligned on sample_id "
-            f"({'; '.join(misaligned)}); run `repalign align` first to write an aligned copy",
-        )
+    try:
+        store.check_aligned(names)
+    except MisalignedError as exc:
+        raise JobCheckError("representations", str(exc)) from None
     return names

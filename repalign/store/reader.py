@@ -197,6 +197,15 @@ class Store:
                 found.append(f"{name} lists other sample ids, or another order, than {names[0]}")
         return found
 
+    def check_aligned(self, names):
+        """Raise `MisalignedError` saying how ``names`` differ (`misaligned`), unless aligned."""
+        if misaligned := self.misaligned(names):
+            raise MisalignedError(
+                f"the representations of store {str(self.path)!r} are not aligned on sample_id "
+                f"({'; '.join(misaligned)}). Align them first with `repalign align` (a join on "
+                "sample_id), which writes an aligned copy and reports the rows each one loses."
+            )
+
     def blocks(self, names, block_rows=None):
         """Yield (ids, [float32 arrays]) row blocks of ``names``, read together.
 
@@ -207,9 +216,8 @@ class Store:
         aligned raises `MisalignedError` (see ``repalign align``). Memory: one block of each
         representation, plus a shard's row group being decoded.
         """
+        self.check_aligned(names)
         representations = [self[name] for name in names]
-        if not self.aligned(names):
-            raise MisalignedError(_misaligned_message(representations))
         if block_rows is None:
             block_rows = _common_shard_rows(representations) or BLOCK_ROWS
         streams = [r.batches(block_rows) for r in representations]
@@ -233,12 +241,3 @@ def _common_shard_rows(representations):
     sizes = {int(s["rows"]) for r in representations for s in r.shards[:-1]}
     sizes |= {int(r.shards[0]["rows"]) for r in representations if len(r.shards) == 1}
     return sizes.pop() if len(sizes) == 1 else None
-
-
-def _misaligned_message(representations):
-    rows = ", ".join(f"{r.name} ({r.rows} rows)" for r in representations[:6])
-    return (
-        f"representations are not in the same sample order or cover different samples: {rows}. "
-        "Align them first with `repalign align` (a join on sample_id), which writes an aligned "
-        "copy and reports the rows each one loses."
-    )
