@@ -186,7 +186,8 @@ class RandomFourierFeatures:
 
 
 def _distinct_block_mean(energies):
-    """The mean of ``energies[k, l]`` over k ≠ l, and the same mean without block k, for each k."""
+    """The mean of ``energies[k, l]`` over k ≠ l, and the same mean without unit k (a block,
+    or Nyström's probe), for each k."""
     blocks = len(energies)
     total = energies.sum() - np.trace(energies)
     holding = energies.sum(axis=0) + energies.sum(axis=1) - 2.0 * np.diag(energies)
@@ -400,11 +401,10 @@ def _probe_mean(nystrom, terms, rows, pairs=None, n=None):
     full = nystrom + rows * total / probes
     without = nystrom + rows * (total - terms) / (probes - 1)
     if pairs is not None:
-        off = pairs.sum() - np.trace(pairs)
-        holding = pairs.sum(axis=0) + pairs.sum(axis=1) - 2.0 * np.diag(pairs)
+        off_full, off_without = _distinct_block_mean(pairs)
         scale = rows * (rows - 1) / n
-        full -= scale * off / (probes * (probes - 1))
-        without -= scale * (off - holding) / ((probes - 1) * (probes - 2))
+        full -= scale * off_full
+        without -= scale * off_without
     return full, without
 
 

@@ -41,34 +41,25 @@ def source_rows(name, draw, start, stop, n):
     """The rows of the unpermuted representation ``name`` (of ``n`` rows) that rows
     ``start``..``stop`` of its ``draw``-th permutation hold: an int64 array of ``stop − start``
     indices, all within the aligned blocks that the range overlaps."""
-    parts = []
-    for block in range(start // BLOCK_ROWS, -(-stop // BLOCK_ROWS)):
-        first, order = _block_order(name, draw, block, n)
-        low, high = max(start - first, 0), min(stop - first, len(order))
-        parts.append(first + order[low:high])
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return sources_of(name, draw, np.arange(start, stop), n)
 
 
 def sources_of(name, draw, rows, n):
     """`source_rows` of the given rows (any int indices) of the ``draw``-th permutation of
-    ``name``: the unpermuted rows they hold, in their order."""
+    ``name``: the unpermuted rows they hold, in their order. Each aligned block's order is
+    seeded by (draw, name, block)."""
     rows = np.asarray(rows, dtype=np.int64)
     sources = np.empty_like(rows)
     blocks = rows // BLOCK_ROWS
+    key = zlib.crc32(str(name).encode())
     for block in np.unique(blocks):
         inside = blocks == block
-        first, order = _block_order(name, draw, int(block), n)
+        first = int(block) * BLOCK_ROWS
+        order = np.random.default_rng([SEED, draw, key, int(block)]).permutation(
+            min(first + BLOCK_ROWS, n) - first
+        )
         sources[inside] = first + order[rows[inside] - first]
     return sources
-
-
-def _block_order(name, draw, block, n):
-    """The first row of aligned block ``block`` (of n rows) and the order in which the draw
-    permutes its rows, seeded by (draw, name, block)."""
-    key = zlib.crc32(str(name).encode())
-    first = block * BLOCK_ROWS
-    rows = min(first + BLOCK_ROWS, n) - first
-    return first, np.random.default_rng([SEED, draw, key, block]).permutation(rows)
 
 
 def read_permuted(read, name, draw, start, stop, n):
