@@ -95,6 +95,13 @@ def check_job(spec, *, memory_bytes, locate=Path):
                 f"measures.{i}.k",
                 f"k={measure.k} must be below n={n}, the samples of store {spec.store!r}",
             )
+        if measure.approx == "nystrom" and measure.features >= n:
+            raise JobCheckError(
+                f"measures.{i}.features",
+                f"features={measure.features} must be below n={n}, the samples of store "
+                f"{spec.store!r}: Nyström takes its kernel columns from the rows, and with all "
+                "of them it is the exact kernel at more cost (leave out approx for the exact one)",
+            )
         if measure.approx == "rff" and measure.features % RFF_BLOCKS:
             raise JobCheckError(
                 f"measures.{i}.features",

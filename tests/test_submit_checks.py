@@ -37,6 +37,10 @@ def rff(features):
     return {"name": "cka", "kernel": "rbf", "approx": "rff", "features": features}
 
 
+def nystrom(features):
+    return {"name": "cka", "kernel": "rbf", "approx": "nystrom", "features": features}
+
+
 BAD = [
     ({"store": "no-such-store"}, 404, "store"),
     ({"measures": [{"name": "mmd2", "against": "no-such-store"}]}, 404, "measures.0.against"),
@@ -47,6 +51,8 @@ BAD = [
     # the example: 10⁸ features of 3 representations
     ({"measures": [rff(100_000_000)]}, 422, "measures.0.features"),
     ({"measures": [rff(1000)]}, 422, "measures.0.features"),  # not a multiple of 16 blocks
+    # Nyström's kernel columns are rows: as many as the rows is the exact kernel, slower
+    ({"measures": [nystrom(ROWS)]}, 422, "measures.0.features"),
 ]
 
 
