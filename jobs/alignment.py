@@ -261,7 +261,7 @@ class Job:
         # absolute: Ray workers write under it, from their own working folders
         out = Path(spec.out).resolve()
         self.saved_moments = out / ".state" / "moments.npz"
-        problems = {name: _manifest_problem(store[name]) for name in names}
+        problems = {name: store[name].unusable() for name in names}
         self.values = Values(names, problems, listed=sorted(names))  # the store's order
         self.blocks_computed = 0
         self.replays = 0
@@ -459,13 +459,6 @@ class Job:
         names, path = self.moments
         digests = {name: representation_digest(self.store[name]) for name in names}
         return {"names": names, "moments_file": path, "digests": digests}
-
-
-def _manifest_problem(representation):
-    bad = int(representation.manifest.get("non_finite_rows", 0))
-    if bad:
-        return f"{representation.name} holds NaN or Inf in {bad} rows"
-    return ""
 
 
 class RowReads:

@@ -385,9 +385,8 @@ def _mean_embeddings(store, names, plan, before):
             entry.update(_map_fields(old[1]), reused=True)
             reused.append(name)
             continue
-        bad = int(representation.manifest.get("non_finite_rows", 0))
-        if bad:
-            entry["reason"] = f"{name} holds NaN or Inf in {bad} rows"
+        if reason := representation.unusable():
+            entry["reason"] = reason
             continue
         try:
             if old is not None:

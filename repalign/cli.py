@@ -172,6 +172,23 @@ def _ingest(args):
         overwrite=args.overwrite,
     )
     print(f"wrote {len(names)} representations to {args.store}: {', '.join(names)}")
+    _warn_unusable(args.store, names)
+
+
+def _warn_unusable(path, names):
+    """Say what the manifests of the ``names`` just written tell against a job: rows that are
+    not finite, and other rows than the store's other representations."""
+    from repalign.store import open_store
+
+    store = open_store(path)
+    for name in names:
+        if reason := store[name].unusable():
+            print(f"warning: {reason}: jobs leave it out (`repalign validate` names the "
+                  "rows)", file=sys.stderr)  # fmt: skip
+    others = [name for name in store.select() if name not in names]
+    for difference in store.misaligned(others[:1] + names):
+        print(f"warning: {difference}: `repalign align` joins the store on sample_id before "
+              "a job", file=sys.stderr)  # fmt: skip
 
 
 def _validate(args):

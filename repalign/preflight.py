@@ -143,7 +143,7 @@ def planned_memory(spec, store, names, memory_bytes):
     """The `MemoryNeed` of each pass of an alignment ``spec`` over ``names`` of ``store``, for
     workers of ``memory_bytes`` (the formulas of the module docstring)."""
     tile_bytes = spec.tile_bytes or default_tile_bytes(memory_bytes)
-    reps = [store[name] for name in names if not store[name].manifest.get("non_finite_rows")]
+    reps = [store[name] for name in names if not store[name].unusable()]
     dims = [r.dim for r in reps] or [0]
     n, m = store[names[0]].rows, len(reps)
     if spec.jackknife is None:

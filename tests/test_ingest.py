@@ -113,9 +113,37 @@ def test_cli_ingest_then_ls(tmp_path):
 
     done = cli("ingest", str(tmp_path / "s"), str(tmp_path / "x.npy"), "--name", "m.fc1")
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # nothing to warn of
     listing = cli("ls", str(tmp_path / "s"))
     assert listing.returncode == 0
     assert listing.stdout.splitlines()[1].split() == ["m.fc1", "40", "6", "1"]
     again = cli("ingest", str(tmp_path / "s"), str(tmp_path / "x.npy"), "--name", "m.fc1")
     assert again.returncode == 2
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_cli_ingest_warns_of_what_a_job_cannot_use(tmp_path):
+    """Rows that are not finite, and other rows than the store's others, are said at once, not
+    first by a job; the representations are written all the same."""
+    holed = A.copy()
+    holed[[3, 17]] = np.nan
+    for name, array in [("x", A), ("holed", holed), ("short", A[:30])]:
+        np.save(tmp_path / f"{name}.npy", array)
+
+    def ingest_file(name):
+        command = ["ingest", str(tmp_path / "s"), str(tmp_path / f"{name}.npy")]
+        return subprocess.run(
+            [sys.executable, "-m", "repalign", *command], capture_output=True, text=True
+        )
+
+    first = ingest_file("x")
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    for name, warning in [
+        ("holed", "holed holds NaN or Inf in 2 rows: jobs leave it out"),
+        ("short", "short has 30 rows where holed has 40"),  # the first by name
+    ]:
+        done = ingest_file(name)
+        assert done.returncode == 0
+        assert done.stderr.startswith(f"warning: {warning}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    assert sorted(open_store(tmp_path / "s").representations) == ["holed", "short", "x"]

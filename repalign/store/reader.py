@@ -43,6 +43,13 @@ class Representation:
     def __repr__(self):
         return f"Representation({self.name!r}, rows={self.rows}, dim={self.dim})"
 
+    def unusable(self):
+        """Why no measure can use this representation, from its manifest ("x holds NaN or Inf
+        in 3 rows"); empty when none says so."""
+        bad = int(self.manifest.get("non_finite_rows", 0))
+        rows = "a row" if bad == 1 else f"{bad:,} rows"
+        return f"{self.name} holds NaN or Inf in {rows}" if bad else ""
+
     def pilot_mean(self):
         """`repalign.store.format.pilot_mean` of the first rows: as the writer saved it beside
         the manifest, or, in a store written before writers saved it, from the rows."""
