@@ -44,6 +44,31 @@ def test_round_trip_of_every_id_type(tmp_path, ids):
     assert manifest["id_type"] == ("int64" if ids.dtype.kind in "iu" else "string")
 
 
+def test_stores_of_either_element_nullability_read_and_validate_the_same(tmp_path, monkeypatch):
+    """The writer declares the embedding's elements non-null (Parquet then stores fewer
+    levels, faster to decode); stores written before, with nullable elements, read the same."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from repalign.store import format as store_format
+    from repalign.store import writer
+    from repalign.store.validate import validate_store
+
+    values = np.random.default_rng(2).standard_normal((300, 6)).astype(np.float32)
+    write_representation(tmp_path / "new", "m.x", np.arange(300), values, shard_rows=128)
+    with monkeypatch.context() as patched:
+        for module in (store_format, writer):  # as the writer was before
+            patched.setattr(module, "embedding_type", lambda dim: pa.list_(pa.float32(), dim))
+        write_representation(tmp_path / "old", "m.x", np.arange(300), values, shard_rows=128)
+    for store, nullable in [("new", False), ("old", True)]:
+        shard = tmp_path / store / "m.x" / "part-00000.parquet"
+        stored = pq.ParquetFile(shard).schema_arrow.field("embedding").type
+        assert (stored.list_size, stored.value_field.nullable) == (6, nullable)
+        representation = open_store(tmp_path / store)["m.x"]
+        np.testing.assert_array_equal(representation.read_values(100, 290), values[100:290])
+        assert validate_store(tmp_path / store) == []
+
+
 def test_manifest_describes_the_shards(tmp_path):
     values = np.random.default_rng(1).standard_normal((50, 4))
     source = {"model": "mlp-w64-s0", "layer": "fc2", "seed": 0}

@@ -29,6 +29,7 @@ from repalign.store.format import (
     SHARD_PATTERN,
     check_name,
     default_shard_rows,
+    embedding_type,
     id_type_of,
     ids_digest_update,
     pilot_mean,
@@ -180,7 +181,9 @@ class RepresentationWriter:
         table = pa.Table.from_arrays(
             [
                 pa.array(ids, type=pa.int64() if self._id_type == "int64" else pa.string()),
-                pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), self._dim),
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(values.ravel()), type=embedding_type(self._dim)
+                ),
             ],
             schema=schema(self._dim, self._id_type),
         )
