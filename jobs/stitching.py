@@ -230,8 +230,10 @@ def _saved_models(store_path):
     records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
     if not records:
         raise StoreError(
-            f"{store_path} holds no saved models ({MODELS_FOLDER}/): stitching needs the "
-            "networks of a zoo (`repalign zoo build`)."
+            f"{store_path} holds no saved models ({MODELS_FOLDER}/): stitching runs the rest "
+            "of a trained network from a stored layer, so it needs a zoo that saves its networks "
+            "(`repalign zoo build --preset digits`); ingested embeddings and the synth preset "
+            "have none."
         )
     return records
 

@@ -236,6 +236,11 @@ def test_bad_pairs_and_stores_are_named(zoo, ray_session, tmp_path):
             (bare / item.name).symlink_to(item)
     with pytest.raises(StoreError, match="holds no targets"):
         run_stitching(spec_for(bare, tmp_path, [("mlp-w64-s1.fc1", "mlp-w64-s0.fc1")], 1))
+    synth = tmp_path / "synth"
+    build_zoo(synth, "synth", models=2, dim=4, rows=50, seed=0)
+    # a zoo, but one without networks: the message says which preset saves them
+    with pytest.raises(StoreError, match=r"holds no saved models .* --preset digits"):
+        default_pairs(synth)
 
 
 def test_the_command_line_runs_a_stitching_job(zoo, tmp_path):
