@@ -99,17 +99,12 @@ class FeatureSpectra:
         """Singular values of X̃ᵀỸ."""
         return np.linalg.svd(self.cross, compute_uv=False)
 
-    @cached_property
-    def rotated_cross(self):
-        """Pₓᵀ X̃ᵀỸ P_y, the cross matrix in the two sides' principal directions (all of them):
-        computed once for the CCA and SVCCA of a pair, which read its leading blocks."""
-        return self.bases[0].T @ self.cross @ self.bases[1]
-
     def whitened_cross(self, kx, ky):
         """Uₓᵀ U_y over the leading kx and ky principal directions (kx, ky ≤ ranks)."""
+        Vx, Vy = self.bases[0][:, :kx], self.bases[1][:, :ky]
         scale_x = 1.0 / np.sqrt(self.variances[0][:kx])
         scale_y = 1.0 / np.sqrt(self.variances[1][:ky])
-        return scale_x[:, None] * self.rotated_cross[:kx, :ky] * scale_y[None, :]
+        return scale_x[:, None] * (Vx.T @ self.cross @ Vy) * scale_y[None, :]
 
 
 class DataSpectra:

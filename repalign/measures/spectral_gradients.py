@@ -83,26 +83,28 @@ def canonical_gradient(spectra, kx, ky, *, squared):
     m = min(kx, ky)
     slope = 2.0 * rho if squared else np.ones_like(rho)  # f′(ρ)
     scale_x, scale_y = 1.0 / np.sqrt(variances[0][:kx]), 1.0 / np.sqrt(variances[1][:ky])
-    # the canonical vectors in each side's principal directions, then as columns aₖ and bₖ
-    a, b = scale_x[:, None] * U, scale_y[:, None] * Vt.T
-    A, B = bases[0][:, :kx] @ a, bases[1][:, :ky] @ b
+    A = bases[0][:, :kx] @ (scale_x[:, None] * U)  # canonical vectors, columns aₖ
+    B = bases[1][:, :ky] @ (scale_y[:, None] * Vt.T)
     # −Σₖ f′(ρₖ) ρₖ/2 aₖaₖᵀ as one symmetric product (numpy's dsyrk): f′(ρₖ) ρₖ ≥ 0
-    weighted_a, weighted_b = A * np.sqrt(slope * rho / 2), B * np.sqrt(slope * rho / 2)
+    root = np.sqrt(slope * rho / 2)
+    weighted_a, weighted_b = A * root, B * root
     xx, yy = -(weighted_a @ weighted_a.T), -(weighted_b @ weighted_b.T)
-    rotated = spectra.rotated_cross  # Pₓᵀ C_xy P_y
-    if kx < len(variances[0]):  # Vₓᵀ C_xy Σₖ f′(ρₖ) bₖ uₖᵀ, read in the principal directions
-        xx += _turning(bases[0], variances[0], kx, rotated[kx:, :ky] @ (b * slope) @ U.T)
+    cross = spectra.cross
+    if kx < len(variances[0]):  # Vₓᵀ C_xy Σₖ f′(ρₖ) bₖ uₖᵀ, Vₓ the dropped directions
+        pulled = np.linalg.multi_dot([bases[0][:, kx:].T, cross, B * slope, U.T])
+        xx += _turning(bases[0], variances[0], kx, pulled)
     if ky < len(variances[1]):
-        yy += _turning(bases[1], variances[1], ky, rotated[:kx, ky:].T @ (a * slope) @ Vt)
+        pulled = np.linalg.multi_dot([bases[1][:, ky:].T, cross.T, A * slope, Vt])
+        yy += _turning(bases[1], variances[1], ky, pulled)
     return MomentGradient(xx=xx / m, xy=(A * slope) @ B.T / m, yy=yy / m)
 
 
 def _turning(basis, variances, kept, pulled):
     """⟨dC, ·⟩ of the turn of the ``kept`` leading directions of ``basis`` towards the dropped
     ones (there are some), where ``pulled`` ((d − kept) × kept) is Vᵀ C_xy Σₖ f′(ρₖ) bₖ uₖᵀ
-    (or its y-side mirror), V the dropped directions. The products are taken in the order
-    that keeps them narrow (`numpy.linalg.multi_dot`): SVCCA drops a few directions of many,
-    or keeps a few."""
+    (or its y-side mirror), V the dropped directions. The products, this one's and the
+    caller's, are taken in the order that keeps them narrow (`numpy.linalg.multi_dot`): SVCCA
+    drops a few directions of many, or keeps a few."""
     gaps = variances[None, :kept] - variances[kept:, None]
     turn = pulled / np.sqrt(variances[None, :kept]) / gaps
     return np.linalg.multi_dot([basis[:, kept:], turn, basis[:, :kept].T])
