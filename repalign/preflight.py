@@ -6,6 +6,8 @@ Only the stores' manifests are read, never their rows. A spec passes when:
 - its store exists and holds the representations it names (every name or glob matches one);
 - the representations are aligned on sample_id (the manifests agree), so they share n rows;
 - k < n for the neighbour measures (mutual k-NN, CKNNA: each row has n − 1 others);
+- features < n for Nyström, whose kernel columns are rows: with all of them it is the exact
+  kernel, at many times its cost;
 - random Fourier features come in the blocks of `repalign.approx.RFF_BLOCKS`;
 - the memory the engine plans for one process fits in the worker's memory.
 
@@ -28,8 +30,8 @@ somewhat more. With M representations of widths dₘ, n rows, F features:
     neighbours   16 · M · n · k                 every row's k neighbours and similarities
     MMD² (rff)   8 · F · Σ d over the pairs     one feature map per pair
 
-Nyström uses F = min(features, n) kernel columns (landmarks and probes), and its maps hold the
-F·d values of their rows.
+Nyström uses F = features kernel columns (landmarks and probes), and its maps hold the F·d
+values of their rows.
 """
 
 import fnmatch
@@ -96,9 +98,10 @@ def check_job(spec, *, memory_bytes, locate=Path):
                 f"k={measure.k} must be below n={n}, the samples of store {spec.store!r}",
             )
         if measure.approx == "nystrom" and measure.features >= n:
+            given = "" if "features" in measure.model_fields_set else " (the default)"
             raise JobCheckError(
                 f"measures.{i}.features",
-                f"features={measure.features} must be below n={n}, the samples of store "
+                f"features={measure.features}{given} must be below n={n}, the samples of store "
                 f"{spec.store!r}: Nyström takes its kernel columns from the rows, and with all "
                 "of them it is the exact kernel at more cost (leave out approx for the exact one)",
             )
@@ -169,7 +172,7 @@ def planned_memory(spec, store, names, memory_bytes):
                 MemoryNeed(2 * FLOAT * 2 * m * n, "representations", "the exact RBF tiles")
             )
         elif measure.approx != "none" and measure.name != "mmd2":
-            features = measure.features if measure.approx == "rff" else min(measure.features, n)
+            features = measure.features
             statistic = 2 * FLOAT * (m * (features + 1) + 1) ** 2
             maps = FLOAT * features * sum(dims)
             needs.append(

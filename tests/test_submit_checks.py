@@ -53,6 +53,12 @@ BAD = [
     ({"measures": [rff(1000)]}, 422, "measures.0.features"),  # not a multiple of 16 blocks
     # Nyström's kernel columns are rows: as many as the rows is the exact kernel, slower
     ({"measures": [nystrom(ROWS)]}, 422, "measures.0.features"),
+    # ... and its default, 1,024 features, against ROWS
+    (
+        {"measures": [{"name": "cka", "kernel": "rbf", "approx": "nystrom"}]},
+        422,
+        "measures.0.features",
+    ),
 ]
 
 
