@@ -127,7 +127,7 @@ def test_cli_ingest_warns_of_what_a_job_cannot_use(tmp_path):
     first by a job; the representations are written all the same."""
     holed = A.copy()
     holed[[3, 17]] = np.nan
-    for name, array in [("x", A), ("holed", holed), ("short", A[:30])]:
+    for name, array in [("x", A), ("holed", holed), ("aaa", A[:30])]:
         np.save(tmp_path / f"{name}.npy", array)
 
     def ingest_file(name):
@@ -140,10 +140,16 @@ def test_cli_ingest_warns_of_what_a_job_cannot_use(tmp_path):
     assert first.returncode == 0 and first.stderr == "", first.stderr
     for name, warning in [
         ("holed", "holed holds NaN or Inf in 2 rows: jobs leave it out"),
-        ("short", "short has 30 rows where holed has 40"),  # the first by name
+        ("aaa", "aaa has 30 rows where holed has 40"),
     ]:
         done = ingest_file(name)
         assert done.returncode == 0
         assert done.stderr.startswith(f"warning: {warning}"), done.stderr
         assert len(done.stderr.splitlines()) == 1
-    assert sorted(open_store(tmp_path / "s").representations) == ["holed", "short", "x"]
+    # "aaa" sorts first but is the odd one: "x" again, under a new name, is not blamed
+    again = subprocess.run(
+        [sys.executable, "-m", "repalign", "ingest", str(tmp_path / "s"), str(tmp_path / "x.npy"),
+         "--name", "w"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert sorted(open_store(tmp_path / "s").representations) == ["aaa", "holed", "w", "x"]
