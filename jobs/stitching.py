@@ -228,14 +228,15 @@ def default_pairs(store_path):
 def _saved_models(store_path):
     folder = Path(store_path) / MODELS_FOLDER
     records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-    if not records:
+    networks = {name: record for name, record in records.items() if "architecture" in record}
+    if not networks:
         raise StoreError(
-            f"{store_path} holds no saved models ({MODELS_FOLDER}/): stitching runs the rest "
+            f"{store_path} holds no saved networks ({MODELS_FOLDER}/): stitching runs the rest "
             "of a trained network from a stored layer, so it needs a zoo that saves its networks "
-            "(`repalign zoo build --preset digits`); ingested embeddings and the synth preset "
-            "have none."
+            "(`repalign zoo build --preset digits`); ingested embeddings and the synth and minilm "
+            "presets have none."
         )
-    return records
+    return networks
 
 
 def _hidden_layers(store, model, names):

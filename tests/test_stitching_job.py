@@ -239,8 +239,15 @@ def test_bad_pairs_and_stores_are_named(zoo, ray_session, tmp_path):
     synth = tmp_path / "synth"
     build_zoo(synth, "synth", models=2, dim=4, rows=50, seed=0)
     # a zoo, but one without networks: the message says which preset saves them
-    with pytest.raises(StoreError, match=r"holds no saved models .* --preset digits"):
+    with pytest.raises(StoreError, match=r"holds no saved networks .* --preset digits"):
         default_pairs(synth)
+    # a description that is not a network (the minilm preset keeps its sentences there)
+    (synth / MODELS_FOLDER).mkdir(exist_ok=True)
+    (synth / MODELS_FOLDER / "minilm.json").write_text(json.dumps({"sentences": ["a", "b"]}))
+    with pytest.raises(StoreError, match=r"holds no saved networks"):
+        default_pairs(synth)
+    with pytest.raises(StoreError, match=r"'minilm' .* is not a network"):
+        repalign.zoo.load_model(synth, "minilm")
 
 
 def test_the_command_line_runs_a_stitching_job(zoo, tmp_path):

@@ -195,6 +195,11 @@ def load_model(store_path, model_name):
             f"saved models: {', '.join(saved) or 'none'}."
         )
     record = json.loads(description.read_text())
+    if "architecture" not in record:
+        raise StoreError(
+            f"model_name={model_name!r} in {folder} is not a network repalign can run (its "
+            "description has no architecture)."
+        )
     network = build_network(record["architecture"])
     network.load_state_dict(torch.load(folder / f"{model_name}.pt", weights_only=True))
     network.record = record
