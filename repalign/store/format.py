@@ -1,7 +1,8 @@
 """The on-disk format of an embedding store (docs/design.md §5).
 
     <store>/<representation>/part-00000.parquet   sample_id: int64 or string,
-                                                  embedding: fixed_size_list<float32>[d]
+                                                  embedding: fixed_size_list<float32 not
+                                                  null>[d] (`embedding_type`)
     <store>/<representation>/_pilot_mean.npy      float64 (d,): `pilot_mean` of its first rows
     <store>/<representation>/_manifest.json       name, dim, rows, dtype, id_type, source,
                                                   shards (file, rows, sha256), ids_sha256, ...
