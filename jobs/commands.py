@@ -133,7 +133,7 @@ def _run(args):
 
 
 def _run_logged_by(uploader, args):
-    from jobs.outputs import log_libraries_to
+    from jobs.outputs import earlier_run, log_libraries_to, replaced
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_measure, parse_spec
 
@@ -156,6 +156,7 @@ def _run_logged_by(uploader, args):
                 content[key] = getattr(args, key)
         spec = parse_spec(content)
     check_job(spec, memory_bytes=machine_memory())  # before Ray: exit 2 with the reason
+    earlier = earlier_run(spec.out)
     log_libraries_to(spec.out)
     from jobs.alignment import run_alignment, write_result
     from repalign.contract import HEATMAP_FOLDER
@@ -175,6 +176,8 @@ def _run_logged_by(uploader, args):
         f"({summary['executor_reason']}); each row read "
         f"{_times_read(summary['reads_per_row'])}"
     )
+    if earlier:
+        print(replaced(spec.out, earlier))
     # drawn here while the child still imports; it logs the folder
     write_heatmaps(result.table, Path(spec.out) / HEATMAP_FOLDER)
     status = uploader.log(
@@ -243,7 +246,7 @@ def _stitch(args):
 
 
 def _stitch_logged_by(uploader, args):
-    from jobs.outputs import log_libraries_to
+    from jobs.outputs import earlier_run, log_libraries_to, replaced
     from repalign.preflight import check_job, machine_memory
     from repalign.spec import SpecError, load_spec, parse_spec
 
@@ -265,6 +268,7 @@ def _stitch_logged_by(uploader, args):
         raise SpecError("give a spec file, or --store and --out.")
     spec = parse_spec(content, kind="stitching")
     check_job(spec, memory_bytes=machine_memory())  # before Ray, as the service at submit
+    earlier = earlier_run(spec.out)
     log_libraries_to(spec.out)
     from jobs.stitching import run_stitching, write_result
 
@@ -275,6 +279,8 @@ def _stitch_logged_by(uploader, args):
         f"wrote {path} ({summary['pairs']} pairs, {summary['failed']} failed); executor "
         f"{summary['executor']} ({summary['executor_reason']})"
     )
+    if earlier:
+        print(replaced(spec.out, earlier))
     status = uploader.log(
         "stitching",
         out=spec.out,

@@ -9,7 +9,31 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from repalign.contract import LIBRARY_LOG_FILE, atomic_write
+from repalign.contract import LIBRARY_LOG_FILE, PENDING_UPLOAD_FILE, atomic_write, recorded_run_id
+
+
+def earlier_run(out):
+    """The MLflow run id of the earlier job whose results ``out`` holds, or None; but first a
+    `JobCheckError` (field "out") if those results are not logged yet: ``out`` then holds
+    `PENDING_UPLOAD_FILE` until ``repalign sync`` logs them, and a new job would write over the
+    record and the files it names, leaving the earlier results nowhere."""
+    # imported here: the logging child imports this module, and needs none of the checks
+    from repalign.preflight import JobCheckError
+
+    if (Path(out) / PENDING_UPLOAD_FILE).exists():
+        raise JobCheckError(
+            "out",
+            f"{out} holds an earlier job's results not yet logged to MLflow "
+            f"({PENDING_UPLOAD_FILE}), which this job would write over: `repalign sync {out}` "
+            "logs them; or give another out",
+        )
+    return recorded_run_id(out)
+
+
+def replaced(out, run_id):
+    """The line that says a job replaced the results of an earlier one in ``out``, and the
+    MLflow run (``run_id``, from `earlier_run`) that keeps them."""
+    return f"replaced the results of an earlier job in {out}; its MLflow run {run_id} keeps them"
 
 
 def write_table_and_summary(out, files, table, summary):

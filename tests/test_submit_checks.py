@@ -2,6 +2,7 @@
 API (422 naming the field, 404 for a missing store) and `repalign run` (exit 2, one line,
 before Ray); the library's memory plan covers what the engine allocates."""
 
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,37 @@ def test_repalign_stitch_refuses_before_ray_with_exit_2_and_one_line(tmp_path):
         (["--store", str(store), "--pair", "nope.x", "nope.y"], "pairs.0.source: "),
     ]
     assert_refused_before_ray("stitch", cases, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_job_never_writes_over_results_not_yet_logged_and_names_the_run_it_replaces(tmp_path):
+    """A second job into the same OUT says which MLflow run keeps the results it replaced; a
+    job into an OUT whose results wait for `repalign sync` (the tracking server was down) is
+    refused, exit 2, before it writes anything there."""
+    from jobs.sync import record_pending
+    from repalign.contract import PENDING_UPLOAD_FILE, RUN_FILE
+
+    store, out = make_store(tmp_path / "zoo"), tmp_path / "out"
+    command = [sys.executable, "-m", "repalign", "run", "--store", str(store), "--out", str(out),
+               "--measure", "cka", "--quiet"]  # fmt: skip
+
+    def job():
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    first = job()
+    assert first.returncode == 0, first.stderr
+    assert "replaced" not in first.stdout
+    logged = json.loads((out / RUN_FILE).read_text())["run_id"]
+    second = job()
+    assert second.returncode == 0, second.stderr
+    assert f"replaced the results of an earlier job in {out}; its MLflow run {logged}" in (
+        second.stdout
+    )
+    record_pending(out, "alignment", tracking_uri="http://127.0.0.1:1", experiment="repalign")
+    kept = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    refused = job()
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"repalign run: error: out: {out} holds an earlier job's")
+    assert f"`repalign sync {out}`" in refused.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == kept
+    assert (out / PENDING_UPLOAD_FILE).exists()
