@@ -342,12 +342,13 @@ def _nightly(args):
 
 
 def _nightly_logged_by(uploader, args):
-    from jobs.outputs import log_libraries_to
+    from jobs.outputs import earlier_run, log_libraries_to, replaced
     from repalign.spec import load_spec, parse_spec
 
     spec = load_spec(args.spec, kind="alignment")
     if args.out is not None:
         spec = parse_spec({**spec.model_dump(exclude_none=True), "out": args.out})
+    earlier = earlier_run(spec.out)
     log_libraries_to(spec.out)
     options = {} if args.threshold is None else {"threshold": args.threshold}
     from jobs.nightly import describe, run_nightly
@@ -358,6 +359,8 @@ def _nightly_logged_by(uploader, args):
         spec, previous=args.previous, ray_address=args.ray_address, quiet=args.quiet, **options
     )
     print("\n".join(describe(nightly)))
+    if earlier:
+        print(replaced(spec.out, earlier))
     write_heatmaps(nightly.alignment.table, Path(spec.out) / HEATMAP_FOLDER)  # as in `_run`
     return uploader.log(
         "nightly",
