@@ -363,7 +363,9 @@ def print_machine(args, features):
     memory = psutil.virtual_memory()
     print("## Machine\n")
     print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"- command: {sys.executable} {' '.join(sys.argv)}")
+    from report import command_line
+
+    print(f"- command: {command_line()}")
     print(
         f"- CPU: {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, memory "
         f"{memory.total / GIB:.1f} GiB ({memory.available / GIB:.1f} GiB available at start); "

@@ -63,7 +63,7 @@ import numpy as np
 import psutil
 import ray
 from machine import cpu_model, git_state, package_version
-from report import table
+from report import command_line, table
 from scipy.linalg.blas import dsyrk
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -210,7 +210,7 @@ def print_machine(args, root):
     memory = psutil.virtual_memory()
     print("## Machine\n")
     print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"- command: {sys.executable} {' '.join(sys.argv)}")
+    print(f"- command: {command_line()}")
     print(
         f"- CPU: {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, memory "
         f"{memory.total / GIB:.1f} GiB ({memory.available / GIB:.1f} GiB available at start), "

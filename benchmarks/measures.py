@@ -223,7 +223,9 @@ def print_machine():
     ]
     print("### Machine\n")
     print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"- command: {sys.executable} {' '.join(sys.argv)}")
+    from report import command_line
+
+    print(f"- command: {command_line()}")
     print(
         f"- CPU: {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, "
         f"memory {total_memory_gib():.1f} GiB, {platform.machine()}"

@@ -1,4 +1,17 @@
-"""How the benchmarks print their figures: markdown tables on stdout."""
+"""How the benchmarks print their figures: markdown tables on stdout, and the command that made
+them."""
+
+import os
+import sys
+
+
+def command_line():
+    """This run's command as a reader would type it: the interpreter relative to the working
+    folder when it lies inside it (``.venv/bin/python``), not the checkout's absolute path."""
+    python = os.path.relpath(sys.executable)
+    if python.startswith(".."):
+        python = sys.executable
+    return f"{python} {' '.join(sys.argv)}"
 
 
 def table(headers, rows):

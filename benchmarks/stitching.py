@@ -61,7 +61,7 @@ import psutil
 import ray
 import scipy.linalg
 from machine import cpu_model, git_state, package_version, total_memory_gib
-from report import table
+from report import command_line, table
 from threadpoolctl import threadpool_info
 
 import repalign
@@ -156,7 +156,7 @@ def print_machine(args):
     )
     print("### Machine\n")
     print(f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"- command: {sys.executable} {' '.join(sys.argv)}")
+    print(f"- command: {command_line()}")
     print(
         f"- CPU: {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, memory "
         f"{total_memory_gib():.1f} GiB ({psutil.virtual_memory().available / 2**30:.1f} GiB "
